@@ -1,0 +1,49 @@
+use std::process::ExitCode;
+
+use fifo2kinesis::config::{self, Command};
+use fifo2kinesis::log::{self, Level};
+
+fn main() -> ExitCode {
+    let command = match config::parse(std::env::args_os().skip(1), |k| std::env::var_os(k)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fifo2kinesis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match command {
+        Command::Help => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("fifo2kinesis {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Run(c) => *c,
+    };
+    log::set_max_level(if config.debug {
+        Level::Debug
+    } else {
+        Level::Info
+    });
+    match fifo2kinesis::run(config) {
+        Ok(outcome) if outcome.lost_at_stop == 0 => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            fifo2kinesis::log!(
+                Error,
+                "{} lines were lost at the stop",
+                outcome.lost_at_stop
+            );
+            ExitCode::from(1)
+        }
+        Err(e @ fifo2kinesis::Error::Setup(_)) => {
+            fifo2kinesis::log!(Error, "{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            fifo2kinesis::log!(Error, "{e}");
+            ExitCode::from(1)
+        }
+    }
+}
