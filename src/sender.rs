@@ -13,6 +13,7 @@
 //! aside the same way, and the thread ends.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -76,6 +77,8 @@ struct Shared {
     changed: Condvar,
     stats: Arc<Stats>,
     waker: Arc<Waker>,
+    /// Set by the thread just before its last wake-up: nothing more will happen.
+    finished: AtomicBool,
 }
 
 impl Shared {
@@ -123,6 +126,7 @@ impl Sender {
             changed: Condvar::new(),
             stats,
             waker,
+            finished: AtomicBool::new(false),
         });
         let worker = Worker {
             sink,
@@ -163,9 +167,10 @@ impl Sender {
         self.tx = None;
     }
 
-    /// Whether the thread has ended.
+    /// Whether the thread is done with its work (it may still be exiting: [`Sender::join`]).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        self.shared.finished.load(Ordering::Acquire)
+            || self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the thread to end.
@@ -192,6 +197,8 @@ impl Worker {
             let _ = self.shared.waker.wake();
             self.deliver(batch);
         }
+        // The poll loop waits for this flag, and the wake-up makes it look.
+        self.shared.finished.store(true, Ordering::Release);
         let _ = self.shared.waker.wake();
     }
 
