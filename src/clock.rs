@@ -74,9 +74,112 @@ impl UtcDateTime {
     }
 }
 
+/// Days from 1970-01-01 to the given civil date (Howard Hinnant's days-from-civil).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Reads an RFC 3339 UTC time as AWS writes expirations: `2021-09-21T18:41:26Z`, optionally
+/// with fractional seconds and a `+00:00`-style offset instead of `Z`.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded: String = frac[..digits]
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(9)
+            .collect();
+        nanos = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_secs: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let h: i64 = rest[1..3].parse().ok()?;
+            let m: i64 = rest[4..6].parse().ok()?;
+            let v = h * 3600 + m * 60;
+            if rest.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_aws_expirations() {
+        let t = parse_rfc3339("2015-08-30T12:36:00Z").unwrap();
+        assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_440_938_160));
+        let t = parse_rfc3339("2000-02-29T12:34:56.5+01:00").unwrap();
+        assert_eq!(
+            t,
+            UNIX_EPOCH + Duration::new(951_827_696 - 3600, 500_000_000)
+        );
+        for bad in [
+            "",
+            "2015-08-30",
+            "2015-13-30T12:36:00Z",
+            "2015-08-30T12:36:00",
+            "2015-08-30T12:36:00.Z",
+            "x015-08-30T12:36:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        // Round trip through the formatter.
+        let t = UNIX_EPOCH + Duration::from_secs(4_107_542_400);
+        assert_eq!(
+            parse_rfc3339(&UtcDateTime::from_system(t).rfc3339_millis()),
+            Some(t)
+        );
+    }
 
     #[test]
     fn epoch_and_known_dates() {

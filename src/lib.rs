@@ -26,6 +26,7 @@ pub mod sigv4;
 pub mod sink;
 pub mod spool;
 pub mod stats;
+pub mod sts;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -100,7 +101,34 @@ pub fn make_sink(
             let creds = credentials::from_env(&env).map_err(|e| Error::Setup(format!("AWS credentials: {e}")))?.ok_or_else(|| {
                 Error::Setup("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)".into())
             })?;
-            let provider: Box<dyn credentials::Provider> = Box::new(credentials::Static(creds));
+            let mut provider: Box<dyn credentials::Provider> = Box::new(credentials::Static(creds));
+            if let Some(role_arn) = &k.role_arn {
+                let endpoint = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+                    .into_iter()
+                    .find_map(|name| {
+                        env(name)
+                            .and_then(|v| v.into_string().ok())
+                            .filter(|v| !v.trim().is_empty())
+                    })
+                    .map(|v| v.trim().trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| sts::default_endpoint(&k.region));
+                let session_name = k
+                    .role_session_name
+                    .clone()
+                    .unwrap_or_else(|| sts::default_session_name(std::time::SystemTime::now()));
+                log!(
+                    Info,
+                    "assuming role {role_arn} (session {session_name}) at {endpoint}"
+                );
+                let settings = sts::AssumeRoleSettings {
+                    role_arn: role_arn.clone(),
+                    session_name,
+                    external_id: None,
+                    endpoint,
+                    region: k.region.clone(),
+                };
+                provider = Box::new(sts::AssumeRole::new(provider, settings));
+            }
             log!(
                 Info,
                 "publishing to stream {} in {} at {}",

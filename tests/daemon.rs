@@ -719,3 +719,65 @@ fn backpressure_blocks_writers_instead_of_growing_memory() {
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(LONG).success());
 }
+
+#[test]
+fn role_arn_assumes_the_role_and_signs_with_the_session_token() {
+    let dir = TempDir::new("role");
+    let fifo = dir.join("in.pipe");
+    let server = FakeKinesis::start("test-stream");
+    let mut env = aws_env(&server.url);
+    env.push(("AWS_ENDPOINT_URL_STS".into(), server.url.clone()));
+    let mut daemon = Daemon::start(
+        &dir,
+        &kinesis_args(
+            fifo.to_str().unwrap(),
+            &[
+                "--role-arn",
+                "arn:aws:iam::123456789012:role/writer",
+                "-S",
+                "my-session",
+                "--flush-interval",
+                "0",
+                "-l",
+                "2",
+                "--debug",
+            ],
+        ),
+        &env,
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    for _ in 0..2 {
+        write_lines_atomically(
+            &mut open_writer(&fifo, LONG),
+            &[b"1".to_vec(), b"2".to_vec()],
+        );
+    }
+    wait_until(LONG, "four records", || server.received_count() == 4);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(server.problems(), Vec::<String>::new());
+    let calls = server.sts_calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "credentials are cached until they near expiry"
+    );
+    assert!(
+        calls[0].ends_with(
+            "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fwriter&RoleSessionName=my-session"
+        ),
+        "{}",
+        calls[0]
+    );
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.headers["authorization"].contains(TEMP_KEY_ID)));
+    let log = daemon.stderr();
+    for secret in [TEST_SECRET, TEMP_SECRET, TEMP_TOKEN] {
+        assert!(
+            !log.contains(secret),
+            "a secret leaked into the --debug log"
+        );
+    }
+}

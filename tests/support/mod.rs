@@ -77,6 +77,10 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
 
 pub const TEST_KEY_ID: &str = "AKIDTESTFIFO2KINESIS";
 pub const TEST_SECRET: &str = "test-secret-must-never-be-logged";
+/// What the fake server's STS hands out for AssumeRole.
+pub const TEMP_KEY_ID: &str = "ASIATESTTEMPORARYKEY";
+pub const TEMP_SECRET: &str = "temporary-secret-must-never-be-logged";
+pub const TEMP_TOKEN: &str = "temporary-session-token-must-never-be-logged";
 
 /// The daemon binary running as a child process; killed when dropped.
 pub struct Daemon {
@@ -277,6 +281,8 @@ type Behaviour = dyn Fn(usize, &SeenRequest) -> Reply + Send + Sync;
 
 #[derive(Default)]
 struct ServerState {
+    /// AssumeRole form bodies received.
+    sts_calls: Vec<String>,
     received: Vec<Vec<u8>>,
     requests: Vec<SeenRequest>,
     problems: Vec<String>,
@@ -350,6 +356,11 @@ impl FakeKinesis {
     pub fn requests(&self) -> Vec<SeenRequest> {
         assert!(self.keep_requests);
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// AssumeRole requests received (their form bodies).
+    pub fn sts_calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().sts_calls.clone()
     }
 
     /// Anything a request did wrong.
@@ -435,6 +446,12 @@ fn handle(
     counter: &AtomicUsize,
     keep: bool,
 ) -> (u16, String) {
+    if headers
+        .get("content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
+        return fake_sts(&headers, body, state);
+    }
     let mut problems = check_headers(request_line, &headers);
     let records = match parse_body(body, stream) {
         Ok(r) => r,
@@ -488,6 +505,32 @@ fn handle(
     answer
 }
 
+/// Answers an STS AssumeRole signed with the test keys.
+fn fake_sts(h: &HashMap<String, String>, body: &[u8], state: &Mutex<ServerState>) -> (u16, String) {
+    let form = String::from_utf8_lossy(body).into_owned();
+    let auth = h.get("authorization").cloned().unwrap_or_default();
+    let mut st = state.lock().unwrap();
+    st.sts_calls.push(form.clone());
+    if !auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={TEST_KEY_ID}/"))
+        || !auth.contains("/us-east-1/sts/aws4_request")
+    {
+        st.problems
+            .push(format!("STS authorization shape: {auth:?}"));
+    }
+    if !form.starts_with("Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A") {
+        st.problems.push(format!("STS form: {form}"));
+    }
+    let expiration = "2099-01-01T00:00:00Z";
+    (
+        200,
+        format!(
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>{TEMP_KEY_ID}</AccessKeyId>\
+             <SecretAccessKey>{TEMP_SECRET}</SecretAccessKey><SessionToken>{TEMP_TOKEN}</SessionToken>\
+             <Expiration>{expiration}</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"
+        ),
+    )
+}
+
 fn check_headers(request_line: &str, h: &HashMap<String, String>) -> Vec<String> {
     let mut p = Vec::new();
     if !request_line.starts_with("POST / HTTP/1.1") {
@@ -509,9 +552,23 @@ fn check_headers(request_line: &str, h: &HashMap<String, String>) -> Vec<String>
         p.push(format!("x-amz-date {date:?}"));
     }
     let auth = h.get("authorization").cloned().unwrap_or_default();
-    let prefix = format!("AWS4-HMAC-SHA256 Credential={TEST_KEY_ID}/{}/us-east-1/kinesis/aws4_request, SignedHeaders=", &date[..date.len().min(8)]);
+    // Temporary credentials (from the fake STS) must come with their session token.
+    let temporary = auth.contains(TEMP_KEY_ID);
+    let key = if temporary { TEMP_KEY_ID } else { TEST_KEY_ID };
+    let signed = if temporary {
+        "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+    } else {
+        "content-type;host;x-amz-date;x-amz-target"
+    };
+    if temporary && h.get("x-amz-security-token").map(String::as_str) != Some(TEMP_TOKEN) {
+        p.push("temporary credentials without their session token".into());
+    }
+    let prefix = format!(
+        "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/kinesis/aws4_request, SignedHeaders=",
+        &date[..date.len().min(8)]
+    );
     let shape_ok = auth.starts_with(&prefix)
-        && auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target, ")
+        && auth.contains(&format!("SignedHeaders={signed}, "))
         && auth
             .rsplit_once("Signature=")
             .is_some_and(|(_, s)| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
