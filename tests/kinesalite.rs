@@ -85,7 +85,7 @@ impl Kinesalite {
         for (k, v) in headers
             .iter()
             .map(|(k, v)| (*k, v.to_string()))
-            .chain(signed.into_iter())
+            .chain(signed)
         {
             req = req.header(k, v);
         }
