@@ -185,6 +185,10 @@ impl Daemon {
 
     fn step(&mut self, poll: &Poll) -> io::Result<Option<Outcome>> {
         self.hand_over();
+        if self.stopping.is_none() && self.sender.is_finished() {
+            // Only a panic ends the sender before a stop; without it nothing would be sent.
+            return Err(io::Error::other("the sender thread ended unexpectedly"));
+        }
         if self.stopping.is_none() {
             if self.input_ready && self.ready.is_empty() {
                 self.read_input(poll)?;
