@@ -550,12 +550,17 @@ fn kinesis_config<E: Fn(&str) -> Option<OsString>>(
 
 /// `https://kinesis.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
 pub fn default_endpoint(region: &str) -> String {
+    regional_endpoint("kinesis", region)
+}
+
+/// `https://{service}.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
+pub fn regional_endpoint(service: &str, region: &str) -> String {
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
         "amazonaws.com"
     };
-    format!("https://kinesis.{region}.{suffix}")
+    format!("https://{service}.{region}.{suffix}")
 }
 
 fn checked_region(who: &str, r: String) -> Result<String, ConfigError> {

@@ -72,10 +72,7 @@ struct Daemon {
     config: Config,
     input: Input,
     signals: SignalFd,
-    splitter: LineSplitter,
-    batcher: Batcher,
-    /// Sealed batches the sender has not taken yet (kept short by pausing reads).
-    ready: VecDeque<Batch>,
+    intake: Intake,
     sender: Sender,
     stats: Arc<Stats>,
     /// The input may have data: it has not returned `WouldBlock` since its last event.
@@ -118,14 +115,18 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
     };
     let batcher = Batcher::new(limits, keys);
     let splitter = LineSplitter::new(config.max_record_bytes - batcher.key_len());
+    let intake = Intake {
+        splitter,
+        batcher,
+        ready: VecDeque::new(),
+        stats: Arc::clone(&stats),
+    };
 
     let mut daemon = Daemon {
         config,
         input,
         signals,
-        splitter,
-        batcher,
-        ready: VecDeque::new(),
+        intake,
         sender,
         stats,
         input_ready: true,
@@ -175,10 +176,10 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if self.ready.is_empty() && self.input_ready && !self.input.pollable() => {
+            None if self.intake.ready.is_empty() && self.input_ready && !self.input.pollable() => {
                 Some(now)
             }
-            None => self.batcher.deadline(),
+            None => self.intake.batcher.deadline(),
         };
         deadline.map(|d| d.saturating_duration_since(now))
     }
@@ -190,12 +191,12 @@ impl Daemon {
             return Err(io::Error::other("the sender thread ended unexpectedly"));
         }
         if self.stopping.is_none() {
-            if self.input_ready && self.ready.is_empty() {
+            if self.input_ready && self.intake.ready.is_empty() {
                 self.read_input(poll)?;
             }
-            if let Some(b) = self.batcher.take_due(Instant::now()) {
+            if let Some(b) = self.intake.batcher.take_due(Instant::now()) {
                 log!(Debug, "flush interval passed: flushing {} records", b.len());
-                self.ready.push_back(b);
+                self.intake.ready.push_back(b);
                 self.hand_over();
             }
         }
@@ -204,9 +205,9 @@ impl Daemon {
 
     /// Hands sealed batches to the sender while its channel has room.
     fn hand_over(&mut self) {
-        while let Some(b) = self.ready.pop_front() {
+        while let Some(b) = self.intake.ready.pop_front() {
             if let Err(b) = self.sender.try_send(b) {
-                self.ready.push_front(b);
+                self.intake.ready.push_front(b);
                 break;
             }
         }
@@ -214,23 +215,11 @@ impl Daemon {
 
     /// Reads until `WouldBlock`, or until sealed batches wait for room in the channel.
     fn read_input(&mut self, poll: &Poll) -> io::Result<()> {
-        while self.ready.is_empty() && self.stopping.is_none() {
+        while self.intake.ready.is_empty() && self.stopping.is_none() {
             match self.input.read(&mut self.buf) {
                 Ok(ReadOutcome::Data(n)) => {
                     Stats::add(&self.stats.bytes_read, n as u64);
-                    let now = Instant::now();
-                    let Daemon {
-                        splitter,
-                        batcher,
-                        ready,
-                        stats,
-                        buf,
-                        ..
-                    } = self;
-                    let limit = splitter.max_line();
-                    splitter.feed(&buf[..n], &mut |p| {
-                        on_piece(p, limit, now, batcher, ready, stats)
-                    });
+                    self.intake.feed(&self.buf[..n], Instant::now());
                     self.hand_over();
                 }
                 Ok(ReadOutcome::WouldBlock) => {
@@ -270,16 +259,7 @@ impl Daemon {
     }
 
     fn finish_partial_line(&mut self) {
-        let now = Instant::now();
-        let Daemon {
-            splitter,
-            batcher,
-            ready,
-            stats,
-            ..
-        } = self;
-        let limit = splitter.max_line();
-        splitter.finish(&mut |p| on_piece(p, limit, now, batcher, ready, stats));
+        self.intake.finish_line(Instant::now());
     }
 
     fn on_signals(&mut self, poll: &Poll) {
@@ -314,8 +294,8 @@ impl Daemon {
             return;
         }
         self.finish_partial_line();
-        if let Some(b) = self.batcher.take() {
-            self.ready.push_back(b);
+        if let Some(b) = self.intake.batcher.take() {
+            self.intake.ready.push_back(b);
         }
         self.hand_over();
         let deadline = now + self.config.shutdown_timeout;
@@ -335,9 +315,9 @@ impl Daemon {
     fn stop_progress(&mut self) -> Option<Outcome> {
         let s = self.stopping.as_mut()?;
         let now = Instant::now();
-        if !s.channel_closed && (self.ready.is_empty() || now >= s.deadline) {
+        if !s.channel_closed && (self.intake.ready.is_empty() || now >= s.deadline) {
             // Batches the sender could not take in time are set aside here.
-            for b in self.ready.drain(..) {
+            for b in self.intake.ready.drain(..) {
                 sender::set_aside(
                     self.config.failed_attempts_dir.as_deref(),
                     &b,
@@ -360,6 +340,43 @@ impl Daemon {
         let lost_at_stop = Stats::get(&self.stats.lines_dropped) - s.dropped_before;
         log!(Info, "stopped: {}", self.stats.summary());
         Some(Outcome { lost_at_stop })
+    }
+}
+
+/// Lines on their way into batches: the splitter, the batch being filled, and the sealed
+/// batches waiting for the sender (kept short by pausing reads).
+struct Intake {
+    splitter: LineSplitter,
+    batcher: Batcher,
+    ready: VecDeque<Batch>,
+    stats: Arc<Stats>,
+}
+
+impl Intake {
+    /// Splits a chunk read at `now` into lines and batches.
+    fn feed(&mut self, chunk: &[u8], now: Instant) {
+        let Intake {
+            splitter,
+            batcher,
+            ready,
+            stats,
+        } = self;
+        let limit = splitter.max_line();
+        splitter.feed(chunk, &mut |p| {
+            on_piece(p, limit, now, batcher, ready, stats)
+        });
+    }
+
+    /// Ends the current line, if any: the input ended or the daemon is stopping.
+    fn finish_line(&mut self, now: Instant) {
+        let Intake {
+            splitter,
+            batcher,
+            ready,
+            stats,
+        } = self;
+        let limit = splitter.max_line();
+        splitter.finish(&mut |p| on_piece(p, limit, now, batcher, ready, stats));
     }
 }
 

@@ -24,12 +24,7 @@ pub const REFRESH_JITTER: Duration = Duration::from_secs(60);
 
 /// The regional STS endpoint: `https://sts.{region}.amazonaws.com` (`.com.cn` in China).
 pub fn default_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://sts.{region}.{suffix}")
+    crate::config::regional_endpoint("sts", region)
 }
 
 /// The session name used when none is configured: `fifo2kinesis-<unix seconds>`.

@@ -32,12 +32,7 @@ fn million_lines_from_four_reopening_writers_arrive_exactly_once() {
     let dir = TempDir::new("million");
     let fifo = dir.join("in.pipe");
     let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "200ms"]),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO to exist", || fifo.exists());
+    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "200ms"]);
 
     let started = Instant::now();
     let writers: Vec<_> = (0..WRITERS)
@@ -114,12 +109,7 @@ fn a_lone_line_is_flushed_by_the_timer() {
     let dir = TempDir::new("timer");
     let fifo = dir.join("in.pipe");
     let server = FakeKinesis::start("test-stream");
-    let _daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "1s"]),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let _daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "1s"]);
     let mut f = open_writer(&fifo, LONG);
     f.write_all(b"only line\n").unwrap();
     let written = Instant::now();
@@ -184,15 +174,12 @@ fn partial_failure_resends_only_the_failed_records() {
             Reply::Accept
         }
     });
-    let mut daemon = Daemon::start(
+    let mut daemon = start_daemon(
         &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &["--buffer-queue-limit", "10", "--flush-interval", "0"],
-        ),
-        &aws_env(&server.url),
+        &fifo,
+        &server,
+        &["--buffer-queue-limit", "10", "--flush-interval", "0"],
     );
-    wait_until(LONG, "the FIFO", || fifo.exists());
     let lines: Vec<Vec<u8>> = (1..=10)
         .map(|i| format!("record {i}").into_bytes())
         .collect();
@@ -230,12 +217,7 @@ fn sigterm_delivers_the_half_full_batch_and_exits_zero() {
     let dir = TempDir::new("sigterm");
     let fifo = dir.join("in.pipe");
     let server = FakeKinesis::start("test-stream");
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "60"]),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "60"]);
     let lines: Vec<Vec<u8>> = (0..250).map(|i| format!("line {i}").into_bytes()).collect();
     let mut w = open_writer(&fifo, LONG);
     write_lines_atomically(&mut w, &lines);
@@ -275,22 +257,19 @@ fn retryable_errors_are_retried_and_permanent_ones_go_to_the_failed_attempts_dir
             Reply::Accept
         }
     });
-    let mut daemon = Daemon::start(
+    let mut daemon = start_daemon(
         &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &[
-                "--flush-interval",
-                "0",
-                "-l",
-                "3",
-                "--failed-attempts-dir",
-                failed.to_str().unwrap(),
-            ],
-        ),
-        &aws_env(&server.url),
+        &fifo,
+        &server,
+        &[
+            "--flush-interval",
+            "0",
+            "-l",
+            "3",
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+        ],
     );
-    wait_until(LONG, "the FIFO", || fifo.exists());
     let lines: Vec<Vec<u8>> = ["ok 1", "ok 2", "ok 3", "doomed 1", "doomed\0 2", "doomed 3"]
         .iter()
         .map(|s| s.as_bytes().to_vec())
@@ -338,15 +317,7 @@ fn permanent_error_without_a_failed_attempts_dir_counts_dropped_lines() {
             r#"{"__type":"AccessDeniedException","message":"not allowed"}"#.into(),
         )
     });
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &["--flush-interval", "0", "-l", "2"],
-        ),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "0", "-l", "2"]);
     write_lines_atomically(
         &mut open_writer(&fifo, LONG),
         &[b"a".to_vec(), b"b".to_vec()],
@@ -360,80 +331,49 @@ fn permanent_error_without_a_failed_attempts_dir_counts_dropped_lines() {
     assert!(daemon.stderr().contains("AccessDeniedException"));
 }
 
+/// At the stop deadline during an outage, unsent lines go to the failed-attempts directory
+/// (exit 0) or, without one, are lost (exit 1, with the count in the log).
 #[test]
-fn lines_still_unsent_at_the_stop_deadline_are_lost_with_exit_one() {
-    let dir = TempDir::new("lost");
-    let fifo = dir.join("in.pipe");
-    let server =
-        FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Error(503, "{}".into()));
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &[
-                "--flush-interval",
-                "0",
-                "-l",
-                "2",
-                "--shutdown-timeout",
-                "500ms",
-            ],
-        ),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
-    write_lines_atomically(
-        &mut open_writer(&fifo, LONG),
-        &[b"a".to_vec(), b"b".to_vec()],
-    );
-    daemon.wait_log("HTTP 503", LONG);
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.wait_exit(LONG);
-    assert_eq!(status.code(), Some(1), "{}", daemon.stderr());
-    assert!(
-        daemon.stderr().contains("2 lines were lost"),
-        "{}",
-        daemon.stderr()
-    );
-}
-
-#[test]
-fn stop_deadline_with_failed_attempts_dir_keeps_the_lines() {
-    let dir = TempDir::new("stopkeep");
-    let fifo = dir.join("in.pipe");
-    let failed = dir.join("failed");
-    let server =
-        FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Error(503, "{}".into()));
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &[
-                "--flush-interval",
-                "0",
-                "-l",
-                "2",
-                "--shutdown-timeout",
-                "300ms",
-                "-D",
-                failed.to_str().unwrap(),
-            ],
-        ),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
-    write_lines_atomically(
-        &mut open_writer(&fifo, LONG),
-        &[b"a".to_vec(), b"b".to_vec()],
-    );
-    daemon.wait_log("HTTP 503", LONG);
-    daemon.signal(Signal::SIGTERM);
-    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
-    let files: Vec<_> = fs::read_dir(&failed)
-        .unwrap()
-        .map(|e| fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert_eq!(files, vec![b"a\nb".to_vec()]);
+fn lines_unsent_at_the_stop_deadline_are_kept_or_reported_lost() {
+    for keep in [false, true] {
+        let dir = TempDir::new("stopdeadline");
+        let fifo = dir.join("in.pipe");
+        let failed = dir.join("failed");
+        let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| {
+            Reply::Error(503, "{}".into())
+        });
+        let mut args = vec![
+            "--flush-interval",
+            "0",
+            "-l",
+            "2",
+            "--shutdown-timeout",
+            "300ms",
+        ];
+        if keep {
+            args.extend(["-D", failed.to_str().unwrap()]);
+        }
+        let mut daemon = start_daemon(&dir, &fifo, &server, &args);
+        write_lines_atomically(
+            &mut open_writer(&fifo, LONG),
+            &[b"a".to_vec(), b"b".to_vec()],
+        );
+        daemon.wait_log("HTTP 503", LONG);
+        daemon.signal(Signal::SIGTERM);
+        let status = daemon.wait_exit(LONG);
+        let log = daemon.stderr();
+        if keep {
+            assert!(status.success(), "{log}");
+            let files: Vec<_> = fs::read_dir(&failed)
+                .unwrap()
+                .map(|e| fs::read(e.unwrap().path()).unwrap())
+                .collect();
+            assert_eq!(files, vec![b"a\nb".to_vec()]);
+        } else {
+            assert_eq!(status.code(), Some(1), "{log}");
+            assert!(log.contains("2 lines were lost"), "{log}");
+        }
+    }
 }
 
 #[test]
@@ -685,12 +625,7 @@ fn backpressure_blocks_writers_instead_of_growing_memory() {
         }
         Reply::Accept
     });
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "0"]),
-        &aws_env(&server.url),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "0"]);
     let total = 200_000;
     let writer = {
         let fifo = fifo.clone();

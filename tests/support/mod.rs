@@ -613,6 +613,17 @@ pub fn read_or_empty(p: &Path) -> Vec<u8> {
     v
 }
 
+/// Starts the daemon on `fifo` for `server`'s `test-stream` and waits for the FIFO to exist.
+pub fn start_daemon(dir: &TempDir, fifo: &Path, server: &FakeKinesis, extra: &[&str]) -> Daemon {
+    let daemon = Daemon::start(
+        dir,
+        &kinesis_args(fifo.to_str().unwrap(), extra),
+        &aws_env(&server.url),
+    );
+    wait_until(Duration::from_secs(60), "the FIFO", || fifo.exists());
+    daemon
+}
+
 pub fn kinesis_args<'a>(fifo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["--fifo-name", fifo, "--stream-name", "test-stream"];
     a.extend_from_slice(extra);
