@@ -39,9 +39,12 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { long: "failed-attempts-dir", short: Some('D'), value: "DIR", default: "none", help: "Directory that keeps lines that could not be delivered" },
     OptionSpec { long: "flush-interval", short: Some('i'), value: "DURATION", default: "5", help: "Seconds (or 250ms, 1.5s) after a batch's first line before it is flushed; 0 disables the timer" },
     OptionSpec { long: "flush-handler", short: None, value: "NAME", default: "kinesis", help: "Where batches go: kinesis, or logger (standard output, no AWS needed)" },
-    OptionSpec { long: "region", short: Some('R'), value: "REGION", default: "AWS_REGION, AWS_DEFAULT_REGION", help: "The AWS region of the stream" },
+    OptionSpec { long: "region", short: Some('R'), value: "REGION", default: "AWS_REGION, AWS_DEFAULT_REGION, the profile's, the instance's", help: "The AWS region of the stream" },
     OptionSpec { long: "role-arn", short: Some('r'), value: "ARN", default: "none", help: "A role to assume with STS before publishing" },
     OptionSpec { long: "role-session-name", short: Some('S'), value: "NAME", default: "fifo2kinesis-<unix seconds>", help: "The session name used when assuming --role-arn" },
+    OptionSpec { long: "role-external-id", short: None, value: "ID", default: "none", help: "The external ID the role's trust policy asks for" },
+    OptionSpec { long: "sts-endpoint-url", short: None, value: "URL", default: "AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, or the region's", help: "The STS endpoint used to assume roles" },
+    OptionSpec { long: "ca-bundle", short: None, value: "PATH", default: "AWS_CA_BUNDLE", help: "PEM certificates trusted in addition to the built-in roots" },
     OptionSpec { long: "endpoint-url", short: None, value: "URL", default: "AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL, or the region's", help: "The Kinesis endpoint" },
     OptionSpec { long: "max-record-bytes", short: None, value: "BYTES", default: "1MiB", help: "Largest record (line + partition key), up to 10MiB; longer lines are skipped" },
     OptionSpec { long: "max-request-bytes", short: None, value: "BYTES", default: "5MiB", help: "Largest PutRecords request (sum of records), up to 10MiB" },
@@ -204,14 +207,24 @@ impl PartitionKey {
 pub struct KinesisConfig {
     /// Stream name.
     pub stream_name: String,
-    /// AWS region.
-    pub region: String,
-    /// Endpoint URL, e.g. `https://kinesis.us-east-1.amazonaws.com`.
-    pub endpoint: String,
+    /// AWS region, if given by option or environment (else the profile's or the instance's).
+    pub region: Option<String>,
+    /// Kinesis endpoint URL given by option or environment.
+    pub endpoint_url: Option<String>,
+    /// STS endpoint URL given by option or environment.
+    pub sts_endpoint_url: Option<String>,
+    /// `AWS_USE_FIPS_ENDPOINT`.
+    pub use_fips: bool,
+    /// `AWS_USE_DUALSTACK_ENDPOINT`.
+    pub use_dualstack: bool,
+    /// Extra trusted roots (PEM), from `--ca-bundle` or `AWS_CA_BUNDLE`.
+    pub ca_bundle: Option<PathBuf>,
     /// Role to assume with STS, if any.
     pub role_arn: Option<String>,
     /// Session name used when assuming `role_arn`.
     pub role_session_name: Option<String>,
+    /// External ID used when assuming `role_arn`.
+    pub role_external_id: Option<String>,
 }
 
 /// The validated configuration of one daemon run.
@@ -487,35 +500,41 @@ fn kinesis_config<E: Fn(&str) -> Option<OsString>>(
         Some((_, s)) => s,
     };
 
+    // The region may also come from the profile or instance metadata: resolved at start-up.
     let region = match look.string("region")? {
-        Some((who, r)) => checked_region(&who, r)?,
-        None => {
-            let from_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-                .into_iter()
-                .find_map(|name| non_blank((look.env)(name)).map(|v| (name, v)));
-            match from_env {
-                Some((name, v)) => checked_region(name, v.to_string_lossy().into_owned())?,
-                None => {
-                    return Err(ConfigError::Missing {
-                        option: "--region",
-                        hint: "or AWS_REGION or AWS_DEFAULT_REGION".into(),
-                    })
-                }
-            }
+        Some((who, r)) => Some(checked_region(&who, r)?),
+        None => match first_env(look, &["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+            Some((name, v)) => Some(checked_region(name, v)?),
+            None => None,
+        },
+    };
+    let endpoint_url = endpoint_override(
+        look,
+        "endpoint-url",
+        &["AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL"],
+    )?;
+    let sts_endpoint_url = endpoint_override(
+        look,
+        "sts-endpoint-url",
+        &["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"],
+    )?;
+    let flag = |name: &'static str| -> Result<bool, ConfigError> {
+        match first_env(look, &[name]) {
+            None => Ok(false),
+            Some((who, v)) => parse_bool(&v).map_err(|e| invalid(who, &v, &e)),
         }
     };
-
-    let endpoint = match look.string("endpoint-url")? {
-        Some((who, u)) => checked_endpoint(&who, &u)?,
-        None => {
-            let from_env = ["AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL"]
-                .into_iter()
-                .find_map(|name| non_blank((look.env)(name)).map(|v| (name, v)));
-            match from_env {
-                Some((name, v)) => checked_endpoint(name, &v.to_string_lossy())?,
-                None => default_endpoint(&region),
-            }
+    let use_fips = flag("AWS_USE_FIPS_ENDPOINT")?;
+    let use_dualstack = flag("AWS_USE_DUALSTACK_ENDPOINT")?;
+    let ca_bundle = match look.get("ca-bundle") {
+        Some((_, v)) => Some(PathBuf::from(v)),
+        None => first_env(look, &["AWS_CA_BUNDLE"]).map(|(_, v)| PathBuf::from(v)),
+    };
+    let role_external_id = match look.string("role-external-id")? {
+        Some((who, id)) if !(2..=1224).contains(&id.len()) || id.contains(char::is_whitespace) => {
+            return Err(invalid(&who, &id, "2 to 1224 characters without spaces"))
         }
+        other => other.map(|(_, id)| id),
     };
 
     let role_arn = match look.string("role-arn")? {
@@ -542,15 +561,60 @@ fn kinesis_config<E: Fn(&str) -> Option<OsString>>(
     Ok(KinesisConfig {
         stream_name,
         region,
-        endpoint,
+        endpoint_url,
+        sts_endpoint_url,
+        use_fips,
+        use_dualstack,
+        ca_bundle,
         role_arn,
         role_session_name,
+        role_external_id,
     })
+}
+
+/// The first of `names` set in the environment, with its value.
+fn first_env<E: Fn(&str) -> Option<OsString>>(
+    look: &Lookup<'_, E>,
+    names: &[&'static str],
+) -> Option<(&'static str, String)> {
+    names.iter().find_map(|&name| {
+        non_blank((look.env)(name)).map(|v| (name, v.to_string_lossy().trim().to_string()))
+    })
+}
+
+/// An endpoint URL from the option `long`, else the first of the variables `vars`.
+fn endpoint_override<E: Fn(&str) -> Option<OsString>>(
+    look: &Lookup<'_, E>,
+    long: &'static str,
+    vars: &[&'static str],
+) -> Result<Option<String>, ConfigError> {
+    match look.string(long)? {
+        Some((who, u)) => checked_endpoint(&who, &u).map(Some),
+        None => match first_env(look, vars) {
+            Some((name, v)) => checked_endpoint(name, &v).map(Some),
+            None => Ok(None),
+        },
+    }
 }
 
 /// `https://kinesis.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
 pub fn default_endpoint(region: &str) -> String {
     regional_endpoint("kinesis", region)
+}
+
+/// A service's endpoint in `region`, FIPS and/or dualstack as asked:
+/// `{service}[-fips].{region}.amazonaws.com`, or `.api.aws` for dualstack (in China:
+/// `.amazonaws.com.cn` and `.api.amazonwebservices.com.cn`).
+pub fn service_endpoint(service: &str, region: &str, fips: bool, dualstack: bool) -> String {
+    let china = region.starts_with("cn-");
+    let suffix = match (dualstack, china) {
+        (false, false) => "amazonaws.com",
+        (false, true) => "amazonaws.com.cn",
+        (true, false) => "api.aws",
+        (true, true) => "api.amazonwebservices.com.cn",
+    };
+    let fips = if fips { "-fips" } else { "" };
+    format!("https://{service}{fips}.{region}.{suffix}")
 }
 
 /// `https://{service}.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
@@ -694,7 +758,8 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert!(!c.debug);
         let k = c.kinesis.unwrap();
-        assert_eq!(k.endpoint, "https://kinesis.us-east-1.amazonaws.com");
+        assert_eq!(k.endpoint_url, None);
+        assert_eq!(k.region.as_deref(), Some("us-east-1"));
         assert_eq!(k.stream_name, "s");
     }
 
@@ -717,7 +782,7 @@ mod tests {
         assert_eq!(c.flush_interval, Some(Duration::from_millis(250)));
         assert_eq!(c.partition_key, PartitionKey::Random);
         assert!(c.debug);
-        assert_eq!(c.kinesis.unwrap().region, "eu-west-1");
+        assert_eq!(c.kinesis.unwrap().region.as_deref(), Some("eu-west-1"));
         let c = run(&["-f", "/p", "-s", "x", "--debug=false"], &env).unwrap();
         assert!(!c.debug);
     }
@@ -754,7 +819,7 @@ mod tests {
         assert_eq!(c.flush_interval, Some(Duration::from_millis(1500)));
         assert!(c.debug);
         let k = c.kinesis.unwrap();
-        assert_eq!(k.region, "ap-south-1");
+        assert_eq!(k.region.as_deref(), Some("ap-south-1"));
         assert_eq!(k.role_arn.as_deref(), Some("arn:aws:iam::1:role/x"));
         assert_eq!(k.role_session_name.as_deref(), Some("sess"));
     }
@@ -781,18 +846,74 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.kinesis.unwrap().endpoint, "http://127.0.0.1:2");
+        assert_eq!(
+            c.kinesis.unwrap().endpoint_url.as_deref(),
+            Some("http://127.0.0.1:2")
+        );
         let c = run(BASE, &[("AWS_ENDPOINT_URL", "http://127.0.0.1:1/")]).unwrap();
-        assert_eq!(c.kinesis.unwrap().endpoint, "http://127.0.0.1:1");
+        assert_eq!(
+            c.kinesis.unwrap().endpoint_url.as_deref(),
+            Some("http://127.0.0.1:1")
+        );
         let mut args = BASE.to_vec();
         args.extend(["--endpoint-url", "http://localhost:3"]);
         let c = run(&args, &[("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:2")]).unwrap();
-        assert_eq!(c.kinesis.unwrap().endpoint, "http://localhost:3");
-        let c = run(&["-f", "/p", "-s", "s", "-R", "cn-north-1"], &[]).unwrap();
         assert_eq!(
-            c.kinesis.unwrap().endpoint,
+            c.kinesis.unwrap().endpoint_url.as_deref(),
+            Some("http://localhost:3")
+        );
+        let sts = run(
+            BASE,
+            &[
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:1/"),
+                ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:4"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            sts.kinesis.unwrap().sts_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4")
+        );
+    }
+
+    #[test]
+    fn service_endpoints_by_region_fips_and_dualstack() {
+        assert_eq!(
+            default_endpoint("cn-north-1"),
             "https://kinesis.cn-north-1.amazonaws.com.cn"
         );
+        assert_eq!(
+            service_endpoint("kinesis", "us-east-1", false, false),
+            "https://kinesis.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            service_endpoint("kinesis", "us-east-1", true, false),
+            "https://kinesis-fips.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            service_endpoint("kinesis", "us-east-1", false, true),
+            "https://kinesis.us-east-1.api.aws"
+        );
+        assert_eq!(
+            service_endpoint("sts", "us-gov-west-1", true, true),
+            "https://sts-fips.us-gov-west-1.api.aws"
+        );
+        assert_eq!(
+            service_endpoint("kinesis", "cn-north-1", false, true),
+            "https://kinesis.cn-north-1.api.amazonwebservices.com.cn"
+        );
+        let c = run(
+            BASE,
+            &[
+                ("AWS_USE_FIPS_ENDPOINT", "true"),
+                ("AWS_USE_DUALSTACK_ENDPOINT", "false"),
+            ],
+        )
+        .unwrap()
+        .kinesis
+        .unwrap();
+        assert!(c.use_fips && !c.use_dualstack);
+        assert!(err(BASE, &[("AWS_USE_FIPS_ENDPOINT", "maybe")]).contains("AWS_USE_FIPS_ENDPOINT"));
     }
 
     #[test]
@@ -816,10 +937,14 @@ mod tests {
         );
         let e = err(&["-f", "/p", "-R", "us-east-1"], &[]);
         assert!(e.contains("--stream-name"), "{e}");
-        let e = err(&["-f", "/p", "-s", "s"], &[]);
-        assert!(
-            e.contains("--region") && e.contains("AWS_REGION") && e.contains("AWS_DEFAULT_REGION"),
-            "{e}"
+        // Without a region here, start-up looks in the profile and instance metadata.
+        assert_eq!(
+            run(&["-f", "/p", "-s", "s"], &[])
+                .unwrap()
+                .kinesis
+                .unwrap()
+                .region,
+            None
         );
         let mut a = BASE.to_vec();
         a.extend(["-l", "501"]);

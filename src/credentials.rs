@@ -8,9 +8,15 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use aws_credential_types::Credentials;
+
+use crate::random::Rng;
+
+/// Temporary credentials are fetched again this long before they expire (or half their
+/// lifetime, if that is shorter), less up to a fifth of it as jitter.
+pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
 /// Credentials could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +35,16 @@ impl fmt::Display for CredentialsError {
 
 impl std::error::Error for CredentialsError {}
 
+impl CredentialsError {
+    /// An error from `source`.
+    pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
+        CredentialsError {
+            source: source.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A source of credentials for the sender.
 pub trait Provider: Send {
     /// Credentials valid at `now`, from cache or freshly fetched.
@@ -37,7 +53,101 @@ pub trait Provider: Send {
     fn invalidate(&mut self) {}
 }
 
-/// Credentials that never change (from the environment).
+/// Something that fetches fresh credentials: STS, instance metadata, a container endpoint, a
+/// process. Wrap it in [`Refreshing`] to cache what it returns.
+pub trait Fetch: Send {
+    /// Fetches credentials now.
+    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError>;
+}
+
+/// Caches a [`Fetch`]'s credentials and fetches again ahead of their expiry.
+pub struct Refreshing<F> {
+    fetch: F,
+    cached: Option<(Credentials, Option<SystemTime>)>,
+    rng: Rng,
+}
+
+impl<F: Fetch> Refreshing<F> {
+    /// A cache in front of `fetch`.
+    pub fn new(fetch: F) -> Self {
+        Refreshing {
+            fetch,
+            cached: None,
+            rng: Rng::from_entropy(),
+        }
+    }
+}
+
+impl<F: Fetch> Provider for Refreshing<F> {
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        if let Some((creds, refresh_at)) = &self.cached {
+            if refresh_at.is_none_or(|at| now < at) {
+                return Ok(creds.clone());
+            }
+        }
+        let creds = self.fetch.fetch(now)?;
+        let at = refresh_time(now, creds.expiry(), &mut self.rng);
+        if let Some(at) = at {
+            crate::log!(
+                Debug,
+                "fetched credentials; next refresh in {:.0?}",
+                at.duration_since(now).unwrap_or_default()
+            );
+        }
+        self.cached = Some((creds.clone(), at));
+        Ok(creds)
+    }
+
+    fn invalidate(&mut self) {
+        self.cached = None;
+    }
+}
+
+/// When credentials fetched at `now` that expire at `expiry` should be fetched again: ahead of
+/// expiry by five minutes or half their lifetime, whichever is shorter, and up to a fifth of
+/// that earlier still (jitter, so that many daemons do not refresh at once). `None` for
+/// credentials that do not expire.
+pub fn refresh_time(
+    now: SystemTime,
+    expiry: Option<SystemTime>,
+    rng: &mut Rng,
+) -> Option<SystemTime> {
+    let expiry = expiry?;
+    let lifetime = expiry.duration_since(now).unwrap_or_default();
+    let ahead = REFRESH_AHEAD.min(lifetime / 2);
+    let jitter = Duration::from_millis(rng.below(ahead.as_millis() as u64 / 5 + 1));
+    Some(expiry - ahead - jitter)
+}
+
+/// Reads credentials from JSON with `AccessKeyId`, `SecretAccessKey`, an optional session token
+/// under `token_field` and an optional RFC 3339 `Expiration` (the metadata services' and
+/// `credential_process`'s format). Errors never quote the values.
+pub fn parse_json_credentials(
+    body: &[u8],
+    token_field: &str,
+    provider: &'static str,
+) -> Result<Credentials, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON ({e})"))?;
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let id = field("AccessKeyId").ok_or("the answer has no AccessKeyId")?;
+    let secret = field("SecretAccessKey").ok_or("the answer has no SecretAccessKey")?;
+    let token = field(token_field).map(String::from);
+    let expiry = match field("Expiration") {
+        None => None,
+        Some(e) => Some(
+            crate::clock::parse_rfc3339(e).ok_or_else(|| format!("unreadable Expiration {e:?}"))?,
+        ),
+    };
+    Ok(Credentials::new(id, secret, token, expiry, provider))
+}
+
+/// Credentials that never change (from the environment or a profile's static keys).
 pub struct Static(pub Credentials);
 
 impl Provider for Static {
@@ -114,6 +224,68 @@ mod tests {
         .unwrap();
         assert_eq!(c.session_token(), Some("T"));
         assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn refresh_comes_ahead_of_expiry_with_jitter() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut rng = Rng::with_seed(5);
+        assert_eq!(refresh_time(now, None, &mut rng), None);
+        for _ in 0..100 {
+            // An hour-long credential: between 6 and 5 minutes before expiry.
+            let exp = now + Duration::from_secs(3600);
+            let at = refresh_time(now, Some(exp), &mut rng).unwrap();
+            assert!(at >= exp - Duration::from_secs(360) && at <= exp - Duration::from_secs(300));
+            // A 60-second credential: after 24 s, at most 30 s in.
+            let exp = now + Duration::from_secs(60);
+            let at = refresh_time(now, Some(exp), &mut rng).unwrap();
+            assert!(
+                at >= now + Duration::from_secs(24) && at <= now + Duration::from_secs(30),
+                "{at:?}"
+            );
+        }
+        // Already expired: refresh at once.
+        assert!(refresh_time(now, Some(now - Duration::from_secs(1)), &mut rng).unwrap() <= now);
+    }
+
+    struct Counting(u32, u64);
+    impl Fetch for Counting {
+        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+            self.0 += 1;
+            Ok(Credentials::new(
+                format!("K{}", self.0),
+                "s",
+                Some("t".into()),
+                Some(now + Duration::from_secs(self.1)),
+                "test",
+            ))
+        }
+    }
+
+    #[test]
+    fn refreshing_caches_until_the_refresh_time_and_after_invalidate() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut p = Refreshing::new(Counting(0, 60));
+        assert_eq!(p.credentials(t0).unwrap().access_key_id(), "K1");
+        assert_eq!(
+            p.credentials(t0 + Duration::from_secs(20))
+                .unwrap()
+                .access_key_id(),
+            "K1"
+        );
+        assert_eq!(
+            p.credentials(t0 + Duration::from_secs(31))
+                .unwrap()
+                .access_key_id(),
+            "K2"
+        );
+        p.invalidate();
+        assert_eq!(
+            p.credentials(t0 + Duration::from_secs(32))
+                .unwrap()
+                .access_key_id(),
+            "K3"
+        );
     }
 
     #[test]

@@ -12,13 +12,21 @@
 pub mod log;
 
 pub mod batch;
+pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod container;
 pub mod credentials;
 pub mod daemon;
+pub mod env;
 pub mod fifo;
+pub mod http;
+pub mod imds;
+pub mod ini;
 pub mod kinesis;
 pub mod lines;
+pub mod process;
+pub mod profile;
 pub mod random;
 pub mod sender;
 pub mod signals;
@@ -28,7 +36,6 @@ pub mod spool;
 pub mod stats;
 pub mod sts;
 
-use std::ffi::OsString;
 use std::fmt;
 use std::sync::Arc;
 
@@ -72,7 +79,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         spool::prepare_dir(dir)
             .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
     }
-    let sink = make_sink(&config, |k| std::env::var_os(k))?;
+    let sink = make_sink(&config, &env::Env::from_process())?;
     let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
@@ -87,60 +94,41 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     .map_err(Error::Runtime)
 }
 
-/// Builds the flush handler the configuration names.
-pub fn make_sink(
-    config: &Config,
-    env: impl Fn(&str) -> Option<OsString>,
-) -> Result<Box<dyn Sink>, Error> {
+/// Builds the flush handler the configuration names; for Kinesis, resolves region, endpoint
+/// and credentials from `env` and the shared files.
+pub fn make_sink(config: &Config, env: &env::Env) -> Result<Box<dyn Sink>, Error> {
     match (config.handler, &config.kinesis) {
         (Handler::Logger, _) => Ok(Box::new(LoggerSink::stdout())),
         (Handler::Kinesis, None) => Err(Error::Setup(
-            "the kinesis handler needs --stream-name and a region".into(),
+            "the kinesis handler needs --stream-name".into(),
         )),
         (Handler::Kinesis, Some(k)) => {
-            let creds = credentials::from_env(&env).map_err(|e| Error::Setup(format!("AWS credentials: {e}")))?.ok_or_else(|| {
-                Error::Setup("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)".into())
-            })?;
-            let mut provider: Box<dyn credentials::Provider> = Box::new(credentials::Static(creds));
-            if let Some(role_arn) = &k.role_arn {
-                let endpoint = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
-                    .into_iter()
-                    .find_map(|name| {
-                        env(name)
-                            .and_then(|v| v.into_string().ok())
-                            .filter(|v| !v.trim().is_empty())
-                    })
-                    .map(|v| v.trim().trim_end_matches('/').to_string())
-                    .unwrap_or_else(|| sts::default_endpoint(&k.region));
-                let session_name = k
-                    .role_session_name
-                    .clone()
-                    .unwrap_or_else(|| sts::default_session_name(std::time::SystemTime::now()));
-                log!(
-                    Info,
-                    "assuming role {role_arn} (session {session_name}) at {endpoint}"
-                );
-                let settings = sts::AssumeRoleSettings {
-                    role_arn: role_arn.clone(),
-                    session_name,
-                    external_id: None,
-                    endpoint,
-                    region: k.region.clone(),
-                };
-                provider = Box::new(sts::AssumeRole::new(provider, settings));
-            }
+            let aws = chain::resolve(k, env).map_err(Error::Setup)?;
             log!(
                 Info,
                 "publishing to stream {} in {} at {}",
                 k.stream_name,
-                k.region,
-                k.endpoint
+                aws.region,
+                aws.endpoint
+            );
+            log!(Info, "credentials: {}", aws.credentials_source);
+            if aws.http.extra_root_count() > 0 {
+                log!(
+                    Info,
+                    "trusting {} extra CA certificates besides the built-in roots",
+                    aws.http.extra_root_count()
+                );
+            }
+            let agent = aws.http.service_agent(
+                HttpTimeouts::default().connect,
+                HttpTimeouts::default().request,
             );
             Ok(Box::new(KinesisSink::new(
-                &k.endpoint,
-                &k.region,
+                agent,
+                &aws.endpoint,
+                &aws.region,
                 &k.stream_name,
-                provider,
+                aws.credentials,
                 HttpTimeouts::default(),
             )))
         }

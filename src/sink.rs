@@ -82,22 +82,16 @@ pub struct KinesisSink {
 }
 
 impl KinesisSink {
-    /// A sink for `stream` at `endpoint` in `region`.
+    /// A sink for `stream` at `endpoint` in `region`, sending with `agent` (which must answer
+    /// 4xx/5xx as responses; see [`crate::http`]).
     pub fn new(
+        agent: Agent,
         endpoint: &str,
         region: &str,
         stream: &str,
         credentials: Box<dyn Provider>,
         timeouts: HttpTimeouts,
     ) -> Self {
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_global(Some(timeouts.request))
-            .user_agent(concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections_per_host(2)
-            .build()
-            .into();
         KinesisSink {
             agent,
             url: format!("{}/", endpoint.trim_end_matches('/')),

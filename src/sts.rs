@@ -1,26 +1,22 @@
-//! Assuming a role with STS AssumeRole (`--role-arn`), on top of whatever credentials the
-//! base provider found.
+//! STS: assuming a role with AssumeRole (signed, over other credentials) or with
+//! AssumeRoleWithWebIdentity (unsigned, with a token from a file).
 //!
-//! The request is the STS Query protocol: a form body whose values are percent-encoded the way
-//! the AWS SDKs do it (everything but `A-Za-z0-9-_.~`), signed with SigV4 for service `sts`.
-//! The temporary credentials are cached and fetched again about five minutes (minus up to a
-//! minute of jitter) before they expire, or at once after [`Provider::invalidate`]. This runs on
-//! the sender thread, never on the poll loop.
+//! Both use the STS Query protocol: a form body whose values are percent-encoded the way the
+//! AWS SDKs do it (everything but `A-Za-z0-9-_.~`), answered in XML. Both are [`Fetch`]es, so
+//! [`crate::credentials::Refreshing`] caches their temporary credentials and fetches new ones
+//! ahead of expiry, on the sender thread. The web identity token file is read at every fetch
+//! (EKS rotates it).
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ureq::Agent;
 
 use crate::clock;
-use crate::credentials::{Credentials, CredentialsError, Provider};
+use crate::credentials::{Credentials, CredentialsError, Fetch, Provider};
+use crate::http::HttpSettings;
 use crate::kinesis::one_line;
-use crate::random::Rng;
 use crate::sigv4;
-
-/// Refresh this long before expiry (less up to [`REFRESH_JITTER`]).
-pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
-/// Spread of refresh times, so that many daemons do not refresh at once.
-pub const REFRESH_JITTER: Duration = Duration::from_secs(60);
 
 /// The regional STS endpoint: `https://sts.{region}.amazonaws.com` (`.com.cn` in China).
 pub fn default_endpoint(region: &str) -> String {
@@ -35,146 +31,191 @@ pub fn default_session_name(now: SystemTime) -> String {
     )
 }
 
-/// What to assume and where.
-#[derive(Clone, Debug)]
-pub struct AssumeRoleSettings {
-    /// The role's ARN.
-    pub role_arn: String,
-    /// The session name.
-    pub session_name: String,
-    /// The external ID the role's trust policy may require.
-    pub external_id: Option<String>,
-    /// STS endpoint URL.
+/// Where STS is and how to reach it.
+#[derive(Clone)]
+pub struct Sts {
+    /// Endpoint URL.
     pub endpoint: String,
     /// Region to sign for.
     pub region: String,
-}
-
-/// Credentials from STS AssumeRole, refreshed ahead of expiry.
-pub struct AssumeRole {
-    base: Box<dyn Provider>,
-    settings: AssumeRoleSettings,
     agent: Agent,
-    cached: Option<(Credentials, SystemTime)>,
-    rng: Rng,
 }
 
-impl AssumeRole {
-    /// A provider assuming `settings.role_arn` with credentials from `base`.
-    pub fn new(base: Box<dyn Provider>, settings: AssumeRoleSettings) -> Self {
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent(concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        AssumeRole {
-            base,
-            settings,
-            agent,
-            cached: None,
-            rng: Rng::from_entropy(),
+impl Sts {
+    /// STS at `endpoint`, signing for `region`.
+    pub fn new(endpoint: String, region: String, http: &HttpSettings) -> Sts {
+        Sts {
+            endpoint,
+            region,
+            agent: http.service_agent(Duration::from_secs(5), Duration::from_secs(30)),
         }
     }
 
-    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
-        let err = |message: String| CredentialsError {
-            source: format!("STS AssumeRole {}", self.settings.role_arn),
-            message,
-        };
-        let base = self.base.credentials(now)?;
-        let body = assume_role_form(&self.settings);
-        let url = format!("{}/", self.settings.endpoint.trim_end_matches('/'));
+    /// Posts a form (signed with `creds` if given) and reads the credentials in the answer.
+    fn call(
+        &self,
+        action: &str,
+        form: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Credentials, String> {
+        let url = format!("{}/", self.endpoint.trim_end_matches('/'));
         let headers = [(
             "content-type",
             "application/x-www-form-urlencoded; charset=utf-8",
         )];
-        let signed = sigv4::sign(
-            &base,
-            &self.settings.region,
-            "sts",
-            &url,
-            &headers,
-            body.as_bytes(),
-            SystemTime::now(),
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let mut all: Vec<(&str, String)> =
+            headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
+        if let Some(creds) = creds {
+            all.extend(
+                sigv4::sign(
+                    creds,
+                    &self.region,
+                    "sts",
+                    &url,
+                    &headers,
+                    form.as_bytes(),
+                    SystemTime::now(),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
         let mut request = self.agent.post(&url);
-        for (name, value) in headers
-            .iter()
-            .map(|(n, v)| (*n, v.to_string()))
-            .chain(signed)
-        {
+        for (name, value) in all {
             request = request.header(name, value);
         }
         let mut response = request
-            .send(body.as_bytes())
-            .map_err(|e| err(one_line(&e.to_string(), 300)))?;
+            .send(form.as_bytes())
+            .map_err(|e| one_line(&e.to_string(), 300))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
             .limit(1024 * 1024)
             .read_to_string()
-            .map_err(|e| err(one_line(&e.to_string(), 300)))?;
+            .map_err(|e| one_line(&e.to_string(), 300))?;
         if status != 200 {
             let code = xml_text(&text, "Code").unwrap_or_else(|| format!("HTTP {status}"));
             let message = xml_text(&text, "Message").unwrap_or_default();
-            return Err(err(format!("{code}: {}", one_line(&message, 300))));
+            return Err(format!("{action}: {code}: {}", one_line(&message, 300)));
         }
-        parse_assume_role_response(&text).map_err(err)
+        parse_credentials_response(&text)
     }
 }
 
-impl Provider for AssumeRole {
-    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
-        if let Some((creds, refresh_at)) = &self.cached {
-            if now < *refresh_at {
-                return Ok(creds.clone());
-            }
+/// What to assume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleSettings {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The session name.
+    pub session_name: String,
+    /// The external ID the role's trust policy may require (AssumeRole only).
+    pub external_id: Option<String>,
+}
+
+/// Temporary credentials from STS AssumeRole, signed with the base provider's credentials.
+pub struct AssumeRole {
+    base: Box<dyn Provider>,
+    role: RoleSettings,
+    sts: Sts,
+}
+
+impl AssumeRole {
+    /// Assumes `role` at `sts` with credentials from `base`.
+    pub fn new(base: Box<dyn Provider>, role: RoleSettings, sts: Sts) -> Self {
+        AssumeRole { base, role, sts }
+    }
+}
+
+impl Fetch for AssumeRole {
+    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        let base = self.base.credentials(now)?;
+        self.sts
+            .call("AssumeRole", &assume_role_form(&self.role), Some(&base))
+            .map_err(|m| {
+                // The base credentials may be what is stale.
+                self.base.invalidate();
+                CredentialsError::new(
+                    format!(
+                        "STS AssumeRole {} at {}",
+                        self.role.role_arn, self.sts.endpoint
+                    ),
+                    m,
+                )
+            })
+    }
+}
+
+/// Temporary credentials from STS AssumeRoleWithWebIdentity.
+pub struct WebIdentity {
+    token_file: PathBuf,
+    role: RoleSettings,
+    sts: Sts,
+}
+
+impl WebIdentity {
+    /// Assumes `role` with the token in `token_file`.
+    pub fn new(token_file: PathBuf, role: RoleSettings, sts: Sts) -> Self {
+        WebIdentity {
+            token_file,
+            role,
+            sts,
         }
-        let creds = self.fetch(now)?;
-        let jitter = Duration::from_millis(self.rng.below(REFRESH_JITTER.as_millis() as u64));
-        let refresh_at = match creds.expiry() {
-            Some(exp) => exp
-                .checked_sub(REFRESH_AHEAD - jitter)
-                .unwrap_or(now)
-                .max(now),
-            None => now + Duration::from_secs(3600),
+    }
+}
+
+impl Fetch for WebIdentity {
+    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
+        let source = || {
+            format!(
+                "web identity {} at {}",
+                self.role.role_arn, self.sts.endpoint
+            )
         };
-        crate::log!(
-            Debug,
-            "assumed role {}; credentials refresh in {:?}",
-            self.settings.role_arn,
-            refresh_at.duration_since(now).unwrap_or_default()
-        );
-        self.cached = Some((creds.clone(), refresh_at));
-        Ok(creds)
-    }
-
-    fn invalidate(&mut self) {
-        self.cached = None;
-        self.base.invalidate();
+        let token = std::fs::read_to_string(&self.token_file).map_err(|e| {
+            CredentialsError::new(
+                source(),
+                format!("token file {}: {e}", self.token_file.display()),
+            )
+        })?;
+        let form = web_identity_form(&self.role, token.trim());
+        self.sts
+            .call("AssumeRoleWithWebIdentity", &form, None)
+            .map_err(|m| CredentialsError::new(source(), m))
     }
 }
 
-/// The AssumeRole form body, percent-encoded like the SDKs.
-pub fn assume_role_form(s: &AssumeRoleSettings) -> String {
-    let mut pairs = vec![
-        ("Action", "AssumeRole"),
+/// The AssumeRoleWithWebIdentity form body.
+pub fn web_identity_form(role: &RoleSettings, token: &str) -> String {
+    form(&[
+        ("Action", "AssumeRoleWithWebIdentity"),
         ("Version", "2011-06-15"),
-        ("RoleArn", s.role_arn.as_str()),
-        ("RoleSessionName", s.session_name.as_str()),
-    ];
-    if let Some(id) = &s.external_id {
-        pairs.push(("ExternalId", id.as_str()));
-    }
+        ("RoleArn", &role.role_arn),
+        ("RoleSessionName", &role.session_name),
+        ("WebIdentityToken", token),
+    ])
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The AssumeRole form body, percent-encoded like the SDKs.
+pub fn assume_role_form(role: &RoleSettings) -> String {
+    let mut pairs = vec![
+        ("Action", "AssumeRole"),
+        ("Version", "2011-06-15"),
+        ("RoleArn", role.role_arn.as_str()),
+        ("RoleSessionName", role.session_name.as_str()),
+    ];
+    if let Some(id) = &role.external_id {
+        pairs.push(("ExternalId", id.as_str()));
+    }
+    form(&pairs)
 }
 
 /// Percent-encodes everything except the unreserved characters `A-Za-z0-9-_.~`.
@@ -190,8 +231,8 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Reads `AssumeRoleResponse/AssumeRoleResult/Credentials`.
-pub fn parse_assume_role_response(xml: &str) -> Result<Credentials, String> {
+/// Reads the `Credentials` of an AssumeRole or AssumeRoleWithWebIdentity answer.
+pub fn parse_credentials_response(xml: &str) -> Result<Credentials, String> {
     let creds = xml_section(xml, "Credentials").ok_or("the answer has no Credentials")?;
     let field = |name: &str| {
         xml_text(creds, name).ok_or_else(|| format!("the answer's Credentials have no {name}"))
@@ -247,7 +288,7 @@ mod tests {
 
     #[test]
     fn reads_the_credentials() {
-        let c = parse_assume_role_response(ANSWER).unwrap();
+        let c = parse_credentials_response(ANSWER).unwrap();
         assert_eq!(c.access_key_id(), "ASIAIOSFODNN7EXAMPLE");
         assert_eq!(
             c.secret_access_key(),
@@ -255,8 +296,8 @@ mod tests {
         );
         assert_eq!(c.session_token(), Some("AQoDYXdzEPT//////////wEXAMPLE&="));
         assert_eq!(c.expiry(), clock::parse_rfc3339("2021-09-21T18:41:26Z"));
-        assert!(parse_assume_role_response("<ErrorResponse/>").is_err());
-        assert!(parse_assume_role_response(
+        assert!(parse_credentials_response("<ErrorResponse/>").is_err());
+        assert!(parse_credentials_response(
             "<Credentials><AccessKeyId>a</AccessKeyId></Credentials>"
         )
         .is_err());
@@ -271,17 +312,28 @@ mod tests {
 
     #[test]
     fn form_is_percent_encoded_like_the_sdks() {
-        let s = AssumeRoleSettings {
+        let s = RoleSettings {
             role_arn: "arn:aws:iam::123456789012:role/demo".into(),
             session_name: "a+b=c,d.e@f-g".into(),
             external_id: Some("ext id/1".into()),
-            endpoint: String::new(),
-            region: "us-east-1".into(),
         };
         assert_eq!(
             assume_role_form(&s),
             "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fdemo\
              &RoleSessionName=a%2Bb%3Dc%2Cd.e%40f-g&ExternalId=ext%20id%2F1"
+        );
+    }
+
+    #[test]
+    fn web_identity_form_carries_the_token() {
+        let s = RoleSettings {
+            role_arn: "arn:aws:iam::1:role/w".into(),
+            session_name: "s".into(),
+            external_id: None,
+        };
+        assert_eq!(
+            web_identity_form(&s, "eyJ.a.b"),
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fw&RoleSessionName=s&WebIdentityToken=eyJ.a.b"
         );
     }
 

@@ -75,6 +75,13 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// Variables every daemon in the tests gets: no instance metadata (it would leave loopback)
+/// and no shared files from the machine's home directory.
+pub const HERMETIC_ENV: &[(&str, &str)] = &[
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("HOME", "/nonexistent-fifo2kinesis-home"),
+];
+
 pub const TEST_KEY_ID: &str = "AKIDTESTFIFO2KINESIS";
 pub const TEST_SECRET: &str = "test-secret-must-never-be-logged";
 /// What the fake server's STS hands out for AssumeRole.
@@ -98,6 +105,7 @@ impl Daemon {
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(HERMETIC_ENV.iter().copied())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).unwrap())
@@ -199,6 +207,7 @@ pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, S
     let out = Command::new(BIN)
         .args(args)
         .env_clear()
+        .envs(HERMETIC_ENV.iter().copied())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()

@@ -1,0 +1,366 @@
+//! Finding credentials, the region and the endpoints the way the AWS CLI does.
+//!
+//! Credentials, first found wins:
+//! 1. the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`);
+//! 2. the shared files' profile ([`crate::profile`]): static keys, `credential_process`, a role
+//!    over a source profile or `credential_source`, or web identity;
+//! 3. web identity from `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`;
+//! 4. the container endpoint (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`);
+//! 5. EC2 instance metadata, probed once at start-up.
+//!
+//! `--role-arn` then assumes that role over what was found. Nothing found is a setup error that
+//! lists what was tried. Region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
+//! `region`, then instance metadata. Resolution happens at start-up; fetching and refreshing
+//! happen later, on the sender thread.
+
+use std::time::SystemTime;
+
+use crate::config::{self, KinesisConfig};
+use crate::container::ContainerCredentials;
+use crate::credentials::{self, Provider, Refreshing, Static};
+use crate::env::Env;
+use crate::http::HttpSettings;
+use crate::imds::{Imds, ImdsCredentials};
+use crate::process::ProcessCredentials;
+use crate::profile::{NamedSource, ProfileFiles, Source};
+use crate::sts::{self, AssumeRole, RoleSettings, Sts, WebIdentity};
+
+/// Everything needed to talk to Kinesis.
+pub struct Aws {
+    /// The region.
+    pub region: String,
+    /// The Kinesis endpoint URL.
+    pub endpoint: String,
+    /// Where credentials come from.
+    pub credentials: Box<dyn Provider>,
+    /// TLS trust and proxies.
+    pub http: HttpSettings,
+    /// One line saying where credentials come from, for the log.
+    pub credentials_source: String,
+}
+
+/// Resolves region, endpoint and credentials for `k` from the environment and shared files.
+pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, String> {
+    let http = HttpSettings::with_ca_bundle(k.ca_bundle.as_deref())
+        .map_err(|e| format!("--ca-bundle: {e}"))?;
+    let files = ProfileFiles::load(env)?;
+    let profile_name = env.get("AWS_PROFILE").unwrap_or("default").to_string();
+    let imds = Imds::from_env(env, &http);
+
+    let region = match &k.region {
+        Some(r) => r.clone(),
+        None => find_region(&files, &profile_name, imds.as_ref())?,
+    };
+    let endpoint = k.endpoint_url.clone().unwrap_or_else(|| {
+        config::service_endpoint("kinesis", &region, k.use_fips, k.use_dualstack)
+    });
+    let sts_endpoint = k
+        .sts_endpoint_url
+        .clone()
+        .unwrap_or_else(|| config::service_endpoint("sts", &region, k.use_fips, k.use_dualstack));
+    let ctx = Context {
+        env,
+        http: &http,
+        imds: imds.as_ref(),
+        sts: Sts::new(sts_endpoint, region.clone(), &http),
+    };
+
+    let (mut provider, mut source) = default_chain(&ctx, &files, &profile_name)?;
+    if let Some(role_arn) = &k.role_arn {
+        let role = RoleSettings {
+            role_arn: role_arn.clone(),
+            session_name: k
+                .role_session_name
+                .clone()
+                .unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
+            external_id: k.role_external_id.clone(),
+        };
+        source = format!(
+            "role {} (session {}) assumed at {} over {source}",
+            role.role_arn, role.session_name, ctx.sts.endpoint
+        );
+        provider = Box::new(Refreshing::new(AssumeRole::new(
+            provider,
+            role,
+            ctx.sts.clone(),
+        )));
+    }
+    Ok(Aws {
+        region,
+        endpoint,
+        credentials: provider,
+        http,
+        credentials_source: source,
+    })
+}
+
+fn find_region(files: &ProfileFiles, profile: &str, imds: Option<&Imds>) -> Result<String, String> {
+    if let Some(r) = files
+        .profile(profile)
+        .and_then(|p| p.get("region").map(String::from))
+    {
+        return Ok(r);
+    }
+    let imds_said = match imds {
+        None => "instance metadata is disabled".to_string(),
+        Some(i) => match i.region() {
+            Ok(r) if !r.is_empty() => return Ok(r),
+            Ok(_) => format!("instance metadata at {} gave no region", i.endpoint()),
+            Err(e) => format!("instance metadata at {}: {e}", i.endpoint()),
+        },
+    };
+    Err(format!(
+        "missing region: set --region, AWS_REGION or AWS_DEFAULT_REGION (profile \"{profile}\" in {} has no region; {imds_said})",
+        files.describe()
+    ))
+}
+
+struct Context<'a> {
+    env: &'a Env,
+    http: &'a HttpSettings,
+    imds: Option<&'a Imds>,
+    sts: Sts,
+}
+
+/// The first credentials source that applies, and its description.
+fn default_chain(
+    ctx: &Context<'_>,
+    files: &ProfileFiles,
+    profile: &str,
+) -> Result<(Box<dyn Provider>, String), String> {
+    let mut tried = Vec::new();
+
+    if let Some(creds) = env_credentials(ctx.env)? {
+        return Ok((Box::new(Static(creds)), "environment variables".into()));
+    }
+    tried.push("environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set)".to_string());
+
+    match files.resolve(profile).map_err(|e| e.to_string())? {
+        Some(source) => {
+            let what = format!("profile \"{profile}\"");
+            return Ok((
+                build(&source, ctx).map_err(|e| format!("{what}: {e}"))?,
+                what,
+            ));
+        }
+        None if ctx.env.get("AWS_PROFILE").is_some() && files.profile(profile).is_none() => {
+            return Err(format!(
+                "AWS_PROFILE names profile \"{profile}\", which is not in {}",
+                files.describe()
+            ));
+        }
+        None => tried.push(format!(
+            "profile \"{profile}\" in {} (no credentials)",
+            files.describe()
+        )),
+    }
+
+    match (
+        ctx.env.get("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        ctx.env.get("AWS_ROLE_ARN"),
+    ) {
+        (Some(token_file), Some(role_arn)) => {
+            let source = Source::WebIdentity {
+                role_arn: role_arn.into(),
+                token_file: token_file.into(),
+                session_name: ctx.env.get("AWS_ROLE_SESSION_NAME").map(String::from),
+            };
+            return Ok((
+                build(&source, ctx)?,
+                format!("web identity token {token_file} for {role_arn}"),
+            ));
+        }
+        (None, None) => {
+            tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN not set)".into())
+        }
+        _ => tried
+            .push("web identity (needs both AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN)".into()),
+    }
+
+    if let Some(c) = ContainerCredentials::from_env(ctx.env, ctx.http)? {
+        let what = format!("container credentials at {}", c.url());
+        return Ok((Box::new(Refreshing::new(c)), what));
+    }
+    tried.push("container (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI not set)".into());
+
+    match ctx.imds {
+        None => tried.push("EC2 instance metadata (disabled by AWS_EC2_METADATA_DISABLED)".into()),
+        Some(imds) => match imds.role_name() {
+            Ok(role) => {
+                let what = format!("EC2 instance metadata at {} (role {role})", imds.endpoint());
+                return Ok((
+                    Box::new(Refreshing::new(ImdsCredentials::new(imds.clone()))),
+                    what,
+                ));
+            }
+            Err(e) => tried.push(format!(
+                "EC2 instance metadata at {} ({e})",
+                imds.endpoint()
+            )),
+        },
+    }
+    Err(format!(
+        "no AWS credentials found; tried: {}",
+        tried.join("; ")
+    ))
+}
+
+fn env_credentials(env: &Env) -> Result<Option<credentials::Credentials>, String> {
+    credentials::from_env(|name| env.os(name)).map_err(|e| e.to_string())
+}
+
+/// A provider for a profile's source.
+fn build(source: &Source, ctx: &Context<'_>) -> Result<Box<dyn Provider>, String> {
+    Ok(match source {
+        Source::Static(c) => Box::new(Static(c.clone())),
+        Source::Process(cmd) => Box::new(Refreshing::new(ProcessCredentials::new(cmd.clone()))),
+        Source::WebIdentity { role_arn, token_file, session_name } => {
+            let role = RoleSettings {
+                role_arn: role_arn.clone(),
+                session_name: session_name.clone().unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
+                external_id: None,
+            };
+            Box::new(Refreshing::new(WebIdentity::new(token_file.clone(), role, ctx.sts.clone())))
+        }
+        Source::Named(NamedSource::Environment) => match env_credentials(ctx.env)? {
+            Some(c) => Box::new(Static(c)),
+            None => return Err("credential_source Environment, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set".into()),
+        },
+        Source::Named(NamedSource::Ec2InstanceMetadata) => match ctx.imds {
+            Some(imds) => Box::new(Refreshing::new(ImdsCredentials::new(imds.clone()))),
+            None => return Err("credential_source Ec2InstanceMetadata, but AWS_EC2_METADATA_DISABLED is true".into()),
+        },
+        Source::Named(NamedSource::EcsContainer) => match ContainerCredentials::from_env(ctx.env, ctx.http)? {
+            Some(c) => Box::new(Refreshing::new(c)),
+            None => return Err("credential_source EcsContainer, but AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI are not set".into()),
+        },
+        Source::AssumeRole { role_arn, external_id, session_name, base } => {
+            let role = RoleSettings {
+                role_arn: role_arn.clone(),
+                session_name: session_name.clone().unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
+                external_id: external_id.clone(),
+            };
+            Box::new(Refreshing::new(AssumeRole::new(build(base, ctx)?, role, ctx.sts.clone())))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k() -> KinesisConfig {
+        KinesisConfig {
+            stream_name: "s".into(),
+            region: Some("us-east-1".into()),
+            endpoint_url: None,
+            sts_endpoint_url: None,
+            use_fips: false,
+            use_dualstack: false,
+            ca_bundle: None,
+            role_arn: None,
+            role_session_name: None,
+            role_external_id: None,
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        let mut all = vec![
+            ("HOME", "/nonexistent-home"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ];
+        all.extend_from_slice(pairs);
+        Env::from_pairs(all.iter().map(|(a, b)| (a.to_string(), b.to_string())))
+    }
+
+    #[test]
+    fn environment_comes_first() {
+        let aws = resolve(
+            &k(),
+            &env(&[
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+                ("AWS_ROLE_ARN", "arn:aws:iam::1:role/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(aws.credentials_source, "environment variables");
+        assert_eq!(aws.endpoint, "https://kinesis.us-east-1.amazonaws.com");
+    }
+
+    #[test]
+    fn nothing_found_lists_what_was_tried() {
+        let e = resolve(&k(), &env(&[])).err().unwrap();
+        for needle in [
+            "no AWS credentials found",
+            "environment",
+            "profile \"default\"",
+            "web identity",
+            "container",
+            "EC2 instance metadata (disabled",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_missing_named_profile_is_an_error() {
+        let e = resolve(&k(), &env(&[("AWS_PROFILE", "ci")])).err().unwrap();
+        assert!(e.contains("AWS_PROFILE names profile \"ci\""), "{e}");
+    }
+
+    #[test]
+    fn region_from_the_profile_and_fips_endpoints() {
+        let dir = std::env::temp_dir().join(format!("f2k-chain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config");
+        std::fs::write(
+            &config,
+            "[profile ci]\nregion = eu-central-1\ncredential_process = true\n",
+        )
+        .unwrap();
+        let mut c = k();
+        c.region = None;
+        c.use_fips = true;
+        let aws = resolve(
+            &c,
+            &env(&[
+                ("AWS_PROFILE", "ci"),
+                ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(aws.region, "eu-central-1");
+        assert_eq!(
+            aws.endpoint,
+            "https://kinesis-fips.eu-central-1.amazonaws.com"
+        );
+        assert_eq!(aws.credentials_source, "profile \"ci\"");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = resolve(
+            &c,
+            &env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.starts_with("missing region: set --region, AWS_REGION or AWS_DEFAULT_REGION"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_container_uri_is_refused() {
+        let e = resolve(
+            &k(),
+            &env(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://10.1.2.3/creds",
+            )]),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("not https"), "{e}");
+    }
+}

@@ -1,0 +1,101 @@
+//! HTTP clients for AWS: one place that sets TLS trust, proxies and timeouts.
+//!
+//! TLS trust is Mozilla's web PKI roots, compiled in (so a `FROM scratch` container works), plus
+//! the PEM bundle named by `--ca-bundle` or `AWS_CA_BUNDLE`. `HTTPS_PROXY`, `HTTP_PROXY`,
+//! `ALL_PROXY` and `NO_PROXY` are honoured for AWS endpoints; the metadata services of EC2 and
+//! containers are link-local and always reached directly. Every agent answers 4xx/5xx as
+//! responses, so error bodies can be read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::Agent;
+
+/// Settings shared by every agent.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSettings {
+    /// Extra trusted roots from a PEM bundle; `None`: the built-in roots only.
+    extra_roots: Option<Arc<Vec<Certificate<'static>>>>,
+}
+
+impl HttpSettings {
+    /// Settings that add the certificates in the PEM file at `bundle` to the built-in roots.
+    pub fn with_ca_bundle(bundle: Option<&Path>) -> Result<HttpSettings, String> {
+        let Some(path) = bundle else {
+            return Ok(HttpSettings::default());
+        };
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        Ok(HttpSettings {
+            extra_roots: Some(Arc::new(certs)),
+        })
+    }
+
+    /// How many extra roots the bundle added.
+    pub fn extra_root_count(&self) -> usize {
+        self.extra_roots.as_ref().map_or(0, |c| c.len())
+    }
+
+    fn tls(&self) -> TlsConfig {
+        let roots = match &self.extra_roots {
+            None => RootCerts::WebPki,
+            Some(extra) => {
+                let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .map(|c| Certificate::from_der(c.as_ref()).to_owned());
+                RootCerts::from(builtin.chain(extra.iter().cloned()))
+            }
+        };
+        TlsConfig::builder().root_certs(roots).build()
+    }
+
+    /// An agent for AWS service endpoints (proxies from the environment honoured).
+    pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
+        Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(request))
+            .tls_config(self.tls())
+            .user_agent(USER_AGENT)
+            .build()
+            .into()
+    }
+
+    /// An agent for the link-local metadata services: no proxy, short timeouts.
+    pub fn metadata_agent(&self, timeout: Duration) -> Agent {
+        Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .proxy(None)
+            .tls_config(self.tls())
+            .user_agent(USER_AGENT)
+            .max_redirects(0)
+            .build()
+            .into()
+    }
+}
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION"));
+
+/// The CA bundle to use: the option, else `AWS_CA_BUNDLE`.
+pub fn ca_bundle_path(
+    option: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    option
+        .map(Path::to_path_buf)
+        .or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from))
+}
