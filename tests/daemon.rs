@@ -276,9 +276,20 @@ fn retryable_errors_are_retried_and_permanent_ones_go_to_the_failed_attempts_dir
         .collect();
     write_lines_atomically(&mut open_writer(&fifo, LONG), &lines);
     wait_until(LONG, "the good batch", || server.received_count() == 3);
+    // A file under its final name is complete; the temporary one may be seen first.
     wait_until(LONG, "a failed-attempts file", || {
         fs::read_dir(&failed)
-            .map(|d| d.count() == 1)
+            .map(|d| {
+                d.filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".tmp")
+                })
+                .count()
+                    == 1
+            })
             .unwrap_or(false)
     });
     let entry = fs::read_dir(&failed).unwrap().next().unwrap().unwrap();

@@ -1,0 +1,168 @@
+//! Fake credential services on 127.0.0.1: EC2 instance metadata (IMDSv2) and the container
+//! credentials endpoint. Both hand out short-lived keys from a [`Registry`] that the fake
+//! Kinesis server consults, so requests signed with expired keys are rejected the way AWS does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::http::{Response, Server};
+
+/// Keys handed out, with their tokens and expiry.
+#[derive(Default)]
+pub struct Registry {
+    keys: Mutex<HashMap<String, (String, String, Instant)>>,
+    issued: AtomicUsize,
+    /// Requests rejected because their key had expired.
+    pub expired_rejections: AtomicUsize,
+}
+
+/// How a request's key stands.
+pub enum KeyStatus {
+    Unknown,
+    Valid { token: String },
+    Expired,
+}
+
+impl Registry {
+    /// Issues a new key valid for `lifetime`: (id, secret, token, RFC 3339 expiry).
+    pub fn issue(&self, lifetime: Duration) -> (String, String, String, String) {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let (id, secret, token) = (
+            format!("ASIAFAKE{n:08}"),
+            format!("fake-secret-{n}-never-logged"),
+            format!("fake-token-{n}-never-logged"),
+        );
+        self.keys.lock().unwrap().insert(
+            id.clone(),
+            (secret.clone(), token.clone(), Instant::now() + lifetime),
+        );
+        let expiry = SystemTime::now() + lifetime;
+        (id, secret, token, rfc3339(expiry))
+    }
+
+    pub fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    /// Every secret and token handed out, for log checks.
+    pub fn secrets(&self) -> Vec<String> {
+        self.keys
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|(s, t, _)| [s.clone(), t.clone()])
+            .collect()
+    }
+
+    pub fn status(&self, key_id: &str) -> KeyStatus {
+        match self.keys.lock().unwrap().get(key_id) {
+            None => KeyStatus::Unknown,
+            Some((_, _, exp)) if Instant::now() >= *exp => KeyStatus::Expired,
+            Some((_, token, _)) => KeyStatus::Valid {
+                token: token.clone(),
+            },
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn credentials_json(reg: &Registry, lifetime: Duration) -> String {
+    let (id, secret, token, exp) = reg.issue(lifetime);
+    serde_json::json!({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": id, "SecretAccessKey": secret, "Token": token, "Expiration": exp}).to_string()
+}
+
+/// A fake IMDSv2 serving role `test-role` with keys living `lifetime`.
+pub struct FakeImds {
+    pub server: Server,
+    pub credential_fetches: Arc<AtomicUsize>,
+}
+
+impl FakeImds {
+    pub fn start(registry: Arc<Registry>, lifetime: Duration) -> FakeImds {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&fetches);
+        let server = Server::start(move |req| {
+            let token_ok = req.header("x-aws-ec2-metadata-token") == Some("imds-session-token");
+            match (req.method.as_str(), req.path.as_str()) {
+                ("PUT", "/latest/api/token")
+                    if req.header("x-aws-ec2-metadata-token-ttl-seconds").is_some() =>
+                {
+                    Response::new(200, "text/plain", "imds-session-token")
+                }
+                ("GET", _) if !token_ok => Response::new(401, "text/plain", ""),
+                ("GET", "/latest/meta-data/iam/security-credentials/") => {
+                    Response::new(200, "text/plain", "test-role")
+                }
+                ("GET", "/latest/meta-data/iam/security-credentials/test-role") => {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Response::new(200, "text/plain", credentials_json(&registry, lifetime))
+                }
+                ("GET", "/latest/meta-data/placement/region") => {
+                    Response::new(200, "text/plain", "us-east-1")
+                }
+                _ => Response::new(404, "text/plain", ""),
+            }
+        });
+        FakeImds {
+            server,
+            credential_fetches: fetches,
+        }
+    }
+}
+
+/// A fake container credentials endpoint at `/creds`, requiring `Authorization: <auth>`.
+pub struct FakeContainer {
+    pub server: Server,
+    pub credential_fetches: Arc<AtomicUsize>,
+}
+
+impl FakeContainer {
+    pub fn start(registry: Arc<Registry>, lifetime: Duration, auth: &'static str) -> FakeContainer {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&fetches);
+        let server = Server::start(move |req| {
+            if req.path != "/creds" {
+                return Response::new(404, "application/json", "{}");
+            }
+            if req.header("authorization") != Some(auth) {
+                return Response::new(
+                    403,
+                    "application/json",
+                    r#"{"message":"bad authorization"}"#,
+                );
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            Response::new(
+                200,
+                "application/json",
+                credentials_json(&registry, lifetime),
+            )
+        });
+        FakeContainer {
+            server,
+            credential_fetches: fetches,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! A fake Kinesis (and STS AssumeRole) endpoint on 127.0.0.1 that checks every request
+//! (method, headers, SigV4 header shape, JSON, base64), records accepted lines, and answers as
+//! a test's behaviour says: accept, fail chosen records, or return an error.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::creds::{KeyStatus, Registry};
+use super::http::{Request, Response, Server};
+
+pub const TEST_KEY_ID: &str = "AKIDTESTFIFO2KINESIS";
+pub const TEST_SECRET: &str = "test-secret-must-never-be-logged";
+/// What the fake STS hands out for AssumeRole.
+pub const TEMP_KEY_ID: &str = "ASIATESTTEMPORARYKEY";
+pub const TEMP_SECRET: &str = "temporary-secret-must-never-be-logged";
+pub const TEMP_TOKEN: &str = "temporary-session-token-must-never-be-logged";
+
+/// What the fake server answers to one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Accept every record.
+    Accept,
+    /// Fail these record indices with this code; accept the others.
+    FailRecords(Vec<usize>, &'static str),
+    /// Answer with this status and JSON error body.
+    Error(u16, String),
+}
+
+/// One PutRecords request as the fake server saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub records: Vec<(Vec<u8>, String)>,
+    pub headers: HashMap<String, String>,
+}
+
+type Behaviour = dyn Fn(usize, &SeenRequest) -> Reply + Send + Sync;
+
+#[derive(Default)]
+struct State {
+    sts_calls: Vec<String>,
+    received: Vec<Vec<u8>>,
+    requests: Vec<SeenRequest>,
+    problems: Vec<String>,
+}
+
+/// A fake Kinesis endpoint on 127.0.0.1.
+pub struct FakeKinesis {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    /// Short-lived keys handed out by fake credential services, checked on every request.
+    pub registry: Arc<Registry>,
+    keep_requests: bool,
+    _server: Server,
+}
+
+impl FakeKinesis {
+    /// A server that accepts everything.
+    pub fn start(stream: &str) -> FakeKinesis {
+        FakeKinesis::with_behaviour(stream, true, |_, _| Reply::Accept)
+    }
+
+    /// A server whose answers `behaviour` picks from the request number and content.
+    /// `keep_requests` keeps every request's records for inspection (memory!).
+    pub fn with_behaviour(
+        stream: &str,
+        keep_requests: bool,
+        behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
+    ) -> FakeKinesis {
+        let state = Arc::new(Mutex::new(State::default()));
+        let registry = Arc::new(Registry::default());
+        let behaviour: Arc<Behaviour> = Arc::new(behaviour);
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (st, reg, stream) = (
+            Arc::clone(&state),
+            Arc::clone(&registry),
+            stream.to_string(),
+        );
+        let server = Server::start(move |req| {
+            let (status, body) = if req
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+            {
+                fake_sts(req, &st)
+            } else {
+                handle(
+                    req,
+                    &stream,
+                    &st,
+                    &reg,
+                    &*behaviour,
+                    &counter,
+                    keep_requests,
+                )
+            };
+            Response::new(status, "application/x-amz-json-1.1", body)
+        });
+        FakeKinesis {
+            url: server.url.clone(),
+            state,
+            registry,
+            keep_requests,
+            _server: server,
+        }
+    }
+
+    /// Lines accepted so far, in order of acceptance.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    pub fn received_count(&self) -> usize {
+        self.state.lock().unwrap().received.len()
+    }
+
+    /// Requests seen so far (only with `keep_requests`).
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        assert!(self.keep_requests);
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// AssumeRole requests received (their form bodies).
+    pub fn sts_calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().sts_calls.clone()
+    }
+
+    /// Anything a request did wrong.
+    pub fn problems(&self) -> Vec<String> {
+        self.state.lock().unwrap().problems.clone()
+    }
+}
+
+fn handle(
+    req: &Request,
+    stream: &str,
+    state: &Mutex<State>,
+    registry: &Registry,
+    behaviour: &Behaviour,
+    counter: &AtomicUsize,
+    keep: bool,
+) -> (u16, String) {
+    let (mut problems, expired) = check_headers(req, registry);
+    if expired {
+        registry.expired_rejections.fetch_add(1, Ordering::SeqCst);
+        return (400, r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#.into());
+    }
+    let records = match parse_body(&req.body, stream) {
+        Ok(r) => r,
+        Err(p) => {
+            problems.push(p);
+            Vec::new()
+        }
+    };
+    let seen = SeenRequest {
+        records,
+        headers: req.headers.clone(),
+    };
+    let n = counter.fetch_add(1, Ordering::SeqCst);
+    let reply = behaviour(n, &seen);
+    let mut st = state.lock().unwrap();
+    st.problems.extend(problems);
+    let answer = match &reply {
+        Reply::Accept => {
+            st.received
+                .extend(seen.records.iter().map(|(d, _)| d.clone()));
+            let results: Vec<Value> = (0..seen.records.len())
+                .map(|i| serde_json::json!({"SequenceNumber": format!("{n}-{i}"), "ShardId": "shardId-000000000000"}))
+                .collect();
+            (
+                200,
+                serde_json::json!({"FailedRecordCount": 0, "Records": results}).to_string(),
+            )
+        }
+        Reply::FailRecords(failed, code) => {
+            let mut results = Vec::new();
+            for (i, (d, _)) in seen.records.iter().enumerate() {
+                if failed.contains(&i) {
+                    results.push(serde_json::json!({"ErrorCode": code, "ErrorMessage": "Rate exceeded for shard shardId-000000000000"}));
+                } else {
+                    st.received.push(d.clone());
+                    results.push(serde_json::json!({"SequenceNumber": format!("{n}-{i}"), "ShardId": "shardId-000000000000"}));
+                }
+            }
+            let failed_count = results
+                .iter()
+                .filter(|r| r.get("ErrorCode").is_some())
+                .count();
+            (
+                200,
+                serde_json::json!({"FailedRecordCount": failed_count, "Records": results})
+                    .to_string(),
+            )
+        }
+        Reply::Error(status, body) => (*status, body.clone()),
+    };
+    if keep {
+        st.requests.push(seen);
+    }
+    answer
+}
+
+/// Answers an STS AssumeRole signed with the test keys.
+fn fake_sts(req: &Request, state: &Mutex<State>) -> (u16, String) {
+    let form = String::from_utf8_lossy(&req.body).into_owned();
+    let auth = req.header("authorization").unwrap_or_default().to_string();
+    let mut st = state.lock().unwrap();
+    st.sts_calls.push(form.clone());
+    if !auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={TEST_KEY_ID}/"))
+        || !auth.contains("/us-east-1/sts/aws4_request")
+    {
+        st.problems
+            .push(format!("STS authorization shape: {auth:?}"));
+    }
+    if !form.starts_with("Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A") {
+        st.problems.push(format!("STS form: {form}"));
+    }
+    (
+        200,
+        format!(
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>{TEMP_KEY_ID}</AccessKeyId>\
+             <SecretAccessKey>{TEMP_SECRET}</SecretAccessKey><SessionToken>{TEMP_TOKEN}</SessionToken>\
+             <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"
+        ),
+    )
+}
+
+/// Checks method, path and headers; returns the problems, and whether the key had expired.
+fn check_headers(req: &Request, registry: &Registry) -> (Vec<String>, bool) {
+    let mut p = Vec::new();
+    if req.method != "POST" || req.path != "/" {
+        p.push(format!("request {} {}", req.method, req.path));
+    }
+    let h = &req.headers;
+    let expect = |p: &mut Vec<String>, name: &str, want: &str| {
+        if h.get(name).map(String::as_str) != Some(want) {
+            p.push(format!("{name}: {:?}, want {want:?}", h.get(name)));
+        }
+    };
+    expect(&mut p, "content-type", "application/x-amz-json-1.1");
+    expect(&mut p, "x-amz-target", "Kinesis_20131202.PutRecords");
+    if !h.contains_key("host") {
+        p.push("no host header".into());
+    }
+    let date = h.get("x-amz-date").cloned().unwrap_or_default();
+    let date_ok = date.len() == 16 && date.as_bytes()[8] == b'T' && date.ends_with('Z');
+    if !date_ok {
+        p.push(format!("x-amz-date {date:?}"));
+    }
+    let auth = h.get("authorization").cloned().unwrap_or_default();
+    let key = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("")
+        .to_string();
+    // Temporary credentials must come with their session token.
+    let want_token = match registry.status(&key) {
+        KeyStatus::Expired => return (p, true),
+        KeyStatus::Valid { token } => Some(token),
+        KeyStatus::Unknown if key == TEMP_KEY_ID => Some(TEMP_TOKEN.to_string()),
+        KeyStatus::Unknown if key == TEST_KEY_ID => None,
+        KeyStatus::Unknown => {
+            p.push(format!("unknown access key {key:?}"));
+            None
+        }
+    };
+    if h.get("x-amz-security-token") != want_token.as_ref() {
+        p.push("wrong or missing x-amz-security-token".into());
+    }
+    let signed = if want_token.is_some() {
+        "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+    } else {
+        "content-type;host;x-amz-date;x-amz-target"
+    };
+    let prefix = format!(
+        "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/kinesis/aws4_request, ",
+        &date[..date.len().min(8)]
+    );
+    let shape_ok = auth.starts_with(&prefix)
+        && auth.contains(&format!("SignedHeaders={signed}, "))
+        && auth
+            .rsplit_once("Signature=")
+            .is_some_and(|(_, s)| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !shape_ok {
+        p.push(format!("authorization shape: {auth:?}"));
+    }
+    (p, false)
+}
+
+fn parse_body(body: &[u8], stream: &str) -> Result<Vec<(Vec<u8>, String)>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    if v["StreamName"] != stream {
+        return Err(format!("StreamName {:?}", v["StreamName"]));
+    }
+    let records = v["Records"].as_array().ok_or("no Records")?;
+    if records.is_empty() || records.len() > 500 {
+        return Err(format!("{} records", records.len()));
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let data = r["Data"].as_str().ok_or("Data is not a string")?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("Data is not base64: {e}"))?;
+        let key = r["PartitionKey"]
+            .as_str()
+            .ok_or("PartitionKey is not a string")?;
+        if key.is_empty() || key.chars().count() > 256 {
+            return Err(format!("PartitionKey {key:?}"));
+        }
+        out.push((data, key.to_string()));
+    }
+    Ok(out)
+}
