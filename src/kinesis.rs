@@ -174,19 +174,34 @@ impl fmt::Display for ServiceError {
 pub fn parse_error(status: u16, errortype_header: Option<&str>, body: &[u8]) -> ServiceError {
     let v: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| v.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str);
+    // Some front ends (and emulators) answer in the XML of the query protocols.
+    let text = String::from_utf8_lossy(body);
+    let xml = |tag: &str| xml_element(&text, tag);
     let code = errortype_header
         .filter(|h| !h.trim().is_empty())
         .or_else(|| field("__type"))
         .or_else(|| field("code"))
+        .or_else(|| xml("Code"))
         .map(sanitize_code)
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| format!("HTTP {status}"));
-    let message = field("message").or_else(|| field("Message")).unwrap_or("");
+    let message = field("message")
+        .or_else(|| field("Message"))
+        .or_else(|| xml("Message"))
+        .unwrap_or("");
     ServiceError {
         status,
         code,
         message: one_line(message, 300),
     }
+}
+
+/// The text of the first `<tag>…</tag>` in `text`.
+fn xml_element<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find(&format!("</{tag}>"))?;
+    Some(text[start..end].trim())
 }
 
 /// `aws.protocoltests#FooError:http://…` → `FooError`: what is before the first `:`, then what
@@ -413,6 +428,9 @@ mod tests {
             (e.code.as_str(), e.message.as_str()),
             ("AccessDeniedException", "nope")
         );
+        let e = parse_error(403, None, b"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error></ErrorResponse>");
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        assert_eq!(classify(&e), ErrorKind::Permanent);
         let e = parse_error(502, None, b"<html>Bad Gateway</html>");
         assert_eq!(e.code, "HTTP 502");
         assert_eq!(e.to_string(), "HTTP 502 (HTTP 502)");

@@ -42,6 +42,14 @@ impl Registry {
         (id, secret, token, rfc3339(expiry))
     }
 
+    /// Makes every key handed out so far expired, as if revoked early.
+    pub fn expire_all(&self) {
+        let now = Instant::now();
+        for (_, _, exp) in self.keys.lock().unwrap().values_mut() {
+            *exp = now;
+        }
+    }
+
     pub fn issued(&self) -> usize {
         self.issued.load(Ordering::SeqCst)
     }

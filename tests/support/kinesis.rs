@@ -202,27 +202,49 @@ fn handle(
     answer
 }
 
-/// Answers an STS AssumeRole signed with the test keys.
+/// The web identity token the fake STS accepts.
+pub const WEB_IDENTITY_TOKEN: &str = "eyJ-fake-web-identity-token-never-logged";
+
+/// Answers STS AssumeRole (signed with the test keys) and AssumeRoleWithWebIdentity (unsigned,
+/// with [`WEB_IDENTITY_TOKEN`]).
 fn fake_sts(req: &Request, state: &Mutex<State>) -> (u16, String) {
     let form = String::from_utf8_lossy(&req.body).into_owned();
     let auth = req.header("authorization").unwrap_or_default().to_string();
     let mut st = state.lock().unwrap();
     st.sts_calls.push(form.clone());
-    if !auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={TEST_KEY_ID}/"))
-        || !auth.contains("/us-east-1/sts/aws4_request")
+    let action = if form.starts_with(
+        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A",
+    ) {
+        if !auth.is_empty() {
+            st.problems
+                .push("AssumeRoleWithWebIdentity was signed".into());
+        }
+        if !form.ends_with(&format!("&WebIdentityToken={WEB_IDENTITY_TOKEN}")) {
+            return (400, "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>bad token</Message></Error></ErrorResponse>".into());
+        }
+        "AssumeRoleWithWebIdentity"
+    } else if form.starts_with("Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A")
     {
-        st.problems
-            .push(format!("STS authorization shape: {auth:?}"));
-    }
-    if !form.starts_with("Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A") {
+        if !auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={TEST_KEY_ID}/"))
+            || !auth.contains("/us-east-1/sts/aws4_request")
+        {
+            st.problems
+                .push(format!("STS authorization shape: {auth:?}"));
+        }
+        "AssumeRole"
+    } else {
         st.problems.push(format!("STS form: {form}"));
-    }
+        return (
+            400,
+            "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>".into(),
+        );
+    };
     (
         200,
         format!(
-            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>{TEMP_KEY_ID}</AccessKeyId>\
+            "<{action}Response><{action}Result><Credentials><AccessKeyId>{TEMP_KEY_ID}</AccessKeyId>\
              <SecretAccessKey>{TEMP_SECRET}</SecretAccessKey><SessionToken>{TEMP_TOKEN}</SessionToken>\
-             <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"
+             <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></{action}Result></{action}Response>"
         ),
     )
 }

@@ -1,0 +1,429 @@
+//! The credential chain end to end: each source lands PutRecords at the fake Kinesis server,
+//! temporary credentials are refreshed while lines keep flowing, and no secret reaches the
+//! log even with `--debug`.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Secrets no log line may contain.
+fn assert_no_secrets(log: &str, extra: &[String]) {
+    let fixed = [TEST_SECRET, TEMP_SECRET, TEMP_TOKEN, WEB_IDENTITY_TOKEN];
+    for s in fixed
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+    {
+        assert!(
+            !log.contains(&s),
+            "a secret ({} chars) leaked into the log",
+            s.len()
+        );
+    }
+    assert!(
+        !log.to_ascii_lowercase().contains("signature="),
+        "a signature leaked into the log"
+    );
+}
+
+/// Environment for the fake Kinesis with no static keys: the chain must find credentials.
+fn base_env(server: &FakeKinesis, home: &TempDir) -> Vec<(String, String)> {
+    vec![
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL_KINESIS".into(), server.url.clone()),
+        ("AWS_ENDPOINT_URL_STS".into(), server.url.clone()),
+        ("HOME".into(), home.path().to_str().unwrap().into()),
+    ]
+}
+
+/// Runs the daemon with `env`, writes `n` lines, stops it, and returns its log.
+fn deliver(name: &str, server: &FakeKinesis, env: Vec<(String, String)>, n: usize) -> String {
+    let dir = TempDir::new(name);
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &kinesis_args(
+            fifo.to_str().unwrap(),
+            &["--flush-interval", "100ms", "--debug"],
+        ),
+        &env,
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    let lines: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("{name} line {i}").into_bytes())
+        .collect();
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &lines);
+    wait_until(LONG, "every line at the server", || {
+        server.received_count() >= n
+    });
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(LONG);
+    let log = daemon.stderr();
+    assert!(status.success(), "{log}");
+    assert_eq!(server.received(), lines);
+    assert_eq!(server.problems(), Vec::<String>::new());
+    log
+}
+
+#[test]
+fn shared_credentials_file_static_keys() {
+    let home = TempDir::new("home-static");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = {TEST_KEY_ID}\naws_secret_access_key = {TEST_SECRET}\n"
+        ),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let log = deliver("static", &server, base_env(&server, &home), 20);
+    assert!(log.contains("credentials: profile \"default\""), "{log}");
+    assert_no_secrets(&log, &[]);
+}
+
+#[test]
+fn profile_role_over_a_source_profile_assumes_the_role() {
+    let home = TempDir::new("home-role");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        "[profile ci]\nrole_arn = arn:aws:iam::123456789012:role/ci\nsource_profile = base\nexternal_id = ext-1\nrole_session_name = ci-session\n",
+    )
+    .unwrap();
+    fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[base]\naws_access_key_id = {TEST_KEY_ID}\naws_secret_access_key = {TEST_SECRET}\n"
+        ),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_PROFILE".into(), "ci".into()));
+    let log = deliver("role", &server, env, 20);
+    let calls = server.sts_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].ends_with("role%2Fci&RoleSessionName=ci-session&ExternalId=ext-1"),
+        "{}",
+        calls[0]
+    );
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.headers["authorization"].contains(TEMP_KEY_ID)));
+    assert_no_secrets(&log, &[]);
+}
+
+#[test]
+fn credential_process_in_a_profile() {
+    let home = TempDir::new("home-process");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let script = home.join("creds.sh");
+    fs::write(
+        &script,
+        format!("#!/bin/sh\nprintf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let log = deliver("process", &server, base_env(&server, &home), 20);
+    assert_no_secrets(&log, &[]);
+}
+
+#[test]
+fn a_failing_credential_process_is_reported_and_the_lines_wait() {
+    let home = TempDir::new("home-process-fail");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let script = home.join("creds.sh");
+    let ok = home.join("ok");
+    // Fails until the file `ok` exists, then prints credentials.
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
+            ok.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("process-fail");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "100ms"]),
+        &base_env(&server, &home),
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"waiting line".to_vec()]);
+    daemon.wait_log(
+        "credential_process exited 1: sso session expired; run login",
+        LONG,
+    );
+    assert_eq!(server.received_count(), 0);
+    fs::write(&ok, "").unwrap();
+    wait_until(LONG, "the line after credentials came back", || {
+        server.received_count() == 1
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_no_secrets(&daemon.stderr(), &[]);
+}
+
+#[test]
+fn web_identity_from_the_environment() {
+    let home = TempDir::new("home-web");
+    let token = home.join("token");
+    fs::write(&token, WEB_IDENTITY_TOKEN).unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let mut env = base_env(&server, &home);
+    env.push((
+        "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+        token.to_str().unwrap().into(),
+    ));
+    env.push((
+        "AWS_ROLE_ARN".into(),
+        "arn:aws:iam::123456789012:role/pod".into(),
+    ));
+    env.push(("AWS_ROLE_SESSION_NAME".into(), "pod-session".into()));
+    let log = deliver("web", &server, env, 20);
+    let calls = server.sts_calls();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].contains(
+        "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fpod&RoleSessionName=pod-session"
+    ));
+    assert_no_secrets(&log, &[]);
+}
+
+#[test]
+fn role_arn_option_over_the_chain_with_external_id() {
+    let home = TempDir::new("home-roleopt");
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("roleopt");
+    let fifo = dir.join("in.pipe");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_ACCESS_KEY_ID".into(), TEST_KEY_ID.into()));
+    env.push(("AWS_SECRET_ACCESS_KEY".into(), TEST_SECRET.into()));
+    let args = kinesis_args(
+        fifo.to_str().unwrap(),
+        &[
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/writer",
+            "--role-external-id",
+            "xyz-42",
+            "--flush-interval",
+            "100ms",
+            "--debug",
+        ],
+    );
+    let mut daemon = Daemon::start(&dir, &args, &env);
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"x".to_vec()]);
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    let calls = server.sts_calls();
+    assert!(
+        calls[0].contains("RoleSessionName=fifo2kinesis-")
+            && calls[0].ends_with("&ExternalId=xyz-42"),
+        "{}",
+        calls[0]
+    );
+    assert_no_secrets(&daemon.stderr(), &[]);
+}
+
+#[test]
+fn nothing_found_exits_two_listing_what_was_tried() {
+    let (status, _, stderr) = run_to_end(
+        &[
+            "-f",
+            "/tmp/never-created.pipe",
+            "-s",
+            "x",
+            "-R",
+            "us-east-1",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    for needle in [
+        "no AWS credentials found",
+        "environment",
+        "profile \"default\"",
+        "web identity",
+        "container",
+        "EC2 instance metadata",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+fn soak_seconds() -> u64 {
+    std::env::var("FIFO2KINESIS_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Writes numbered lines steadily for `seconds` (reopening the FIFO now and then) and checks
+/// that every line arrived while the credentials behind them expired every 60 s.
+fn soak(name: &str, server: &FakeKinesis, env: Vec<(String, String)>, fetches: &dyn Fn() -> usize) {
+    let seconds = soak_seconds();
+    let dir = TempDir::new(name);
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &kinesis_args(
+            fifo.to_str().unwrap(),
+            &["--flush-interval", "200ms", "--debug"],
+        ),
+        &env,
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut written = 0usize;
+    while Instant::now() < end {
+        let mut w = open_writer(&fifo, LONG);
+        for _ in 0..100 {
+            let lines: Vec<Vec<u8>> = (written..written + 20)
+                .map(|i| format!("{name} {i:09}").into_bytes())
+                .collect();
+            write_lines_atomically(&mut w, &lines);
+            written += 20;
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    wait_until(LONG, "every line at the server", || {
+        server.received_count() >= written
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    let want: Vec<Vec<u8>> = (0..written)
+        .map(|i| format!("{name} {i:09}").into_bytes())
+        .collect();
+    assert_eq!(server.received(), want, "every line, once, in order");
+    assert_eq!(server.problems(), Vec::<String>::new());
+    let fetched = fetches();
+    let rejected = server.registry.expired_rejections.load(Ordering::SeqCst);
+    println!("{name}: {written} lines over {seconds} s; credentials fetched {fetched} times; {rejected} requests rejected as expired");
+    assert!(
+        fetched as u64 >= seconds / 60,
+        "credentials were not refreshed ({fetched} fetches)"
+    );
+    assert!(
+        rejected <= fetched,
+        "more expiry rejections ({rejected}) than refreshes ({fetched})"
+    );
+    assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
+}
+
+#[test]
+fn imds_credentials_expiring_every_minute_are_refreshed_while_lines_flow() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(60));
+    let home = TempDir::new("home-imds");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
+    env.push((
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+        imds.server.url.clone(),
+    ));
+    let fetches = Arc::clone(&imds.credential_fetches);
+    soak("imds", &server, env, &|| fetches.load(Ordering::SeqCst));
+}
+
+#[test]
+fn container_credentials_expiring_every_minute_are_refreshed_while_lines_flow() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let container = FakeContainer::start(
+        Arc::clone(&server.registry),
+        Duration::from_secs(60),
+        "Bearer pod-token",
+    );
+    let home = TempDir::new("home-container");
+    let token_file = home.join("auth-token");
+    fs::write(&token_file, "Bearer pod-token\n").unwrap();
+    let mut env = base_env(&server, &home);
+    env.push((
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+        format!("{}/creds", container.server.url),
+    ));
+    env.push((
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(),
+        token_file.to_str().unwrap().into(),
+    ));
+    let fetches = Arc::clone(&container.credential_fetches);
+    soak("container", &server, env, &|| {
+        fetches.load(Ordering::SeqCst)
+    });
+}
+
+/// ExpiredTokenException (credentials that went stale before their stated expiry) forces one
+/// refresh and one retry; nothing is lost.
+#[test]
+fn expired_token_answer_forces_a_refresh_and_one_retry() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(3600));
+    let home = TempDir::new("home-expired");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
+    env.push((
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+        imds.server.url.clone(),
+    ));
+    let dir = TempDir::new("expired");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &kinesis_args(
+            fifo.to_str().unwrap(),
+            &["--flush-interval", "100ms", "--debug"],
+        ),
+        &env,
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"before".to_vec()]);
+    wait_until(LONG, "the first line", || server.received_count() == 1);
+    server.registry.expire_all();
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"after".to_vec()]);
+    wait_until(LONG, "the second line", || server.received_count() == 2);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(
+        server.received(),
+        vec![b"before".to_vec(), b"after".to_vec()]
+    );
+    assert_eq!(server.registry.expired_rejections.load(Ordering::SeqCst), 1);
+    // The startup probe reads the role name only; credentials were fetched twice.
+    assert_eq!(imds.credential_fetches.load(Ordering::SeqCst), 2);
+    let log = daemon.stderr();
+    assert!(
+        log.contains("credentials expired (ExpiredTokenException); refreshing and retrying"),
+        "{log}"
+    );
+    assert_no_secrets(&log, &server.registry.secrets());
+}
