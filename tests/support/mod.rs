@@ -7,10 +7,13 @@
 pub mod creds;
 pub mod http;
 pub mod kinesis;
+pub mod peers;
 
 #[allow(unused_imports)]
 pub use creds::*;
 pub use kinesis::*;
+#[allow(unused_imports)]
+pub use peers::*;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

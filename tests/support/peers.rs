@@ -1,0 +1,263 @@
+//! The independently written peers (kinesalite, moto) as child processes on 127.0.0.1, and a
+//! small signed AWS client to set them up and read back what the daemon wrote.
+//!
+//! The peers are installed under target/peers by `scripts/peers`; a test that needs one fails
+//! with a message saying so when it is missing.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use fifo2kinesis::credentials::Credentials;
+use fifo2kinesis::sigv4;
+use serde_json::{json, Value};
+
+use super::{TEST_KEY_ID, TEST_SECRET};
+
+fn peers_dir() -> PathBuf {
+    std::env::var_os("FIFO2KINESIS_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers"))
+}
+
+/// A peer process; killed when dropped.
+pub struct Peer {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// kinesalite, via node, on a port it picks and prints.
+    pub fn kinesalite() -> Peer {
+        let module = peers_dir().join("kinesalite/node_modules/kinesalite");
+        assert!(
+            module.join("package.json").exists(),
+            "kinesalite is not installed at {}: run scripts/peers (scripts/test does it)",
+            module.display()
+        );
+        let serve =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/kinesalite-serve.js");
+        let mut child = Command::new("node")
+            .arg(serve)
+            .arg(&module)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed to run kinesalite");
+        let mut port = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        let port: u16 = port
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("kinesalite printed {port:?}, not a port"));
+        Peer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// moto's server with signature checking, the first five requests unchecked (for setup).
+    pub fn moto() -> Peer {
+        let bin = peers_dir().join("moto/venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "moto is not installed at {}: run scripts/peers (scripts/test does it)",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "5")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let peer = Peer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent
+            .get(format!("{}/moto-api/", peer.url))
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peer
+    }
+}
+
+/// Signed requests to a peer with some credentials.
+pub struct AwsClient {
+    pub url: String,
+    pub creds: Credentials,
+    agent: ureq::Agent,
+}
+
+impl AwsClient {
+    pub fn new(url: &str, creds: Credentials) -> AwsClient {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        AwsClient {
+            url: format!("{}/", url.trim_end_matches('/')),
+            creds,
+            agent,
+        }
+    }
+
+    /// A client with the test keys (for peers that do not check them).
+    pub fn test_keys(url: &str) -> AwsClient {
+        AwsClient::new(
+            url,
+            Credentials::new(TEST_KEY_ID, TEST_SECRET, None, None, "test"),
+        )
+    }
+
+    fn post(&self, service: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let signed = sigv4::sign(
+            &self.creds,
+            "us-east-1",
+            service,
+            &self.url,
+            headers,
+            body,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut req = self.agent.post(&self.url);
+        for (k, v) in headers
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .chain(signed)
+        {
+            req = req.header(k, v);
+        }
+        let mut resp = req.send(body).unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+
+    /// A Kinesis JSON action; panics unless it answers 200.
+    pub fn kinesis(&self, action: &str, body: Value) -> Value {
+        let target = format!("Kinesis_20131202.{action}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let (status, text) = self.post("kinesis", &headers, body.to_string().as_bytes());
+        assert_eq!(status, 200, "{action}: {text}");
+        if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    }
+
+    /// A query-protocol action (IAM, STS); panics unless it answers 200. Returns the XML.
+    pub fn query(&self, service: &str, params: &[(&str, &str)]) -> String {
+        let body = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", fifo2kinesis::sts::percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let headers = [(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )];
+        let (status, text) = self.post(service, &headers, body.as_bytes());
+        assert_eq!(status, 200, "{service} {params:?}: {text}");
+        text
+    }
+
+    /// Creates a one-shard stream and waits until it is ACTIVE.
+    pub fn create_stream(&self, stream: &str) {
+        self.kinesis(
+            "CreateStream",
+            json!({"StreamName": stream, "ShardCount": 1}),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.kinesis("DescribeStream", json!({"StreamName": stream}))["StreamDescription"]
+            ["StreamStatus"]
+            != "ACTIVE"
+        {
+            assert!(Instant::now() < deadline, "stream never became ACTIVE");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every record in the stream, in order.
+    pub fn read_all(&self, stream: &str) -> Vec<Vec<u8>> {
+        let shards = self.kinesis("ListShards", json!({"StreamName": stream}));
+        let mut out = Vec::new();
+        for shard in shards["Shards"].as_array().unwrap() {
+            let it = self.kinesis(
+                "GetShardIterator",
+                json!({"StreamName": stream, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"}),
+            );
+            let mut iterator = it["ShardIterator"].clone();
+            loop {
+                let page = self.kinesis(
+                    "GetRecords",
+                    json!({"ShardIterator": iterator, "Limit": 10000}),
+                );
+                let records = page["Records"].as_array().unwrap();
+                if records.is_empty() {
+                    break;
+                }
+                for r in records {
+                    out.push(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(r["Data"].as_str().unwrap())
+                            .unwrap(),
+                    );
+                }
+                iterator = page["NextShardIterator"].clone();
+            }
+        }
+        out
+    }
+}
+
+/// The text of the first `<tag>…</tag>`.
+pub fn xml_text(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
+    xml[start..end].trim().to_string()
+}
