@@ -197,18 +197,28 @@ impl KinesisSink {
 }
 
 fn network_failure(e: &ureq::Error) -> Failure {
+    let text = e.to_string();
+    // rustls errors reach us wrapped in I/O errors; name them for what they are.
+    let tls = matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
+        || text.contains("peer certificate")
+        || text.contains("handshake");
     let code = match e {
+        _ if tls => "tls",
         ureq::Error::Timeout(_) => "timeout",
         ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
             "connection"
         }
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "tls",
         _ => "http",
+    };
+    let hint = if tls && text.contains("UnknownIssuer") {
+        " (is the endpoint's CA in --ca-bundle?)"
+    } else {
+        ""
     };
     Failure {
         kind: ErrorKind::Transient,
         code: code.into(),
-        message: kinesis::one_line(&e.to_string(), 300),
+        message: format!("{}{hint}", kinesis::one_line(&text, 300)),
         retry_after: None,
     }
 }

@@ -1,12 +1,86 @@
-//! A small HTTP/1.1 server on 127.0.0.1 for fakes: one thread per connection, keep-alive,
-//! `Content-Length` bodies. The handler sees each request and returns the answer.
+//! A small HTTP/1.1 server on 127.0.0.1 for fakes, plain or TLS: one thread per connection,
+//! keep-alive, `Content-Length` bodies. The handler sees each request and returns the answer.
+//! [`TestCert`] makes a throwaway self-signed certificate for 127.0.0.1 with openssl.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
+
+/// A self-signed certificate for 127.0.0.1 and localhost, with its key, as PEM files.
+pub struct TestCert {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl TestCert {
+    /// Generates one in `dir` with the openssl command.
+    pub fn generate(dir: &std::path::Path) -> TestCert {
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=fifo2kinesis test",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ])
+            // An end-entity certificate (webpki refuses a CA certificate as a server's).
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+            ])
+            .arg("-keyout")
+            .arg(&key_path)
+            .arg("-out")
+            .arg(&cert_path)
+            .output()
+            .expect("openssl must be installed to make a test certificate");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestCert {
+            cert_path,
+            key_path,
+        }
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert_path)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_path).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
 
 /// One request.
 #[derive(Clone, Debug)]
@@ -53,8 +127,24 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        Server::start_with(None, handler)
+    }
+
+    /// A server speaking TLS with `cert`, at an https:// URL.
+    pub fn start_tls(
+        cert: &TestCert,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
+        Server::start_with(Some(cert.server_config()), handler)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<dyn Fn(&Request) -> Response + Send + Sync> = Arc::new(handler);
         let stopping = Arc::clone(&stop);
@@ -64,8 +154,18 @@ impl Server {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                let _ = conn.set_nodelay(true);
                 let handler = Arc::clone(&handler);
-                thread::spawn(move || serve(conn, &*handler));
+                let tls = tls.clone();
+                thread::spawn(move || match tls {
+                    None => serve(conn, &*handler),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(session, conn), &*handler)
+                    }
+                });
             }
         });
         Server { url, stop }
@@ -75,13 +175,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+        let addr = self.url.split("://").nth(1).unwrap_or_default();
+        let _ = TcpStream::connect(addr);
     }
 }
 
-fn serve(conn: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Sync)) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut writer = conn;
+fn serve<S: Read + Write>(conn: S, handler: &(dyn Fn(&Request) -> Response + Send + Sync)) {
+    let mut reader = BufReader::new(conn);
     loop {
         let mut request_line = String::new();
         match reader.read_line(&mut request_line) {
@@ -134,7 +234,12 @@ fn serve(conn: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Sync)
         // One write: a second small one would wait for a delayed ACK (Nagle).
         let mut out = head.into_bytes();
         out.extend_from_slice(&resp.body);
-        if writer.write_all(&out).is_err() {
+        let writer = reader.get_mut();
+        if writer
+            .write_all(&out)
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             return;
         }
     }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::creds::{KeyStatus, Registry};
-use super::http::{Request, Response, Server};
+use super::http::{Request, Response, Server, TestCert};
 
 pub const TEST_KEY_ID: &str = "AKIDTESTFIFO2KINESIS";
 pub const TEST_SECRET: &str = "test-secret-must-never-be-logged";
@@ -70,6 +70,20 @@ impl FakeKinesis {
         keep_requests: bool,
         behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
     ) -> FakeKinesis {
+        FakeKinesis::new(stream, keep_requests, None, behaviour)
+    }
+
+    /// A server that accepts everything, over TLS with `cert`.
+    pub fn start_tls(stream: &str, cert: &TestCert) -> FakeKinesis {
+        FakeKinesis::new(stream, true, Some(cert), |_, _| Reply::Accept)
+    }
+
+    fn new(
+        stream: &str,
+        keep_requests: bool,
+        tls: Option<&TestCert>,
+        behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
+    ) -> FakeKinesis {
         let state = Arc::new(Mutex::new(State::default()));
         let registry = Arc::new(Registry::default());
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
@@ -79,7 +93,7 @@ impl FakeKinesis {
             Arc::clone(&registry),
             stream.to_string(),
         );
-        let server = Server::start(move |req| {
+        let handler = move |req: &Request| {
             let (status, body) = if req
                 .header("content-type")
                 .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
@@ -97,7 +111,11 @@ impl FakeKinesis {
                 )
             };
             Response::new(status, "application/x-amz-json-1.1", body)
-        });
+        };
+        let server = match tls {
+            None => Server::start(handler),
+            Some(cert) => Server::start_tls(cert, handler),
+        };
         FakeKinesis {
             url: server.url.clone(),
             state,

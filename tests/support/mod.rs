@@ -8,6 +8,7 @@ pub mod creds;
 pub mod http;
 pub mod kinesis;
 pub mod peers;
+pub mod proxy;
 
 #[allow(unused_imports)]
 pub use creds::*;
