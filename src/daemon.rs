@@ -395,6 +395,7 @@ fn on_piece(
             batcher.push(line, now, &mut |b| ready.push_back(b));
         }
         Piece::Empty => Stats::add(&stats.empty_lines, 1),
+        Piece::LongStart(_) | Piece::LongMore(_) => {}
         Piece::Oversized { len } => {
             Stats::add(&stats.oversized_lines, 1);
             log!(Warn, "skipped a line of {len} bytes: longer than the {limit} bytes a record leaves for data");

@@ -6,9 +6,11 @@
 //! - an unterminated tail is a line when the input ends ([`LineSplitter::finish`], called when
 //!   the last writer hangs up), with one trailing `\r` removed likewise;
 //! - an empty line (after removing `\r`) is reported as [`Piece::Empty`], not as a line;
-//! - a line longer than `max_line` bytes (after removing `\r`) is reported as
-//!   [`Piece::Oversized`] with its full length, and its bytes are never held: the splitter keeps
-//!   at most `max_line + 1` bytes of any unfinished line, whatever the input.
+//! - a line longer than `max_line` bytes (after removing `\r`) is passed on in pieces as it
+//!   arrives — [`Piece::LongStart`], any number of [`Piece::LongMore`], then
+//!   [`Piece::Oversized`] with its full length — so it can be streamed to disk; its bytes are
+//!   never held: the splitter keeps at most `max_line + 1` bytes of any unfinished line,
+//!   whatever the input.
 //!
 //! The splitter does no I/O; it is fed chunks exactly as `read` returned them.
 
@@ -19,11 +21,24 @@ pub enum Piece<'a> {
     Line(&'a [u8]),
     /// An empty line, skipped.
     Empty,
-    /// A line longer than `max_line`; it was skipped. `len` is its length without terminator.
+    /// The first bytes of a line longer than `max_line`.
+    LongStart(&'a [u8]),
+    /// More bytes of that long line.
+    LongMore(&'a [u8]),
+    /// The long line ended; `len` is its length without terminator (the sum of its pieces).
     Oversized {
-        /// The skipped line's length in bytes (without `\n` and a final `\r`).
+        /// The long line's length in bytes (without `\n` and a final `\r`).
         len: u64,
     },
+}
+
+/// A long line being passed on in pieces.
+#[derive(Debug)]
+struct Long {
+    /// Bytes passed on so far.
+    len: u64,
+    /// A `\r` seen last and not passed on yet: it is dropped if the line ends right after it.
+    held_cr: bool,
 }
 
 /// Splits chunks of bytes into lines; see the module documentation for the rules.
@@ -32,9 +47,8 @@ pub struct LineSplitter {
     max_line: usize,
     /// The start of an unfinished line, at most `max_line + 1` bytes (room for a final `\r`).
     pending: Vec<u8>,
-    /// When the unfinished line is already too long: its length so far and whether its last
-    /// byte so far is `\r`; `pending` is empty then.
-    skipped: Option<(u64, bool)>,
+    /// The unfinished line is too long and being passed on in pieces; `pending` is empty then.
+    long: Option<Long>,
 }
 
 impl LineSplitter {
@@ -43,7 +57,7 @@ impl LineSplitter {
         LineSplitter {
             max_line,
             pending: Vec::new(),
-            skipped: None,
+            long: None,
         }
     }
 
@@ -59,80 +73,71 @@ impl LineSplitter {
 
     /// Whether part of a line is waiting for its end.
     pub fn has_partial(&self) -> bool {
-        !self.pending.is_empty() || self.skipped.is_some()
+        !self.pending.is_empty() || self.long.is_some()
     }
 
-    /// Feeds one chunk, calling `out` for every line it completes, in order.
+    /// Feeds one chunk, calling `out` for every piece it completes, in order.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut impl FnMut(Piece<'_>)) {
         while let Some(nl) = find_newline(chunk) {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             chunk = rest;
-            if let Some((so_far, last_cr)) = self.skipped.take() {
-                let len = match head.last() {
-                    Some(&last) => so_far + head.len() as u64 - u64::from(last == b'\r'),
-                    None => so_far - u64::from(last_cr),
-                };
-                out(Piece::Oversized { len });
-                continue;
+            if self.long.is_none()
+                && !self.pending.is_empty()
+                && self.pending.len() + head.len() > self.max_line + 1
+            {
+                self.start_long(out);
             }
-            if self.pending.is_empty() {
-                self.emit(head, out);
-            } else if self.pending.len() + head.len() > self.max_line + 1 {
-                let len = strip_cr_len(
-                    self.pending.len() + head.len(),
-                    head.last().or(self.pending.last()),
-                );
-                self.pending.clear();
-                self.emit_oversized(len as u64, out);
+            if self.long.is_some() {
+                self.long_more(head, out);
+                self.end_long(out);
+            } else if self.pending.is_empty() {
+                self.complete(head, out);
             } else {
                 let mut line = std::mem::take(&mut self.pending);
                 line.extend_from_slice(head);
-                self.emit(&line, out);
+                self.complete(&line, out);
                 line.clear();
                 self.pending = line;
             }
         }
-        self.hold(chunk);
+        self.hold(chunk, out);
     }
 
     /// Ends the input: an unterminated tail becomes a line.
     pub fn finish(&mut self, out: &mut impl FnMut(Piece<'_>)) {
-        if let Some((so_far, last_cr)) = self.skipped.take() {
-            out(Piece::Oversized {
-                len: so_far - u64::from(last_cr),
-            });
+        if self.long.is_some() {
+            self.end_long(out);
         } else if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
-            self.emit(&line, out);
+            self.complete(&line, out);
             self.pending = line;
             self.pending.clear();
         }
         self.shrink();
     }
 
-    /// Keeps an unterminated tail, or only counts it once the line is too long.
-    fn hold(&mut self, tail: &[u8]) {
+    /// Keeps an unterminated tail, or passes it on once the line is too long.
+    fn hold(&mut self, tail: &[u8], out: &mut impl FnMut(Piece<'_>)) {
         if tail.is_empty() {
             return;
         }
-        let last_cr = tail.last() == Some(&b'\r');
-        if let Some((so_far, cr)) = self.skipped.as_mut() {
-            *so_far += tail.len() as u64;
-            *cr = last_cr;
-        } else if self.pending.len() + tail.len() > self.max_line + 1 {
-            self.skipped = Some(((self.pending.len() + tail.len()) as u64, last_cr));
-            self.pending.clear();
-            self.shrink();
+        if self.long.is_none() && self.pending.len() + tail.len() > self.max_line + 1 {
+            self.start_long(out);
+        }
+        if self.long.is_some() {
+            self.long_more(tail, out);
         } else {
             self.pending.extend_from_slice(tail);
         }
     }
 
-    fn emit(&self, raw: &[u8], out: &mut impl FnMut(Piece<'_>)) {
+    /// A whole line (terminator removed, `\r` not yet).
+    fn complete(&self, raw: &[u8], out: &mut impl FnMut(Piece<'_>)) {
         let line = strip_cr(raw);
         if line.is_empty() {
             out(Piece::Empty);
         } else if line.len() > self.max_line {
+            out(Piece::LongStart(line));
             out(Piece::Oversized {
                 len: line.len() as u64,
             });
@@ -141,9 +146,41 @@ impl LineSplitter {
         }
     }
 
-    fn emit_oversized(&mut self, len: u64, out: &mut impl FnMut(Piece<'_>)) {
-        out(Piece::Oversized { len });
+    /// Turns the pending start of a line into the first piece of a long line.
+    fn start_long(&mut self, out: &mut impl FnMut(Piece<'_>)) {
+        let held_cr = self.pending.last() == Some(&b'\r');
+        let first = &self.pending[..self.pending.len() - usize::from(held_cr)];
+        out(Piece::LongStart(first));
+        self.long = Some(Long {
+            len: first.len() as u64,
+            held_cr,
+        });
+        self.pending.clear();
         self.shrink();
+    }
+
+    /// Passes on more of the long line, holding back a final `\r`.
+    fn long_more(&mut self, bytes: &[u8], out: &mut impl FnMut(Piece<'_>)) {
+        let long = self.long.as_mut().expect("in a long line");
+        if bytes.is_empty() {
+            return;
+        }
+        if long.held_cr {
+            out(Piece::LongMore(b"\r"));
+            long.len += 1;
+        }
+        long.held_cr = bytes.last() == Some(&b'\r');
+        let body = &bytes[..bytes.len() - usize::from(long.held_cr)];
+        if !body.is_empty() {
+            out(Piece::LongMore(body));
+            long.len += body.len() as u64;
+        }
+    }
+
+    /// The long line ended: a held `\r` was its final one and is dropped.
+    fn end_long(&mut self, out: &mut impl FnMut(Piece<'_>)) {
+        let long = self.long.take().expect("in a long line");
+        out(Piece::Oversized { len: long.len });
     }
 
     /// Gives back memory held for a long unfinished line.
@@ -156,15 +193,6 @@ impl LineSplitter {
 
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// The length of a line of `len` bytes whose last byte is `last`, once a final `\r` is removed.
-fn strip_cr_len(len: usize, last: Option<&u8>) -> usize {
-    if last == Some(&b'\r') {
-        len - 1
-    } else {
-        len
-    }
 }
 
 /// The position of the first `\n` in `hay`.
@@ -203,13 +231,36 @@ mod tests {
     }
 
     fn split(data: &[u8], max_line: usize, chunk: usize) -> (Vec<Result<Vec<u8>, u64>>, usize) {
+        // Every line's bytes, to check the pieces of long ones against.
+        let full_lines = naive(data, usize::MAX)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>();
         let mut s = LineSplitter::new(max_line);
         let mut out = Vec::new();
         let mut peak = 0;
+        let mut long: Option<Vec<u8>> = None;
         let mut collect = |p: Piece<'_>| match p {
             Piece::Line(l) => out.push(Ok(l.to_vec())),
             Piece::Empty => out.push(Ok(Vec::new())),
-            Piece::Oversized { len } => out.push(Err(len)),
+            Piece::LongStart(b) => {
+                assert!(long.is_none(), "a long line started inside another");
+                long = Some(b.to_vec());
+            }
+            Piece::LongMore(b) => long
+                .as_mut()
+                .expect("LongMore without LongStart")
+                .extend_from_slice(b),
+            Piece::Oversized { len } => {
+                let whole = long.take().expect("Oversized without LongStart");
+                assert_eq!(whole.len() as u64, len, "pieces add up to the length");
+                assert_eq!(
+                    Some(&whole),
+                    full_lines.get(out.len()),
+                    "pieces are the line's bytes"
+                );
+                out.push(Err(len));
+            }
         };
         for c in data.chunks(chunk.max(1)) {
             s.feed(c, &mut collect);
@@ -295,11 +346,17 @@ mod tests {
         let mut s = LineSplitter::new(1000);
         let chunk = vec![b'x'; 64 * 1024];
         let mut pieces = Vec::new();
+        let mut streamed = 0u64;
+        let mut record = |p: Piece<'_>| match p {
+            Piece::LongStart(b) | Piece::LongMore(b) => streamed += b.len() as u64,
+            other => pieces.push(format!("{other:?}")),
+        };
         for _ in 0..100 {
-            s.feed(&chunk, &mut |p| pieces.push(format!("{p:?}")));
+            s.feed(&chunk, &mut record);
             assert!(s.pending_len() <= 1001);
         }
-        s.feed(b"\nnext\n", &mut |p| pieces.push(format!("{p:?}")));
+        s.feed(b"\nnext\n", &mut record);
+        assert_eq!(streamed, 6_553_600);
         assert_eq!(
             pieces,
             vec![

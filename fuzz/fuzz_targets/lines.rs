@@ -43,13 +43,23 @@ fuzz_target!(|input: &[u8]| {
     let sizes = [1 + chunk_seed % 7, 1 + input[2] as usize, 4096];
     let data = &input[3..];
     let mut got = Vec::new();
+    let mut long: Option<Vec<u8>> = None;
+    let mut longs = Vec::new();
     let mut splitter = LineSplitter::new(max_line);
-    let mut collect = |p: Piece<'_>| {
-        got.push(match p {
-            Piece::Line(l) => Want::Line(l.to_vec()),
-            Piece::Empty => Want::Empty,
-            Piece::Oversized { len } => Want::Oversized(len),
-        })
+    let mut collect = |p: Piece<'_>| match p {
+        Piece::Line(l) => got.push(Want::Line(l.to_vec())),
+        Piece::Empty => got.push(Want::Empty),
+        Piece::LongStart(b) => {
+            assert!(long.is_none());
+            long = Some(b.to_vec());
+        }
+        Piece::LongMore(b) => long.as_mut().expect("LongMore after LongStart").extend_from_slice(b),
+        Piece::Oversized { len } => {
+            let whole = long.take().expect("Oversized after LongStart");
+            assert_eq!(whole.len() as u64, len);
+            longs.push(whole);
+            got.push(Want::Oversized(len));
+        }
     };
     let mut rest = data;
     let mut i = 0;
@@ -61,5 +71,17 @@ fuzz_target!(|input: &[u8]| {
         i += 1;
     }
     splitter.finish(&mut collect);
-    assert_eq!(got, naive(data, max_line));
+    let want = naive(data, max_line);
+    assert_eq!(got, want);
+    // The pieces of each long line are exactly its bytes.
+    let full: Vec<Want> = naive(data, usize::MAX);
+    let expected_longs: Vec<Vec<u8>> = want
+        .iter()
+        .zip(full)
+        .filter_map(|(w, f)| match (w, f) {
+            (Want::Oversized(_), Want::Line(bytes)) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(longs, expected_longs);
 });
