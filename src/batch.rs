@@ -142,6 +142,15 @@ impl Keys {
             Keys::None => 0,
         }
     }
+
+    /// Appends the next record's key to `out`.
+    pub fn fill(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Keys::Fixed(k) => out.extend_from_slice(k),
+            Keys::Random(rng) => rng.push_alphanumeric(out, RANDOM_KEY_LEN),
+            Keys::None => {}
+        }
+    }
 }
 
 /// Fills batches and seals them by the [`Limits`].
@@ -179,11 +188,7 @@ impl Batcher {
             sealed(self.take_current());
         }
         self.key_buf.clear();
-        match &mut self.keys {
-            Keys::Fixed(k) => self.key_buf.extend_from_slice(k),
-            Keys::Random(rng) => rng.push_alphanumeric(&mut self.key_buf, RANDOM_KEY_LEN),
-            Keys::None => {}
-        }
+        self.keys.fill(&mut self.key_buf);
         if self.current.is_empty() {
             self.first_at = Some(now);
         }
@@ -209,6 +214,11 @@ impl Batcher {
     /// The batch being filled, if it has any records (flush on stop or end of input).
     pub fn take(&mut self) -> Option<Batch> {
         (!self.current.is_empty()).then(|| self.take_current())
+    }
+
+    /// Bytes (data plus keys) in the batch being filled.
+    pub fn pending_bytes(&self) -> usize {
+        self.current.size()
     }
 
     /// Records in the batch being filled.

@@ -48,6 +48,9 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { long: "endpoint-url", short: None, value: "URL", default: "AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL, or the region's", help: "The Kinesis endpoint" },
     OptionSpec { long: "max-record-bytes", short: None, value: "BYTES", default: "1MiB", help: "Largest record (line + partition key), up to 10MiB; longer lines are skipped" },
     OptionSpec { long: "max-request-bytes", short: None, value: "BYTES", default: "5MiB", help: "Largest PutRecords request (sum of records), up to 10MiB" },
+    OptionSpec { long: "max-buffer-bytes", short: None, value: "BYTES", default: "32MiB", help: "Memory for lines read but not yet accepted; past it, batches go to the failed-attempts directory or reading pauses" },
+    OptionSpec { long: "failed-attempts-max-bytes", short: None, value: "BYTES", default: "1GiB", help: "Largest size of the failed-attempts directory; past it, reading pauses" },
+    OptionSpec { long: "retry-interval", short: None, value: "DURATION", default: "30s", help: "How often kept lines are tried again after an error retrying could not fix" },
     OptionSpec { long: "shutdown-timeout", short: None, value: "DURATION", default: "10s", help: "How long a stop may take to deliver what is in memory" },
     OptionSpec { long: "debug", short: Some('d'), value: "", default: "false", help: "Show debug log lines" },
 ];
@@ -250,6 +253,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// How long a stop may take to deliver what is in memory.
     pub shutdown_timeout: Duration,
+    /// Memory for lines read but not accepted yet.
+    pub max_buffer_bytes: usize,
+    /// Largest size of the failed-attempts directory.
+    pub failed_attempts_max_bytes: u64,
+    /// How often kept lines are tried again after an error retrying could not fix.
+    pub retry_interval: Duration,
     /// Whether debug lines are logged.
     pub debug: bool,
 }
@@ -457,6 +466,37 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         })
     })?;
 
+    let max_buffer_bytes = look.parsed("max-buffer-bytes", 32 * 1024 * 1024, |s| {
+        parse_size(s).and_then(|n| {
+            if n < 2 * max_request_bytes {
+                Err(format!(
+                    "a size of at least twice --max-request-bytes ({})",
+                    2 * max_request_bytes
+                ))
+            } else {
+                Ok(n)
+            }
+        })
+    })?;
+    let failed_attempts_max_bytes = look.parsed("failed-attempts-max-bytes", 1 << 30, |s| {
+        parse_size(s).and_then(|n| {
+            if n == 0 {
+                Err("a size above zero".into())
+            } else {
+                Ok(n as u64)
+            }
+        })
+    })?;
+    let retry_interval = look.parsed("retry-interval", Duration::from_secs(30), |s| {
+        parse_duration(s).and_then(|d| {
+            if d.is_zero() {
+                Err("a duration above zero (30s, 500ms)".into())
+            } else {
+                Ok(d)
+            }
+        })
+    })?;
+
     let kinesis = match handler {
         Handler::Logger => None,
         Handler::Kinesis => Some(kinesis_config(&look)?),
@@ -473,6 +513,9 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         max_record_bytes,
         max_request_bytes,
         shutdown_timeout,
+        max_buffer_bytes,
+        failed_attempts_max_bytes,
+        retry_interval,
         debug,
     })
 }
@@ -703,9 +746,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Reads a size in bytes: `1048576`, `512KiB`, `1MiB` (also `K`, `KB`, `M`, `MB` as binary units).
+/// Reads a size in bytes: `1048576`, `512KiB`, `1MiB`, `1GiB` (also `K`, `KB`, `M`, `MB`, `G`,
+/// `GB` as binary units).
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    const EXPECTED: &str = "a size in bytes, or with KiB or MiB (512KiB, 1MiB)";
+    const EXPECTED: &str = "a size in bytes, or with KiB, MiB or GiB (512KiB, 1MiB, 1GiB)";
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -713,6 +757,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => return Err(EXPECTED.into()),
     };
     let n: usize = num.parse().map_err(|_| EXPECTED.to_string())?;
@@ -756,6 +801,9 @@ mod tests {
         assert_eq!(c.max_record_bytes, 1 << 20);
         assert_eq!(c.max_request_bytes, 5 << 20);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_buffer_bytes, 32 << 20);
+        assert_eq!(c.failed_attempts_max_bytes, 1 << 30);
+        assert_eq!(c.retry_interval, Duration::from_secs(30));
         assert!(!c.debug);
         let k = c.kinesis.unwrap();
         assert_eq!(k.endpoint_url, None);

@@ -1,15 +1,22 @@
 //! The main loop: one `mio::Poll` watching the input, the signalfd and the sender's waker.
 //!
-//! Every wake-up runs the same steps: hand sealed batches to the sender; read the input until
-//! `WouldBlock` (or until the sender's channel is full — then reading pauses and writers block
-//! on the full pipe until the sender's waker says there is room); seal the batch whose flush
-//! interval has passed. The poll timeout is the earliest deadline, so the timer fires with no
-//! input at all, and an idle daemon sleeps in `poll`.
+//! Every wake-up runs the same steps: read the input until `WouldBlock`, handing sealed batches
+//! to the sender; seal the batch whose flush interval has passed. The poll timeout is the
+//! earliest deadline, so the timer fires with no input at all, and an idle daemon sleeps.
+//!
+//! Memory budget (`--max-buffer-bytes`): lines read but not yet accepted by Kinesis (the batch
+//! being filled, queued, in flight, being retried) are counted in `buffered_bytes`. Before each
+//! read the loop makes sure a read's worth fits; if not, it moves the oldest queued batch to
+//! the failed-attempts directory (reading continues), or, with no directory or a full one,
+//! pauses reading — writers block on the full pipe — until the sender's waker says memory was
+//! freed. Lines too long for a record are streamed to the directory's `oversized/` as they
+//! arrive.
 //!
 //! A stop (SIGTERM, SIGINT, or the end of standard input) stops reading, turns an unfinished
 //! line into a line, flushes the pending batch and gives the sender until `--shutdown-timeout`
-//! to deliver everything. A second stop signal gives up at once. What could not be delivered is
-//! kept in `--failed-attempts-dir` or counted as lost; lost lines make the exit status 1.
+//! to deliver what is in memory; the rest goes to the failed-attempts directory. A second stop
+//! signal spools everything at once. Lines neither delivered nor kept are counted as lost and
+//! make the exit status 1.
 
 use std::collections::VecDeque;
 use std::io;
@@ -26,8 +33,9 @@ use crate::fifo::{Input, ReadOutcome};
 use crate::lines::{LineSplitter, Piece};
 use crate::log;
 use crate::random::Rng;
-use crate::sender::{self, Sender, SenderConfig};
+use crate::sender::{Backoff, Sender, SenderConfig};
 use crate::sink::Sink;
+use crate::spool::{NewFile, Spool};
 use crate::stats::Stats;
 
 const INPUT: Token = Token(0);
@@ -36,6 +44,8 @@ const WAKER: Token = Token(2);
 
 /// Bytes asked for by each read of the input.
 const READ_SIZE: usize = 64 * 1024;
+/// How often a paused daemon says so when memory and the failed-attempts directory are full.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(30);
 /// How long after the stop deadline the loop waits for the sender thread to finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -56,6 +66,8 @@ pub struct Parts {
     pub sink: Box<dyn Sink>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// The failed-attempts directory, if configured.
+    pub spool: Option<Arc<Spool>>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -79,6 +91,10 @@ struct Daemon {
     input_ready: bool,
     stopping: Option<Stopping>,
     buf: Vec<u8>,
+    /// The most a read can add to memory: its bytes plus a partition key per line.
+    read_reserve: u64,
+    /// When reading last paused for a full spool was reported.
+    full_warned_at: Option<Instant>,
 }
 
 /// Runs the daemon until it is stopped.
@@ -90,6 +106,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         signals,
         sink,
         stats,
+        spool,
     } = parts;
     input.register(poll.registry(), INPUT)?;
     let signal_fd = std::os::fd::AsRawFd::as_raw_fd(&signals);
@@ -99,27 +116,38 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         mio::Interest::READABLE,
     )?;
 
-    let sender_config = SenderConfig {
-        failed_attempts_dir: config.failed_attempts_dir.clone(),
-        ..SenderConfig::default()
-    };
-    let sender = Sender::spawn(sink, sender_config, Arc::clone(&stats), waker)?;
-    let keys = match config.handler {
+    let keys = || match config.handler {
         Handler::Kinesis => Keys::from_config(&config.partition_key, Rng::from_entropy()),
         Handler::Logger => Keys::None,
     };
-    let limits = Limits {
+    let batcher = Batcher::new(
+        Limits {
+            max_records: config.buffer_queue_limit,
+            max_bytes: config.max_request_bytes,
+            interval: config.flush_interval,
+        },
+        keys(),
+    );
+    let key_len = batcher.key_len();
+    let max_line = config.max_record_bytes - key_len;
+    let sender_config = SenderConfig {
+        spool: spool.clone(),
+        backoff: Backoff::default(),
+        retry_interval: config.retry_interval,
+        keys: keys(),
         max_records: config.buffer_queue_limit,
-        max_bytes: config.max_request_bytes,
-        interval: config.flush_interval,
+        max_request_bytes: config.max_request_bytes,
+        max_line,
     };
-    let batcher = Batcher::new(limits, keys);
-    let splitter = LineSplitter::new(config.max_record_bytes - batcher.key_len());
+    let sender = Sender::spawn(sink, sender_config, Arc::clone(&stats), waker)?;
     let intake = Intake {
-        splitter,
+        splitter: LineSplitter::new(max_line),
         batcher,
         ready: VecDeque::new(),
         stats: Arc::clone(&stats),
+        spool,
+        max_line,
+        long_line: None,
     };
 
     let mut daemon = Daemon {
@@ -132,6 +160,8 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         input_ready: true,
         stopping: None,
         buf: vec![0; READ_SIZE],
+        read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
+        full_warned_at: None,
     };
     daemon.run(&mut poll)
 }
@@ -176,7 +206,7 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if self.intake.ready.is_empty() && self.input_ready && !self.input.pollable() => {
+            None if self.input_ready && !self.input.pollable() && self.fits_in_memory() => {
                 Some(now)
             }
             None => self.intake.batcher.deadline(),
@@ -185,37 +215,81 @@ impl Daemon {
     }
 
     fn step(&mut self, poll: &Poll) -> io::Result<Option<Outcome>> {
-        self.hand_over();
         if self.stopping.is_none() && self.sender.is_finished() {
             // Only a panic ends the sender before a stop; without it nothing would be sent.
             return Err(io::Error::other("the sender thread ended unexpectedly"));
         }
         if self.stopping.is_none() {
-            if self.input_ready && self.intake.ready.is_empty() {
+            if self.input_ready {
                 self.read_input(poll)?;
             }
             if let Some(b) = self.intake.batcher.take_due(Instant::now()) {
                 log!(Debug, "flush interval passed: flushing {} records", b.len());
-                self.intake.ready.push_back(b);
-                self.hand_over();
+                self.intake.seal(b);
             }
+            self.hand_over();
         }
         Ok(self.stop_progress())
     }
 
-    /// Hands sealed batches to the sender while its channel has room.
+    /// Hands sealed batches to the sender.
     fn hand_over(&mut self) {
-        while let Some(b) = self.intake.ready.pop_front() {
-            if let Err(b) = self.sender.try_send(b) {
-                self.intake.ready.push_front(b);
-                break;
-            }
+        for b in self.intake.ready.drain(..) {
+            self.sender.send(b);
         }
     }
 
-    /// Reads until `WouldBlock`, or until sealed batches wait for room in the channel.
+    /// Bytes held in memory, as the budget counts them.
+    fn in_memory(&self) -> u64 {
+        Stats::get(&self.stats.buffered_bytes) + self.intake.batcher.pending_bytes() as u64
+    }
+
+    /// Whether a read's worth still fits the memory budget.
+    fn fits_in_memory(&self) -> bool {
+        self.in_memory() + self.read_reserve <= self.config.max_buffer_bytes as u64
+    }
+
+    /// Makes room for a read: moves the oldest queued batches to the spool while memory is
+    /// short. Returns whether a read fits now.
+    fn make_room(&mut self) -> bool {
+        while !self.fits_in_memory() {
+            let Some(spool) = self.intake.spool.clone() else {
+                return false;
+            };
+            let Some(oldest) = self.sender.take_oldest() else {
+                return false;
+            };
+            match spool.write_batch(&oldest) {
+                Ok(path) => {
+                    Stats::add(&self.stats.lines_spooled, oldest.len() as u64);
+                    Stats::sub(&self.stats.buffered_bytes, oldest.size() as u64);
+                    log!(
+                        Debug,
+                        "memory budget reached: kept {} lines in {}",
+                        oldest.len(),
+                        path.display()
+                    );
+                }
+                Err(e) => {
+                    self.sender.put_back(oldest);
+                    let now = Instant::now();
+                    if self
+                        .full_warned_at
+                        .is_none_or(|at| now >= at + FULL_WARNING_EVERY)
+                    {
+                        self.full_warned_at = Some(now);
+                        log!(Warn, "memory and the failed-attempts directory are full ({e}); reading paused, writers wait");
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads until `WouldBlock`, or until the memory budget says to pause.
     fn read_input(&mut self, poll: &Poll) -> io::Result<()> {
-        while self.intake.ready.is_empty() && self.stopping.is_none() {
+        while self.stopping.is_none() && self.make_room() {
             match self.input.read(&mut self.buf) {
                 Ok(ReadOutcome::Data(n)) => {
                     Stats::add(&self.stats.bytes_read, n as u64);
@@ -288,14 +362,17 @@ impl Daemon {
     fn begin_stop(&mut self) {
         let now = Instant::now();
         if let Some(s) = &mut self.stopping {
-            log!(Warn, "second stop request: giving up on delivery now");
+            log!(
+                Warn,
+                "second stop request: keeping what is left on disk now"
+            );
             s.deadline = now;
             self.sender.stop(now);
             return;
         }
         self.finish_partial_line();
         if let Some(b) = self.intake.batcher.take() {
-            self.intake.ready.push_back(b);
+            self.intake.seal(b);
         }
         self.hand_over();
         let deadline = now + self.config.shutdown_timeout;
@@ -315,16 +392,7 @@ impl Daemon {
     fn stop_progress(&mut self) -> Option<Outcome> {
         let s = self.stopping.as_mut()?;
         let now = Instant::now();
-        if !s.channel_closed && (self.intake.ready.is_empty() || now >= s.deadline) {
-            // Batches the sender could not take in time are set aside here.
-            for b in self.intake.ready.drain(..) {
-                sender::set_aside(
-                    self.config.failed_attempts_dir.as_deref(),
-                    &b,
-                    "the stop deadline passed before delivery",
-                    &self.stats,
-                );
-            }
+        if !s.channel_closed {
             self.sender.stop(s.deadline);
             s.channel_closed = true;
         }
@@ -343,62 +411,102 @@ impl Daemon {
     }
 }
 
-/// Lines on their way into batches: the splitter, the batch being filled, and the sealed
-/// batches waiting for the sender (kept short by pausing reads).
+/// Lines on their way into batches: the splitter, the batch being filled, sealed batches on
+/// their way to the sender, and the file an over-long line is being streamed to.
 struct Intake {
     splitter: LineSplitter,
     batcher: Batcher,
     ready: VecDeque<Batch>,
     stats: Arc<Stats>,
+    spool: Option<Arc<Spool>>,
+    /// The longest line a record holds next to its key.
+    max_line: usize,
+    /// The file the current over-long line goes to (`None` without a spool or after an error).
+    long_line: Option<NewFile>,
 }
 
 impl Intake {
     /// Splits a chunk read at `now` into lines and batches.
     fn feed(&mut self, chunk: &[u8], now: Instant) {
-        let Intake {
-            splitter,
-            batcher,
-            ready,
-            stats,
-        } = self;
-        let limit = splitter.max_line();
-        splitter.feed(chunk, &mut |p| {
-            on_piece(p, limit, now, batcher, ready, stats)
-        });
+        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+        splitter.feed(chunk, &mut |p| self.on_piece(p, now));
+        self.splitter = splitter;
     }
 
     /// Ends the current line, if any: the input ended or the daemon is stopping.
     fn finish_line(&mut self, now: Instant) {
-        let Intake {
-            splitter,
-            batcher,
-            ready,
-            stats,
-        } = self;
-        let limit = splitter.max_line();
-        splitter.finish(&mut |p| on_piece(p, limit, now, batcher, ready, stats));
+        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+        splitter.finish(&mut |p| self.on_piece(p, now));
+        self.splitter = splitter;
     }
-}
 
-/// Routes one piece from the splitter.
-fn on_piece(
-    piece: Piece<'_>,
-    limit: usize,
-    now: Instant,
-    batcher: &mut Batcher,
-    ready: &mut VecDeque<Batch>,
-    stats: &Stats,
-) {
-    match piece {
-        Piece::Line(line) => {
-            Stats::add(&stats.lines_read, 1);
-            batcher.push(line, now, &mut |b| ready.push_back(b));
+    /// Queues a sealed batch; its bytes count against the memory budget until the sender is
+    /// done with it.
+    fn seal(&mut self, batch: Batch) {
+        Stats::add(&self.stats.buffered_bytes, batch.size() as u64);
+        self.ready.push_back(batch);
+    }
+
+    /// Routes one piece from the splitter.
+    fn on_piece(&mut self, piece: Piece<'_>, now: Instant) {
+        match piece {
+            Piece::Line(line) => {
+                Stats::add(&self.stats.lines_read, 1);
+                let Intake {
+                    batcher,
+                    ready,
+                    stats,
+                    ..
+                } = self;
+                batcher.push(line, now, &mut |b| {
+                    Stats::add(&stats.buffered_bytes, b.size() as u64);
+                    ready.push_back(b);
+                });
+            }
+            Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
+            Piece::LongStart(bytes) => {
+                self.long_line = self.spool.as_ref().and_then(|s| match s.begin_oversized() {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        log!(Error, "cannot keep an over-long line: {e}");
+                        None
+                    }
+                });
+                self.write_long(bytes);
+            }
+            Piece::LongMore(bytes) => self.write_long(bytes),
+            Piece::Oversized { len } => {
+                Stats::add(&self.stats.oversized_lines, 1);
+                let limit = self.max_line;
+                let kept = match (self.long_line.take(), &self.spool) {
+                    (Some(file), Some(spool)) => {
+                        spool.commit_oversized(file).map_err(|e| e.to_string())
+                    }
+                    (None, Some(_)) => Err("it could not be written".to_string()),
+                    (_, None) => Err("no --failed-attempts-dir is set".to_string()),
+                };
+                match kept {
+                    Ok(path) => {
+                        Stats::add(&self.stats.lines_spooled, 1);
+                        log!(Warn, "a line of {len} bytes is longer than the {limit} bytes a record leaves for data; kept it in {}", path.display());
+                    }
+                    Err(why) => {
+                        Stats::add(&self.stats.lines_dropped, 1);
+                        log!(Warn, "skipped a line of {len} bytes, longer than the {limit} bytes a record leaves for data ({why})");
+                    }
+                }
+            }
         }
-        Piece::Empty => Stats::add(&stats.empty_lines, 1),
-        Piece::LongStart(_) | Piece::LongMore(_) => {}
-        Piece::Oversized { len } => {
-            Stats::add(&stats.oversized_lines, 1);
-            log!(Warn, "skipped a line of {len} bytes: longer than the {limit} bytes a record leaves for data");
+    }
+
+    fn write_long(&mut self, bytes: &[u8]) {
+        if let Some(f) = self.long_line.as_mut() {
+            if let Err(e) = f.write(bytes) {
+                log!(Error, "cannot keep an over-long line: {e}");
+                if let Some(f) = self.long_line.take() {
+                    f.abandon();
+                }
+            }
         }
     }
 }

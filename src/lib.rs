@@ -75,10 +75,14 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     // Before any thread exists, so that every thread inherits the blocked signals.
     let signals = signals::block()
         .map_err(|e| Error::Setup(format!("cannot set up signal handling: {e}")))?;
-    if let Some(dir) = &config.failed_attempts_dir {
-        spool::prepare_dir(dir)
-            .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
-    }
+    let spool = match &config.failed_attempts_dir {
+        None => None,
+        Some(dir) => Some(Arc::new(
+            spool::Spool::open(dir, config.failed_attempts_max_bytes).map_err(|e| {
+                Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display()))
+            })?,
+        )),
+    };
     let sink = make_sink(&config, &env::Env::from_process())?;
     let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
@@ -89,6 +93,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
             signals,
             sink,
             stats,
+            spool,
         },
     )
     .map_err(Error::Runtime)

@@ -278,21 +278,14 @@ fn retryable_errors_are_retried_and_permanent_ones_go_to_the_failed_attempts_dir
     wait_until(LONG, "the good batch", || server.received_count() == 3);
     // A file under its final name is complete; the temporary one may be seen first.
     wait_until(LONG, "a failed-attempts file", || {
-        fs::read_dir(&failed)
-            .map(|d| {
-                d.filter(|e| {
-                    !e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".tmp")
-                })
-                .count()
-                    == 1
-            })
-            .unwrap_or(false)
+        spool_files(&failed).len() == 1
     });
-    let entry = fs::read_dir(&failed).unwrap().next().unwrap().unwrap();
+    let path = spool_files(&failed).remove(0);
+    let entry = fs::read_dir(&failed)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path() == path)
+        .unwrap();
     let name = entry.file_name().into_string().unwrap();
     assert!(
         name.starts_with("fifo2kinesis-") && !name.ends_with(".tmp"),
@@ -375,9 +368,9 @@ fn lines_unsent_at_the_stop_deadline_are_kept_or_reported_lost() {
         let log = daemon.stderr();
         if keep {
             assert!(status.success(), "{log}");
-            let files: Vec<_> = fs::read_dir(&failed)
-                .unwrap()
-                .map(|e| fs::read(e.unwrap().path()).unwrap())
+            let files: Vec<_> = spool_files(&failed)
+                .iter()
+                .map(|p| fs::read(p).unwrap())
                 .collect();
             assert_eq!(files, vec![b"a\nb".to_vec()]);
         } else {
@@ -623,6 +616,8 @@ fn fixed_partition_key_and_environment_configuration() {
     assert_eq!(keys, ["host-1", "host-1"]);
 }
 
+/// Without a failed-attempts directory, a stuck sender fills the memory budget and then
+/// reading pauses: writers block, memory stays within the budget.
 #[test]
 fn backpressure_blocks_writers_instead_of_growing_memory() {
     let dir = TempDir::new("backpressure");
@@ -636,8 +631,14 @@ fn backpressure_blocks_writers_instead_of_growing_memory() {
         }
         Reply::Accept
     });
-    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "0"]);
-    let total = 200_000;
+    let budget = 10 << 20;
+    let mut daemon = start_daemon(
+        &dir,
+        &fifo,
+        &server,
+        &["--flush-interval", "0", "--max-buffer-bytes", "10MiB"],
+    );
+    let total = 300_000; // about 34 MB with keys: more than the budget
     let writer = {
         let fifo = fifo.clone();
         thread::spawn(move || {
@@ -645,21 +646,42 @@ fn backpressure_blocks_writers_instead_of_growing_memory() {
             write_lines_atomically(&mut open_writer(&fifo, LONG), &lines);
         })
     };
-    // With the sender stuck, reading stops after a few batches and the writer blocks.
-    thread::sleep(Duration::from_millis(500));
+    // Reading goes on until the budget is nearly used, then stops.
+    let read_so_far = || {
+        daemon.signal(Signal::SIGUSR1);
+        thread::sleep(Duration::from_millis(50));
+        let log = daemon.stderr();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("lines_read="))
+            .unwrap_or("")
+            .to_string();
+        let field = |name: &str| -> u64 {
+            last.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("lines_read="), field("buffered_bytes="))
+    };
+    wait_until(LONG, "the budget to fill", || {
+        read_so_far().1 >= budget - (2 << 20)
+    });
+    let (read_a, _) = read_so_far();
+    thread::sleep(Duration::from_millis(300));
+    let (read_b, buffered) = read_so_far();
+    assert_eq!(read_a, read_b, "reading should have paused");
     assert!(
         !writer.is_finished(),
         "the writer should be blocked by backpressure"
     );
-    let rss_kb: u64 = fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap();
-    println!("RSS while blocked: {rss_kb} kB");
+    let rss = rss_kib(daemon.pid());
+    println!("paused with {buffered} bytes buffered; RSS {rss} KiB (budget 10 MiB)");
+    assert!(
+        rss <= (budget + (8 << 20)) / 1024,
+        "RSS {rss} KiB over budget + 8 MiB"
+    );
     gate.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     wait_until(LONG, "every line", || server.received_count() == total);

@@ -267,6 +267,31 @@ pub fn write_lines_atomically(f: &mut File, lines: &[Vec<u8>]) {
     }
 }
 
+/// The spool files in a failed-attempts directory (complete ones only), oldest first.
+pub fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        p.is_file() && name.starts_with("fifo2kinesis-") && !name.ends_with(".tmp")
+    });
+    files.sort();
+    files
+}
+
+/// The daemon's resident memory, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
+
 /// Reads a file that may not exist yet.
 pub fn read_or_empty(p: &Path) -> Vec<u8> {
     let mut v = Vec::new();
