@@ -12,19 +12,22 @@ use std::time::{Duration, Instant};
 use crate::config::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
 
+/// Where one record lies in the batch's buffer (12 bytes: batches stay far below 4 GiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
-    start: usize,
-    data_len: usize,
-    key_len: usize,
+    start: u32,
+    data_len: u32,
+    key_len: u16,
 }
 
 impl Span {
     fn data(&self) -> Range<usize> {
-        self.start..self.start + self.data_len
+        let start = self.start as usize;
+        start..start + self.data_len as usize
     }
     fn key(&self) -> Range<usize> {
-        self.start + self.data_len..self.start + self.data_len + self.key_len
+        let start = self.start as usize + self.data_len as usize;
+        start..start + self.key_len as usize
     }
 }
 
@@ -46,10 +49,11 @@ impl Batch {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(data);
         self.bytes.extend_from_slice(key);
+        // Records are at most 10 MiB and keys 256 characters (1 KiB), validated upstream.
         self.spans.push(Span {
-            start,
-            data_len: data.len(),
-            key_len: key.len(),
+            start: start as u32,
+            data_len: data.len() as u32,
+            key_len: key.len() as u16,
         });
     }
 
@@ -66,6 +70,11 @@ impl Batch {
     /// The size as Kinesis counts it: data bytes plus partition key bytes of every record.
     pub fn size(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The memory the batch holds (its buffers' capacities), as the memory budget counts it.
+    pub fn memory(&self) -> usize {
+        self.bytes.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
     }
 
     /// Record `i`: its data and its partition key.
@@ -216,9 +225,9 @@ impl Batcher {
         (!self.current.is_empty()).then(|| self.take_current())
     }
 
-    /// Bytes (data plus keys) in the batch being filled.
-    pub fn pending_bytes(&self) -> usize {
-        self.current.size()
+    /// Memory held by the batch being filled.
+    pub fn pending_memory(&self) -> usize {
+        self.current.memory()
     }
 
     /// Records in the batch being filled.

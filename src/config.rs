@@ -51,6 +51,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { long: "max-buffer-bytes", short: None, value: "BYTES", default: "32MiB", help: "Memory for lines read but not yet accepted; past it, batches go to the failed-attempts directory or reading pauses" },
     OptionSpec { long: "failed-attempts-max-bytes", short: None, value: "BYTES", default: "1GiB", help: "Largest size of the failed-attempts directory; past it, reading pauses" },
     OptionSpec { long: "retry-interval", short: None, value: "DURATION", default: "30s", help: "How often kept lines are tried again after an error retrying could not fix" },
+    OptionSpec { long: "request-timeout", short: None, value: "DURATION", default: "30s", help: "How long one PutRecords request may take, answer included" },
     OptionSpec { long: "shutdown-timeout", short: None, value: "DURATION", default: "10s", help: "How long a stop may take to deliver what is in memory" },
     OptionSpec { long: "debug", short: Some('d'), value: "", default: "false", help: "Show debug log lines" },
 ];
@@ -259,6 +260,8 @@ pub struct Config {
     pub failed_attempts_max_bytes: u64,
     /// How often kept lines are tried again after an error retrying could not fix.
     pub retry_interval: Duration,
+    /// How long one request may take.
+    pub request_timeout: Duration,
     /// Whether debug lines are logged.
     pub debug: bool,
 }
@@ -497,6 +500,16 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         })
     })?;
 
+    let request_timeout = look.parsed("request-timeout", Duration::from_secs(30), |s| {
+        parse_duration(s).and_then(|d| {
+            if d < Duration::from_millis(100) {
+                Err("a duration of at least 100ms (30s, 2s)".into())
+            } else {
+                Ok(d)
+            }
+        })
+    })?;
+
     let kinesis = match handler {
         Handler::Logger => None,
         Handler::Kinesis => Some(kinesis_config(&look)?),
@@ -516,6 +529,7 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         max_buffer_bytes,
         failed_attempts_max_bytes,
         retry_interval,
+        request_timeout,
         debug,
     })
 }

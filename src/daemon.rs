@@ -241,7 +241,7 @@ impl Daemon {
 
     /// Bytes held in memory, as the budget counts them.
     fn in_memory(&self) -> u64 {
-        Stats::get(&self.stats.buffered_bytes) + self.intake.batcher.pending_bytes() as u64
+        Stats::get(&self.stats.buffered_bytes) + self.intake.batcher.pending_memory() as u64
     }
 
     /// Whether a read's worth still fits the memory budget.
@@ -262,7 +262,7 @@ impl Daemon {
             match spool.write_batch(&oldest) {
                 Ok(path) => {
                     Stats::add(&self.stats.lines_spooled, oldest.len() as u64);
-                    Stats::sub(&self.stats.buffered_bytes, oldest.size() as u64);
+                    Stats::sub(&self.stats.buffered_bytes, oldest.memory() as u64);
                     log!(
                         Debug,
                         "memory budget reached: kept {} lines in {}",
@@ -443,7 +443,7 @@ impl Intake {
     /// Queues a sealed batch; its bytes count against the memory budget until the sender is
     /// done with it.
     fn seal(&mut self, batch: Batch) {
-        Stats::add(&self.stats.buffered_bytes, batch.size() as u64);
+        Stats::add(&self.stats.buffered_bytes, batch.memory() as u64);
         self.ready.push_back(batch);
     }
 
@@ -459,7 +459,7 @@ impl Intake {
                     ..
                 } = self;
                 batcher.push(line, now, &mut |b| {
-                    Stats::add(&stats.buffered_bytes, b.size() as u64);
+                    Stats::add(&stats.buffered_bytes, b.memory() as u64);
                     ready.push_back(b);
                 });
             }

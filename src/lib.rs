@@ -124,17 +124,20 @@ pub fn make_sink(config: &Config, env: &env::Env) -> Result<Box<dyn Sink>, Error
                     aws.http.extra_root_count()
                 );
             }
-            let agent = aws.http.service_agent(
-                HttpTimeouts::default().connect,
-                HttpTimeouts::default().request,
-            );
+            let timeouts = HttpTimeouts {
+                request: config.request_timeout,
+                ..HttpTimeouts::default()
+            };
+            let agent = aws
+                .http
+                .service_agent(timeouts.connect.min(timeouts.request), timeouts.request);
             Ok(Box::new(KinesisSink::new(
                 agent,
                 &aws.endpoint,
                 &aws.region,
                 &k.stream_name,
                 aws.credentials,
-                HttpTimeouts::default(),
+                timeouts,
             )))
         }
     }

@@ -251,7 +251,7 @@ impl Worker {
             match self.next_work() {
                 Work::Live(batch) => {
                     self.last_was_replay = false;
-                    let size = batch.size() as u64;
+                    let size = batch.memory() as u64;
                     self.deliver_live(batch);
                     Stats::sub(&self.shared.stats.buffered_bytes, size);
                     let _ = self.shared.waker.wake();
@@ -302,30 +302,54 @@ impl Worker {
     }
 
     fn deliver_live(&mut self, batch: Batch) {
-        let n = batch.len();
-        match self.deliver(batch) {
-            Ok(()) => {
-                // Kinesis accepts requests: what waits on disk may go too.
-                if self.config.spool.is_some() {
-                    let earliest = self.replay_blocked_until.unwrap_or_else(Instant::now);
-                    self.replay_at = Some(
-                        self.replay_at
-                            .map_or(earliest, |at| at.min(earliest))
-                            .max(earliest),
-                    );
+        let mut batch = batch;
+        let mut warned_full: Option<Instant> = None;
+        loop {
+            let n = batch.len();
+            let u = match self.deliver(batch) {
+                Ok(()) => {
+                    // Kinesis accepts requests: what waits on disk may go too.
+                    if self.config.spool.is_some() {
+                        let earliest = self
+                            .replay_blocked_until
+                            .unwrap_or_else(Instant::now)
+                            .max(Instant::now());
+                        self.replay_at = Some(
+                            self.replay_at
+                                .map_or(earliest, |at| at.min(earliest))
+                                .max(earliest),
+                        );
+                    }
+                    return;
                 }
+                Err(u) => u,
+            };
+            if u.permanent {
+                self.block_replay();
             }
-            Err(u) => {
-                if u.permanent {
-                    self.block_replay();
+            log!(
+                Debug,
+                "{} of {n} records not delivered: {}",
+                u.batch.len(),
+                u.reason
+            );
+            let stopping = self.shared.deadline().is_some();
+            match self.config.spool.clone() {
+                // A full spool never loses what it holds: keep the batch in memory (reading
+                // pauses meanwhile) and try again later; only a stop gives up on it.
+                Some(spool) if !stopping && spool.would_overflow(u.batch.size() as u64) => {
+                    let now = Instant::now();
+                    if warned_full.is_none_or(|at| now >= at + Duration::from_secs(30)) {
+                        warned_full = Some(now);
+                        log!(Warn, "the failed-attempts directory is full; holding {} lines in memory and trying again", u.batch.len());
+                    }
+                    self.shared.sleep(self.config.retry_interval);
+                    batch = u.batch;
                 }
-                log!(
-                    Debug,
-                    "{} of {n} records not delivered: {}",
-                    u.batch.len(),
-                    u.reason
-                );
-                self.set_aside(&u.batch, &u.reason);
+                _ => {
+                    self.set_aside(&u.batch, &u.reason);
+                    return;
+                }
             }
         }
     }
@@ -474,7 +498,11 @@ impl Worker {
                     );
                     let indices: Vec<usize> = failed.iter().map(|f| f.index).collect();
                     pending = pending.subset(&indices);
-                    self.config.backoff.delay(attempt, &mut self.rng)
+                    // Records went through: throttling is per shard and partial, so wait a
+                    // little, but do not escalate as for a failed request.
+                    let wait = self.config.backoff.delay(0, &mut self.rng);
+                    attempt = 0;
+                    wait
                 }
                 PutResult::Failed(f) if f.kind == ErrorKind::ExpiredCredentials && !refreshed => {
                     log!(

@@ -127,7 +127,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
-        Server::start_with(None, handler)
+        Server::start_with(None, 0, handler)
+    }
+
+    /// A plain server on a given port of 127.0.0.1.
+    pub fn start_on(
+        port: u16,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
+        Server::start_with(None, port, handler)
     }
 
     /// A server speaking TLS with `cert`, at an https:// URL.
@@ -135,14 +143,15 @@ impl Server {
         cert: &TestCert,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Server {
-        Server::start_with(Some(cert.server_config()), handler)
+        Server::start_with(Some(cert.server_config()), 0, handler)
     }
 
     fn start_with(
         tls: Option<Arc<rustls::ServerConfig>>,
+        port: u16,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));

@@ -28,6 +28,11 @@ pub enum Reply {
     FailRecords(Vec<usize>, &'static str),
     /// Answer with this status and JSON error body.
     Error(u16, String),
+    /// Close the connection without answering; `processed`: after accepting the records (the
+    /// client cannot know, so it sends them again: duplicates).
+    HangUp { processed: bool },
+    /// Answer only after this long (longer than the client waits), without processing.
+    Slow(std::time::Duration),
 }
 
 /// One PutRecords request as the fake server saw it.
@@ -70,18 +75,28 @@ impl FakeKinesis {
         keep_requests: bool,
         behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
     ) -> FakeKinesis {
-        FakeKinesis::new(stream, keep_requests, None, behaviour)
+        FakeKinesis::new(stream, keep_requests, None, 0, behaviour)
+    }
+
+    /// Like [`FakeKinesis::with_behaviour`], on a chosen port (to come up after an outage).
+    pub fn on_port(
+        port: u16,
+        stream: &str,
+        behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
+    ) -> FakeKinesis {
+        FakeKinesis::new(stream, false, None, port, behaviour)
     }
 
     /// A server that accepts everything, over TLS with `cert`.
     pub fn start_tls(stream: &str, cert: &TestCert) -> FakeKinesis {
-        FakeKinesis::new(stream, true, Some(cert), |_, _| Reply::Accept)
+        FakeKinesis::new(stream, true, Some(cert), 0, |_, _| Reply::Accept)
     }
 
     fn new(
         stream: &str,
         keep_requests: bool,
         tls: Option<&TestCert>,
+        port: u16,
         behaviour: impl Fn(usize, &SeenRequest) -> Reply + Send + Sync + 'static,
     ) -> FakeKinesis {
         let state = Arc::new(Mutex::new(State::default()));
@@ -110,11 +125,14 @@ impl FakeKinesis {
                     keep_requests,
                 )
             };
-            Response::new(status, "application/x-amz-json-1.1", body)
+            let mut resp = Response::new(status, "application/x-amz-json-1.1", body);
+            resp.hang_up = status == HANG_UP;
+            resp
         };
-        let server = match tls {
-            None => Server::start(handler),
-            Some(cert) => Server::start_tls(cert, handler),
+        let server = match (tls, port) {
+            (None, 0) => Server::start(handler),
+            (None, port) => Server::start_on(port, handler),
+            (Some(cert), _) => Server::start_tls(cert, handler),
         };
         FakeKinesis {
             url: server.url.clone(),
@@ -213,12 +231,30 @@ fn handle(
             )
         }
         Reply::Error(status, body) => (*status, body.clone()),
+        Reply::HangUp { processed } => {
+            if *processed {
+                st.received
+                    .extend(seen.records.iter().map(|(d, _)| d.clone()));
+            }
+            (HANG_UP, String::new())
+        }
+        Reply::Slow(wait) => {
+            drop(st);
+            std::thread::sleep(*wait);
+            return (
+                500,
+                r#"{"__type":"InternalFailure","message":"too slow"}"#.into(),
+            );
+        }
     };
     if keep {
         st.requests.push(seen);
     }
     answer
 }
+
+/// A status no HTTP server sends: the handler's way to ask for a hang-up.
+const HANG_UP: u16 = 999;
 
 /// The web identity token the fake STS accepts.
 pub const WEB_IDENTITY_TOKEN: &str = "eyJ-fake-web-identity-token-never-logged";

@@ -1,0 +1,510 @@
+//! Fault injection against the fake Kinesis server: outages, throttling, server errors, dropped
+//! connections, slow answers, a stream not created yet, stops and crashes during outages, the
+//! memory budget, and hostile input. Each scenario writes at least 100,000 lines and checks that
+//! every line arrives at least once, byte-identical; the duplicate count is printed, and must be
+//! zero except where connections are dropped after the server took the records.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const N: usize = 100_000;
+const LONG: Duration = Duration::from_secs(180);
+
+fn lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut l = format!("{tag}-{i:08}-").into_bytes();
+            l.resize(size.max(l.len()), b'a' + (i % 26) as u8);
+            l
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `lines` into the FIFO from another thread (it blocks when the daemon pauses reading).
+fn writer(fifo: &Path, lines: Vec<Vec<u8>>) -> JoinHandle<()> {
+    let fifo = fifo.to_path_buf();
+    thread::spawn(move || {
+        let mut w = open_writer(&fifo, LONG);
+        for chunk in lines.chunks(1000) {
+            write_lines_atomically(&mut w, chunk);
+        }
+    })
+}
+
+/// Checks that every line arrived at least once and nothing else did; returns the duplicates.
+fn check_delivery(received: &[Vec<u8>], sent: &[Vec<u8>]) -> usize {
+    let mut counts: HashMap<&[u8], usize> = HashMap::with_capacity(sent.len());
+    for l in received {
+        *counts.entry(l.as_slice()).or_default() += 1;
+    }
+    for (i, l) in sent.iter().enumerate() {
+        assert!(
+            counts.contains_key(l.as_slice()),
+            "line {i} never arrived: {:?}",
+            String::from_utf8_lossy(&l[..l.len().min(40)])
+        );
+    }
+    assert_eq!(
+        counts.len(),
+        sent.len(),
+        "lines that were never written arrived"
+    );
+    received.len() - sent.len()
+}
+
+fn start(dir: &TempDir, endpoint: &str, extra: &[&str]) -> (Daemon, PathBuf) {
+    let fifo = dir.join("in.pipe");
+    let mut args = kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "100ms"]);
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start(dir, &args, &aws_env(endpoint));
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    (daemon, fifo)
+}
+
+/// Asks for stats and returns the named counter from the latest stats line.
+fn counter(daemon: &Daemon, name: &str) -> u64 {
+    daemon.signal(Signal::SIGUSR1);
+    thread::sleep(Duration::from_millis(30));
+    let log = daemon.stderr();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" lines_read="))
+        .unwrap_or("")
+        .to_string();
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn spooled_lines(dir: &Path) -> Vec<Vec<u8>> {
+    spool_files(dir)
+        .iter()
+        .flat_map(|p| {
+            fs::read(p)
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn peak_rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
+
+fn stop(mut daemon: Daemon) -> String {
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(LONG);
+    let log = daemon.stderr();
+    assert!(status.success(), "{log}");
+    log
+}
+
+/// The endpoint refuses connections for 10 s, then comes back.
+fn refused_then_back(spool: bool) {
+    let name = if spool {
+        "refused-spool"
+    } else {
+        "refused-nospool"
+    };
+    let dir = TempDir::new(name);
+    let failed = dir.join("failed");
+    let port = free_port();
+    let mut extra = vec!["--max-buffer-bytes", "10MiB"];
+    if spool {
+        extra.extend(["--failed-attempts-dir", failed.to_str().unwrap()]);
+    }
+    let (daemon, fifo) = start(&dir, &format!("http://127.0.0.1:{port}"), &extra);
+    let sent = lines(name, N, 200);
+    let w = writer(&fifo, sent.clone());
+    let outage_end = Instant::now() + Duration::from_secs(10);
+    if spool {
+        // Memory fills, then batches go to disk and reading continues.
+        wait_until(
+            Duration::from_secs(10),
+            "spool files during the outage",
+            || !spool_files(&failed).is_empty(),
+        );
+    }
+    thread::sleep(outage_end.saturating_duration_since(Instant::now()));
+    if spool {
+        assert!(w.is_finished() || counter(&daemon, "lines_spooled") > 0);
+    } else {
+        assert!(
+            !w.is_finished(),
+            "without a spool the writer must wait during the outage"
+        );
+    }
+    let server = FakeKinesis::on_port(port, "test-stream", |_, _| Reply::Accept);
+    w.join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= N);
+    if spool {
+        wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
+    }
+    let log = stop(daemon);
+    let dups = check_delivery(&server.received(), &sent);
+    println!(
+        "{name}: {N} lines, {dups} duplicates, {} spooled",
+        counter_from(&log, "lines_spooled")
+    );
+    assert_eq!(dups, 0);
+    assert_eq!(server.problems(), Vec::<String>::new());
+}
+
+fn counter_from(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" lines_read="))
+        .unwrap_or("");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn connections_refused_for_10s_without_a_spool() {
+    refused_then_back(false);
+}
+
+#[test]
+fn connections_refused_for_10s_with_a_spool() {
+    refused_then_back(true);
+}
+
+/// A cheap, repeatable hash for choosing faults.
+fn mix(a: usize, b: usize) -> u64 {
+    let mut x = (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (b as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 29)
+}
+
+#[test]
+fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
+    let dir = TempDir::new("faults-mixed");
+    let server =
+        FakeKinesis::with_behaviour("test-stream", false, |n, req| match mix(n, 0) % 100 {
+            0..=9 => Reply::Error(
+                500,
+                r#"{"__type":"InternalFailure","message":"boom"}"#.into(),
+            ),
+            10 => Reply::Slow(Duration::from_millis(1500)),
+            _ => {
+                let throttled: Vec<usize> = (0..req.records.len())
+                    .filter(|&i| mix(n, i + 1).is_multiple_of(5))
+                    .collect();
+                Reply::FailRecords(throttled, "ProvisionedThroughputExceededException")
+            }
+        });
+    let (daemon, fifo) = start(&dir, &server.url, &["--request-timeout", "1s"]);
+    let sent = lines("mixed", N, 100);
+    writer(&fifo, sent.clone()).join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= N);
+    let log = stop(daemon);
+    let dups = check_delivery(&server.received(), &sent);
+    println!(
+        "throttling 20% of records, 10% 500s, 1% slow answers: {N} lines, {dups} duplicates, {} retries, {} throttled records",
+        counter_from(&log, "retries"),
+        counter_from(&log, "throttled_records")
+    );
+    assert_eq!(dups, 0);
+    assert!(
+        counter_from(&log, "throttled_records") > 0 && log.contains("timeout"),
+        "{log}"
+    );
+    assert_eq!(server.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn dropped_connections_may_repeat_but_lose_nothing() {
+    let dir = TempDir::new("faults-hangup");
+    let server = FakeKinesis::with_behaviour("test-stream", false, |n, _| {
+        if mix(n, 7) % 100 < 5 {
+            Reply::HangUp {
+                processed: n % 2 == 0,
+            }
+        } else {
+            Reply::Accept
+        }
+    });
+    let (daemon, fifo) = start(&dir, &server.url, &[]);
+    let sent = lines("hangup", N, 100);
+    writer(&fifo, sent.clone()).join().unwrap();
+    wait_until(LONG, "every line", || check_all(&server, &sent));
+    stop(daemon);
+    let dups = check_delivery(&server.received(), &sent);
+    println!("5% of connections closed mid-request: {N} lines, {dups} duplicates");
+}
+
+/// Whether every sent line has arrived (duplicates allowed).
+fn check_all(server: &FakeKinesis, sent: &[Vec<u8>]) -> bool {
+    if server.received_count() < sent.len() {
+        return false;
+    }
+    let got: std::collections::HashSet<Vec<u8>> = server.received().into_iter().collect();
+    sent.iter().all(|l| got.contains(l))
+}
+
+#[test]
+fn a_stream_being_created_for_10s_then_success() {
+    let dir = TempDir::new("faults-notfound");
+    let failed = dir.join("failed");
+    let born = Instant::now() + Duration::from_secs(10);
+    let server = FakeKinesis::with_behaviour("test-stream", false, move |_, _| {
+        if Instant::now() < born {
+            Reply::Error(400, r#"{"__type":"ResourceNotFoundException","message":"Stream test-stream under account 123456789012 not found."}"#.into())
+        } else {
+            Reply::Accept
+        }
+    });
+    let (daemon, fifo) = start(
+        &dir,
+        &server.url,
+        &[
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--retry-interval",
+            "1s",
+        ],
+    );
+    let sent = lines("notfound", N, 100);
+    writer(&fifo, sent.clone()).join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= N);
+    wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
+    let log = stop(daemon);
+    let dups = check_delivery(&server.received(), &sent);
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("ResourceNotFoundException"))
+        .count();
+    println!("stream missing for 10 s: {N} lines, {dups} duplicates, {} replayed, error logged {logged} time(s)", counter_from(&log, "lines_replayed"));
+    assert_eq!(dups, 0);
+    assert_eq!(logged, 1, "a distinct error is logged once:\n{log}");
+}
+
+/// SIGTERM (`kill9`: SIGKILL) during an outage, then a restart with the endpoint back: the
+/// spooled lines are replayed and the spool ends empty.
+fn stop_during_outage_then_restart(kill9: bool) {
+    let name = if kill9 { "kill9" } else { "sigterm" };
+    let dir = TempDir::new(name);
+    let failed = dir.join("failed");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let extra = [
+        "--max-buffer-bytes",
+        "10MiB",
+        "--failed-attempts-dir",
+        failed.to_str().unwrap(),
+        "--shutdown-timeout",
+        "1s",
+    ];
+    let (mut daemon, fifo) = start(&dir, &endpoint, &extra);
+    let sent = lines(name, N, 150);
+    writer(&fifo, sent.clone()).join().unwrap();
+    wait_until(LONG, "every line read", || {
+        counter(&daemon, "lines_read") == N as u64
+    });
+    let expected: Vec<Vec<u8>> = if kill9 {
+        daemon.signal(Signal::SIGKILL);
+        daemon.wait_exit(LONG);
+        // Lines still in memory at a crash are lost; those on disk must all come through.
+        spooled_lines(&failed)
+    } else {
+        let t = Instant::now();
+        let log = stop(daemon);
+        println!("{name}: stopped in {:.2} s", t.elapsed().as_secs_f64());
+        assert!(log.contains("stopping"), "{log}");
+        sent.clone()
+    };
+    let on_disk = spooled_lines(&failed);
+    for f in spool_files(&failed) {
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    if !kill9 {
+        assert_eq!(on_disk.len(), N, "every line is on disk after the stop");
+    }
+    assert!(!expected.is_empty());
+    let server = FakeKinesis::on_port(port, "test-stream", |_, _| Reply::Accept);
+    let (daemon, _) = start(
+        &TempDir::new(&format!("{name}-again")),
+        &endpoint,
+        &extra[2..],
+    );
+    wait_until(LONG, "the spooled lines", || {
+        server.received_count() >= expected.len() && spool_files(&failed).is_empty()
+    });
+    stop(daemon);
+    let got = server.received();
+    let mut counts: HashMap<&[u8], usize> = HashMap::new();
+    for l in &got {
+        *counts.entry(l).or_default() += 1;
+    }
+    for l in &expected {
+        assert!(
+            counts.contains_key(l.as_slice()),
+            "a spooled line was not replayed"
+        );
+    }
+    let dups = got.len() - counts.len();
+    println!(
+        "{name} during an outage: {} lines on disk, {} replayed after restart, {dups} duplicates",
+        on_disk.len(),
+        got.len()
+    );
+    assert_eq!(dups, 0);
+}
+
+#[test]
+fn sigterm_during_an_outage_spools_and_a_restart_replays() {
+    stop_during_outage_then_restart(false);
+}
+
+#[test]
+fn kill_9_during_an_outage_keeps_what_was_spooled() {
+    stop_during_outage_then_restart(true);
+}
+
+/// A 30 s outage: without a spool, memory stays within budget + 8 MB and writers block; with
+/// one, reading continues and files appear.
+fn memory_during_outage(spool: bool) {
+    let name = if spool {
+        "memory-spool"
+    } else {
+        "memory-nospool"
+    };
+    let dir = TempDir::new(name);
+    let failed = dir.join("failed");
+    let port = free_port();
+    let mut extra = vec![];
+    if spool {
+        extra.extend(["--failed-attempts-dir", failed.to_str().unwrap()]);
+    }
+    let (daemon, fifo) = start(&dir, &format!("http://127.0.0.1:{port}"), &extra);
+    // 400,000 lines of 100 bytes: about 45 MB with partition keys, over the 32 MiB default.
+    let sent = lines(name, 4 * N, 100);
+    let w = writer(&fifo, sent.clone());
+    let end = Instant::now() + Duration::from_secs(30);
+    let done = Arc::new(AtomicBool::new(false));
+    while Instant::now() < end {
+        thread::sleep(Duration::from_millis(500));
+        done.store(w.is_finished(), Ordering::Relaxed);
+    }
+    let peak = peak_rss_kib(daemon.pid());
+    let budget_kib = 32 * 1024;
+    println!("{name}: peak RSS {peak} KiB during a 30 s outage (budget {budget_kib} KiB); writer finished: {}", w.is_finished());
+    assert!(peak <= budget_kib + 8 * 1024, "peak RSS {peak} KiB");
+    if spool {
+        assert!(w.is_finished(), "with a spool, reading continues");
+        assert!(!spool_files(&failed).is_empty());
+    } else {
+        assert!(!w.is_finished(), "without a spool, writers wait");
+    }
+    let server = FakeKinesis::on_port(port, "test-stream", |_, _| Reply::Accept);
+    w.join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= sent.len());
+    stop(daemon);
+    assert_eq!(check_delivery(&server.received(), &sent), 0);
+}
+
+#[test]
+fn memory_stays_within_budget_during_an_outage_without_a_spool() {
+    memory_during_outage(false);
+}
+
+#[test]
+fn reading_continues_during_an_outage_with_a_spool() {
+    memory_during_outage(true);
+}
+
+#[test]
+fn hostile_input_a_100mb_line_binary_crlf_and_empty_lines() {
+    let dir = TempDir::new("hostile");
+    let failed = dir.join("failed");
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let (daemon, fifo) = start(
+        &dir,
+        &server.url,
+        &["--failed-attempts-dir", failed.to_str().unwrap()],
+    );
+    let mut sent = Vec::with_capacity(N);
+    let mut w = open_writer(&fifo, LONG);
+    for i in 0..N {
+        let mut line = format!("hostile-{i:08}-").into_bytes();
+        match i % 4 {
+            0 => line.extend_from_slice(&[0, 1, 2, 0xff, 0xfe, b'\t', 0]),
+            1 => line.extend_from_slice("naïve ✓".as_bytes()),
+            _ => {}
+        }
+        let mut wire = line.clone();
+        if i % 3 == 0 {
+            wire.push(b'\r');
+        }
+        wire.push(b'\n');
+        if i % 10 == 0 {
+            wire.push(b'\n'); // an empty line
+        }
+        w.write_all(&wire).unwrap();
+        sent.push(line);
+        if i == N / 2 {
+            // 100 MB without a newline, then the rest of the input.
+            let chunk = vec![b'z'; 1 << 20];
+            for _ in 0..100 {
+                w.write_all(&chunk).unwrap();
+            }
+            w.write_all(b"\n").unwrap();
+        }
+    }
+    drop(w);
+    wait_until(LONG, "every line", || server.received_count() >= N);
+    let oversized: Vec<PathBuf> = fs::read_dir(failed.join("oversized"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let peak = peak_rss_kib(daemon.pid());
+    let log = stop(daemon);
+    let dups = check_delivery(&server.received(), &sent);
+    assert_eq!(dups, 0);
+    assert_eq!(oversized.len(), 1, "{oversized:?}");
+    assert_eq!(fs::metadata(&oversized[0]).unwrap().len(), 100 << 20);
+    assert_eq!(counter_from(&log, "empty_lines"), (N / 10) as u64);
+    assert_eq!(counter_from(&log, "oversized_lines"), 1);
+    println!("hostile input: {N} lines, {dups} duplicates, a 100 MiB line kept on disk; peak RSS {peak} KiB");
+    assert!(peak <= (32 + 8) * 1024, "peak RSS {peak} KiB");
+}
