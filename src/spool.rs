@@ -267,6 +267,16 @@ impl Spool {
     }
 }
 
+/// The lines of a file cut short by a crash that are known to be complete: those followed by a
+/// newline (empty ones skipped).
+pub fn recoverable_lines(content: &[u8]) -> Vec<Vec<u8>> {
+    let complete = content
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&content[..0], |i| &content[..i]);
+    split_lines(complete)
+}
+
 /// Splits spool content into its non-empty lines.
 pub fn split_lines(content: &[u8]) -> Vec<Vec<u8>> {
     content
