@@ -750,3 +750,30 @@ fn role_arn_assumes_the_role_and_signs_with_the_session_token() {
         );
     }
 }
+
+/// SIGHUP reopens the FIFO path, for a FIFO that was replaced.
+#[test]
+fn sighup_reopens_a_replaced_fifo() {
+    let dir = TempDir::new("sighup");
+    let fifo = dir.join("in.pipe");
+    let server = FakeKinesis::start("test-stream");
+    let mut daemon = start_daemon(&dir, &fifo, &server, &["--flush-interval", "50ms"]);
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"old pipe".to_vec()]);
+    wait_until(LONG, "the first line", || server.received_count() == 1);
+    fs::remove_file(&fifo).unwrap();
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("received SIGHUP", LONG);
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"new pipe".to_vec()]);
+    wait_until(LONG, "the second line", || server.received_count() == 2);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(
+        server.received(),
+        vec![b"old pipe".to_vec(), b"new pipe".to_vec()]
+    );
+}

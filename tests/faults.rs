@@ -508,3 +508,58 @@ fn hostile_input_a_100mb_line_binary_crlf_and_empty_lines() {
     println!("hostile input: {N} lines, {dups} duplicates, a 100 MiB line kept on disk; peak RSS {peak} KiB");
     assert!(peak <= (32 + 8) * 1024, "peak RSS {peak} KiB");
 }
+
+/// The stream's record limit is below ours: requests holding a too-large record are answered
+/// with ValidationException; the batch is split down to that record, which is kept as an
+/// oversized line, and everything else arrives.
+#[test]
+fn too_large_for_the_stream_splits_down_to_the_record() {
+    let dir = TempDir::new("too-large");
+    let failed = dir.join("failed");
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, req| {
+        if req.records.iter().any(|(d, _)| d.len() > 1000) {
+            Reply::Error(
+                400,
+                r#"{"__type":"ValidationException","message":"1 validation error detected: Value at 'records.1.member.data' failed to satisfy constraint: Member must have length less than or equal to 1000"}"#.into(),
+            )
+        } else {
+            Reply::Accept
+        }
+    });
+    let (daemon, fifo) = start(
+        &dir,
+        &server.url,
+        &["--failed-attempts-dir", failed.to_str().unwrap()],
+    );
+    let mut sent = lines("split", N, 100);
+    let big: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("big-{i}-{}", "x".repeat(2000)).into_bytes())
+        .collect();
+    let mut wire = sent.clone();
+    for (i, b) in big.iter().enumerate() {
+        wire.insert(i * 20_000 + 7, b.clone());
+    }
+    writer(&fifo, wire).join().unwrap();
+    wait_until(LONG, "every normal line", || server.received_count() >= N);
+    let kept = || -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = fs::read_dir(failed.join("oversized"))
+            .unwrap()
+            .map(|e| fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    wait_until(LONG, "the big records on disk", || {
+        kept().len() == big.len()
+    });
+    stop(daemon);
+    assert_eq!(kept(), big);
+    sent.sort();
+    let mut got = server.received();
+    got.sort();
+    assert_eq!(got, sent, "every other line arrives once");
+    println!(
+        "too large for the stream: {N} lines delivered, {} records kept as oversized",
+        big.len()
+    );
+}
