@@ -1,0 +1,279 @@
+//! The throughput benchmark: the release daemon against a fake Kinesis server on 127.0.0.1,
+//! over plain HTTP and TLS, for 100 B, 1 KiB and 4 KiB lines. Prints lines/s, MB/s, the
+//! daemon's CPU seconds per 100 MB of input, its peak RSS, the request count, and the floor:
+//! how long `cat` takes to drain the same data through a FIFO.
+//!
+//! Run it with `scripts/bench` (which builds the release binary first), or
+//! `cargo run --release --example bench -- [LINES_OF_100B]`.
+
+#[path = "../tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use http::{Response, Server, TestCert};
+
+/// Counts the records of every PutRecords request and accepts them all.
+fn fake_kinesis(
+    cert: Option<&TestCert>,
+    records: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+) -> Server {
+    let handler = move |req: &http::Request| {
+        let v: serde_json::Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(_) => {
+                return Response::new(
+                    400,
+                    "application/x-amz-json-1.1",
+                    r#"{"__type":"SerializationException"}"#,
+                )
+            }
+        };
+        let n = v["Records"].as_array().map_or(0, |r| r.len());
+        records.fetch_add(n as u64, Ordering::Relaxed);
+        requests.fetch_add(1, Ordering::Relaxed);
+        let mut body = String::with_capacity(40 + n * 60);
+        body.push_str(r#"{"FailedRecordCount":0,"Records":["#);
+        for i in 0..n {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(r#"{"SequenceNumber":"1","ShardId":"shardId-000000000000"}"#);
+        }
+        body.push_str("]}");
+        Response::new(200, "application/x-amz-json-1.1", body)
+    };
+    match cert {
+        None => Server::start(handler),
+        Some(c) => Server::start_tls(c, handler),
+    }
+}
+
+fn input(lines: usize, size: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(lines * (size + 1));
+    for i in 0..lines {
+        let start = data.len();
+        data.extend_from_slice(format!("{i:010} ").as_bytes());
+        data.resize(start + size, b'a' + (i % 26) as u8);
+        data.push(b'\n');
+    }
+    data
+}
+
+fn open_writer(fifo: &Path) -> File {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(f) => {
+                let flags = nix::fcntl::OFlag::from_bits_truncate(
+                    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+                );
+                nix::fcntl::fcntl(
+                    &f,
+                    nix::fcntl::FcntlArg::F_SETFL(flags & !nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .unwrap();
+                return f;
+            }
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("cannot open {}: {e}", fifo.display()),
+        }
+    }
+}
+
+/// The time `cat` takes to move `data` through a FIFO.
+fn cat_floor(dir: &Path, data: &[u8]) -> Duration {
+    let file = dir.join("input.txt");
+    fs::write(&file, data).unwrap();
+    let fifo = dir.join("floor.pipe");
+    let _ = fs::remove_file(&fifo);
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut reader = Command::new("cat")
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat '{}' > '{}'", file.display(), fifo.display()))
+        .spawn()
+        .unwrap();
+    writer.wait().unwrap();
+    reader.wait().unwrap();
+    let floor = t.elapsed();
+    fs::remove_file(&file).unwrap();
+    floor
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as f64
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
+
+struct Run {
+    label: String,
+    lines: usize,
+    bytes: usize,
+    seconds: f64,
+    cpu: f64,
+    rss_kib: u64,
+    requests: u64,
+    floor: Duration,
+}
+
+fn run(bin: &Path, dir: &Path, cert: &TestCert, tls: bool, lines: usize, size: usize) -> Run {
+    let records = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let server = fake_kinesis(
+        tls.then_some(cert),
+        Arc::clone(&records),
+        Arc::clone(&requests),
+    );
+    let fifo = dir.join("bench.pipe");
+    let _ = fs::remove_file(&fifo);
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--fifo-name",
+        fifo.to_str().unwrap(),
+        "--stream-name",
+        "bench",
+        "--flush-interval",
+        "100ms",
+    ])
+    .env_clear()
+    .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+    .env("AWS_SECRET_ACCESS_KEY", "bench-secret")
+    .env("AWS_REGION", "us-east-1")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env("AWS_ENDPOINT_URL_KINESIS", &server.url)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if tls {
+        cmd.args(["--ca-bundle", cert.cert_path.to_str().unwrap()]);
+    }
+    let mut daemon: Child = cmd.spawn().unwrap();
+    let data = input(lines, size);
+    let started = Instant::now();
+    {
+        let mut w = open_writer(&fifo);
+        w.write_all(&data).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while records.load(Ordering::Relaxed) < lines as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the benchmark stalled at {} records",
+            records.load(Ordering::Relaxed)
+        );
+        thread::sleep(Duration::from_micros(500));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(daemon.id());
+    let rss_kib = peak_rss_kib(daemon.id());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    daemon.wait().unwrap();
+    let floor = cat_floor(dir, &data);
+    Run {
+        label: format!("{size:>5} B lines, {}", if tls { "TLS " } else { "HTTP" }),
+        lines,
+        bytes: data.len(),
+        seconds,
+        cpu,
+        rss_kib,
+        requests: requests.load(Ordering::Relaxed),
+        floor,
+    }
+}
+
+fn main() {
+    let base_lines: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/fifo2kinesis");
+    assert!(
+        bin.exists(),
+        "build the release binary first: cargo build --release"
+    );
+    let dir = std::env::temp_dir().join(format!("fifo2kinesis-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let cert = TestCert::generate(&dir);
+    println!(
+        "{:<22} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10}",
+        "run",
+        "lines",
+        "lines/s",
+        "MB/s",
+        "CPU-s per 100MB",
+        "peak RSS KiB",
+        "requests",
+        "cat floor s",
+        "x floor"
+    );
+    for (size, lines) in [
+        (100, base_lines),
+        (1024, base_lines / 10),
+        (4096, base_lines / 40),
+    ] {
+        for tls in [false, true] {
+            let r = run(&bin, &dir, &cert, tls, lines, size);
+            println!(
+                "{:<22} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1}",
+                r.label,
+                r.lines,
+                r.lines as f64 / r.seconds,
+                r.bytes as f64 / r.seconds / 1e6,
+                r.cpu / (r.bytes as f64 / 100e6),
+                r.rss_kib,
+                r.requests,
+                r.floor.as_secs_f64(),
+                r.seconds / r.floor.as_secs_f64()
+            );
+        }
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
