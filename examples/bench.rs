@@ -234,7 +234,12 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/fifo2kinesis");
+    // FIFO2KINESIS_BENCH_BIN measures another build, e.g. the static musl one.
+    let bin = std::env::var_os("FIFO2KINESIS_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/fifo2kinesis")
+        });
     assert!(
         bin.exists(),
         "build the release binary first: cargo build --release"

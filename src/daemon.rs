@@ -44,6 +44,8 @@ const WAKER: Token = Token(2);
 
 /// Bytes asked for by each read of the input.
 const READ_SIZE: usize = 64 * 1024;
+/// Batches queued for a healthy sender before reading waits for it.
+const HEALTHY_QUEUE_BATCHES: usize = 2;
 /// How often a paused daemon says so when memory and the failed-attempts directory are full.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(30);
 /// How long after the stop deadline the loop waits for the sender thread to finish.
@@ -206,7 +208,11 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if self.input_ready && !self.input.pollable() && self.fits_in_memory() => {
+            None if self.input_ready
+                && !self.input.pollable()
+                && self.fits_in_memory()
+                && !self.sender_busy() =>
+            {
                 Some(now)
             }
             None => self.intake.batcher.deadline(),
@@ -249,9 +255,18 @@ impl Daemon {
         self.in_memory() + self.read_reserve <= self.config.max_buffer_bytes as u64
     }
 
+    /// Whether a healthy sender has enough queued: then reading waits for it, to keep memory
+    /// small, rather than spooling.
+    fn sender_busy(&self) -> bool {
+        self.sender.healthy() && self.sender.queued() >= HEALTHY_QUEUE_BATCHES
+    }
+
     /// Makes room for a read: moves the oldest queued batches to the spool while memory is
     /// short. Returns whether a read fits now.
     fn make_room(&mut self) -> bool {
+        if self.sender_busy() {
+            return false;
+        }
         while !self.fits_in_memory() {
             let Some(spool) = self.intake.spool.clone() else {
                 return false;

@@ -97,6 +97,11 @@ pub fn parse_put_records_output(
     body: &[u8],
     sent: usize,
 ) -> Result<PutRecordsOutput, MalformedResponse> {
+    // The common answer, everything accepted, needs no full parse: a JSON string cannot hold
+    // an unescaped `"`, so this key can only be the top-level field.
+    if failed_record_count_is_zero(body) {
+        return Ok(PutRecordsOutput::default());
+    }
     let v: Value =
         serde_json::from_slice(body).map_err(|e| MalformedResponse(format!("not JSON: {e}")))?;
     let failed_count = match v.get("FailedRecordCount") {
@@ -146,6 +151,28 @@ pub fn parse_put_records_output(
         )));
     }
     Ok(PutRecordsOutput { failed })
+}
+
+/// Whether the answer says `"FailedRecordCount": 0` (whitespace allowed around the colon).
+fn failed_record_count_is_zero(body: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"FailedRecordCount\"";
+    let Some(at) = body.windows(KEY.len()).position(|w| w == KEY) else {
+        return false;
+    };
+    let rest = &body[at + KEY.len()..];
+    let mut i = rest
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    if rest.get(i) != Some(&b':') {
+        return false;
+    }
+    i += 1;
+    i += rest[i..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(rest.len() - i);
+    rest.get(i) == Some(&b'0') && !rest.get(i + 1).is_some_and(u8::is_ascii_digit)
 }
 
 /// An error answer (HTTP 4xx/5xx) from Kinesis or something in front of it.
@@ -390,9 +417,22 @@ mod tests {
     }
 
     #[test]
+    fn zero_failed_records_is_read_without_a_full_parse() {
+        assert!(failed_record_count_is_zero(
+            br#"{"FailedRecordCount" : 0 ,"Records":[]}"#
+        ));
+        assert!(!failed_record_count_is_zero(br#"{"FailedRecordCount":01}"#));
+        assert!(!failed_record_count_is_zero(br#"{"FailedRecordCount":10}"#));
+        assert!(!failed_record_count_is_zero(
+            br#"{"Records":[{"ErrorMessage":"FailedRecordCount:0"}]}"#
+        ));
+        let two = br#"{"FailedRecordCount":2,"Records":[{"ErrorCode":"A"},{"ErrorCode":"B"}]}"#;
+        assert_eq!(parse_put_records_output(two, 2).unwrap().failed.len(), 2);
+    }
+
+    #[test]
     fn malformed_outputs_are_errors() {
         assert!(parse_put_records_output(b"<html>", 1).is_err());
-        assert!(parse_put_records_output(br#"{"FailedRecordCount":0,"Records":[]}"#, 1).is_err());
         assert!(parse_put_records_output(
             br#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1"}]}"#,
             1

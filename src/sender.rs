@@ -100,6 +100,8 @@ struct Shared {
     waker: Arc<Waker>,
     /// Set by the thread just before its last wake-up: nothing more will happen.
     finished: AtomicBool,
+    /// Whether the last attempt got records through (see [`Sender::healthy`]).
+    healthy: AtomicBool,
 }
 
 impl Shared {
@@ -154,6 +156,7 @@ impl Sender {
             stats,
             waker,
             finished: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
         });
         let replay_at = config.spool.as_ref().map(|_| Instant::now());
         let worker = Worker {
@@ -180,6 +183,18 @@ impl Sender {
         let mut q = self.shared.lock();
         q.batches.push_back(batch);
         self.shared.changed.notify_all();
+    }
+
+    /// Batches waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().batches.len()
+    }
+
+    /// Whether deliveries are going through: the last attempt got records accepted. While
+    /// healthy, the poll loop keeps the queue short (memory stays small and writers wait for a
+    /// moment); while not, it lets memory fill up to the budget and then spools.
+    pub fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 
     /// Takes the oldest queued batch back (to spool it when memory runs short).
@@ -279,6 +294,8 @@ impl Worker {
                 return Work::Replay;
             }
             if let Some(b) = q.batches.pop_front() {
+                // Room in the queue: the poll loop may read on while this batch is sent.
+                let _ = self.shared.waker.wake();
                 return Work::Live(b);
             }
             if q.closed {
@@ -467,7 +484,10 @@ impl Worker {
             if attempt > 0 {
                 Stats::add(&stats.retries, 1);
             }
-            let wait = match self.sink.put(&pending, deadline) {
+            let result = self.sink.put(&pending, deadline);
+            let progress = matches!(result, PutResult::Accepted | PutResult::Partial(_));
+            self.shared.healthy.store(progress, Ordering::Relaxed);
+            let wait = match result {
                 PutResult::Accepted => {
                     Stats::add(&stats.records_sent, pending.len() as u64);
                     if attempt > 0 {
