@@ -198,7 +198,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// The position of the first `\n` in `hay`.
 #[inline]
 pub fn find_newline(hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', hay)
 }
 
 #[cfg(test)]
