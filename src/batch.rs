@@ -36,6 +36,17 @@ impl Span {
 pub struct Batch {
     bytes: Vec<u8>,
     spans: Vec<Span>,
+    prepared: Option<Box<Prepared>>,
+}
+
+/// A request body made from a batch ahead of time, with its SHA-256 (lowercase hex), so the
+/// sender only signs and sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// The body.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`, lowercase hex.
+    pub sha256_hex: String,
 }
 
 impl Batch {
@@ -74,7 +85,19 @@ impl Batch {
 
     /// The memory the batch holds (its buffers' capacities), as the memory budget counts it.
     pub fn memory(&self) -> usize {
-        self.bytes.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
+        self.bytes.capacity()
+            + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.prepared.as_ref().map_or(0, |p| p.body.capacity())
+    }
+
+    /// Attaches a request body made from this batch.
+    pub fn set_prepared(&mut self, prepared: Prepared) {
+        self.prepared = Some(Box::new(prepared));
+    }
+
+    /// The request body made ahead of time, if any.
+    pub fn prepared(&self) -> Option<&Prepared> {
+        self.prepared.as_deref()
     }
 
     /// Record `i`: its data and its partition key.
@@ -242,6 +265,7 @@ impl Batcher {
         let mut next = Batch {
             bytes: Vec::with_capacity(cap),
             spans: Vec::with_capacity(records),
+            prepared: None,
         };
         std::mem::swap(&mut next, &mut self.current);
         next

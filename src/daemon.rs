@@ -149,6 +149,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         stats: Arc::clone(&stats),
         spool,
         max_line,
+        prepare_for: config.kinesis.as_ref().map(|k| k.stream_name.clone()),
         long_line: None,
     };
 
@@ -436,6 +437,8 @@ struct Intake {
     spool: Option<Arc<Spool>>,
     /// The longest line a record holds next to its key.
     max_line: usize,
+    /// The stream whose request bodies are made here, ahead of sending (Kinesis only).
+    prepare_for: Option<String>,
     /// The file the current over-long line goes to (`None` without a spool or after an error).
     long_line: Option<NewFile>,
 }
@@ -458,8 +461,12 @@ impl Intake {
     /// Queues a sealed batch; its bytes count against the memory budget until the sender is
     /// done with it.
     fn seal(&mut self, batch: Batch) {
-        Stats::add(&self.stats.buffered_bytes, batch.memory() as u64);
-        self.ready.push_back(batch);
+        seal(
+            batch,
+            self.prepare_for.as_deref(),
+            &mut self.ready,
+            &self.stats,
+        );
     }
 
     /// Routes one piece from the splitter.
@@ -524,4 +531,15 @@ impl Intake {
             }
         }
     }
+}
+
+/// Makes the request body of a sealed batch (if it goes to a stream), counts its memory and
+/// queues it for the sender. Encoding and hashing here overlap with the sender's sending.
+fn seal(mut batch: Batch, stream: Option<&str>, ready: &mut VecDeque<Batch>, stats: &Stats) {
+    if let Some(stream) = stream {
+        let prepared = crate::kinesis::prepare(stream, &batch);
+        batch.set_prepared(prepared);
+    }
+    Stats::add(&stats.buffered_bytes, batch.memory() as u64);
+    ready.push_back(batch);
 }

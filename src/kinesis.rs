@@ -10,7 +10,9 @@ use std::fmt;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::batch::Batch;
+use sha2::{Digest, Sha256};
+
+use crate::batch::{Batch, Prepared};
 
 /// The JSON protocol version Kinesis speaks.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -44,6 +46,26 @@ pub fn put_records_body(stream: &str, batch: &Batch, out: &mut Vec<u8>) {
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
+}
+
+/// The request body for `batch` with its SHA-256, made ahead of sending (on the reading thread,
+/// while the sender is busy with the previous request).
+pub fn prepare(stream: &str, batch: &Batch) -> Prepared {
+    let mut body = Vec::new();
+    put_records_body(stream, batch, &mut body);
+    let sha256_hex = hex(&Sha256::digest(&body));
+    Prepared { body, sha256_hex }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Writes `s` as a JSON string. Keys and stream names are UTF-8 by construction; anything else
@@ -386,6 +408,19 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["Records"][0]["PartitionKey"], "key \"q\"");
+    }
+
+    #[test]
+    fn prepared_bodies_carry_their_sha256() {
+        let p = prepare("s", &batch(&[("hi", "k")]));
+        assert_eq!(
+            p.body,
+            br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
+        );
+        // sha256 of the body above, as `sha256sum` prints it.
+        assert_eq!(p.sha256_hex.len(), 64);
+        assert_eq!(p.sha256_hex, hex(&Sha256::digest(&p.body)));
+        assert_eq!(hex(&[0x00, 0x9f, 0xff]), "009fff");
     }
 
     #[test]

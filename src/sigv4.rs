@@ -34,6 +34,47 @@ pub fn sign(
     body: &[u8],
     time: SystemTime,
 ) -> Result<Vec<(&'static str, String)>, SignError> {
+    sign_body(
+        creds,
+        region,
+        service,
+        url,
+        headers,
+        SignableBody::Bytes(body),
+        time,
+    )
+}
+
+/// Like [`sign`], for a body whose SHA-256 (lowercase hex) was computed already.
+pub fn sign_hashed(
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body_sha256_hex: &str,
+    time: SystemTime,
+) -> Result<Vec<(&'static str, String)>, SignError> {
+    sign_body(
+        creds,
+        region,
+        service,
+        url,
+        headers,
+        SignableBody::Precomputed(body_sha256_hex.to_string()),
+        time,
+    )
+}
+
+fn sign_body(
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: SignableBody<'_>,
+    time: SystemTime,
+) -> Result<Vec<(&'static str, String)>, SignError> {
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -44,13 +85,8 @@ pub fn sign(
         .build()
         .map_err(|e| SignError(e.to_string()))?
         .into();
-    let request = SignableRequest::new(
-        "POST",
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| SignError(e.to_string()))?;
+    let request = SignableRequest::new("POST", url, headers.iter().copied(), body)
+        .map_err(|e| SignError(e.to_string()))?;
     let (instructions, _signature) = http_request::sign(request, &params)
         .map_err(|e| SignError(e.to_string()))?
         .into_parts();
@@ -108,6 +144,23 @@ mod tests {
             Some("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=bd2d2e0e76095b07c33d6bc5905422e77f4c32cf9d11c27de64009490a19fa58")
         );
         assert_eq!(header(&h, "x-amz-security-token"), None);
+    }
+
+    #[test]
+    fn a_precomputed_hash_signs_the_same() {
+        use sha2::{Digest, Sha256};
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let time = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        let body = br#"{"Records":[{"Data":"aGk=","PartitionKey":"k"}],"StreamName":"s"}"#;
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "Kinesis_20131202.PutRecords"),
+        ];
+        let url = "https://kinesis.us-east-1.amazonaws.com/";
+        let hash = crate::kinesis::hex(&Sha256::digest(body));
+        let hashed =
+            sign_hashed(&creds, "us-east-1", "kinesis", url, &headers, &hash, time).unwrap();
+        assert_eq!(hashed, vector(None));
     }
 
     #[test]

@@ -113,21 +113,41 @@ impl KinesisSink {
                 message: e.to_string(),
                 retry_after: None,
             })?;
-        kinesis::put_records_body(&self.stream, batch, &mut self.body);
         let headers = [
             ("content-type", kinesis::CONTENT_TYPE),
             ("x-amz-target", kinesis::PUT_RECORDS_TARGET),
         ];
-        let signed = sigv4::sign(
-            &creds,
-            &self.region,
-            kinesis::SIGNING_SERVICE,
-            &self.url,
-            &headers,
-            &self.body,
-            SystemTime::now(),
-        )
-        .map_err(|e| Failure {
+        let now = SystemTime::now();
+        // A body prepared by the reading thread is sent as it is; otherwise (a resend of some
+        // records, a replayed file) it is made here.
+        let (body, signed) = match batch.prepared() {
+            Some(p) => (
+                &p.body[..],
+                sigv4::sign_hashed(
+                    &creds,
+                    &self.region,
+                    kinesis::SIGNING_SERVICE,
+                    &self.url,
+                    &headers,
+                    &p.sha256_hex,
+                    now,
+                ),
+            ),
+            None => {
+                kinesis::put_records_body(&self.stream, batch, &mut self.body);
+                let signed = sigv4::sign(
+                    &creds,
+                    &self.region,
+                    kinesis::SIGNING_SERVICE,
+                    &self.url,
+                    &headers,
+                    &self.body,
+                    now,
+                );
+                (&self.body[..], signed)
+            }
+        };
+        let signed = signed.map_err(|e| Failure {
             kind: ErrorKind::Permanent,
             code: "signing".into(),
             message: e.to_string(),
@@ -152,7 +172,7 @@ impl KinesisSink {
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
             .build()
-            .send(&self.body[..])
+            .send(body)
             .map_err(|e| network_failure(&e))?;
 
         let status = response.status().as_u16();
