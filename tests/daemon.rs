@@ -783,3 +783,25 @@ fn sighup_reopens_a_replaced_fifo() {
         vec![b"old pipe".to_vec(), b"new pipe".to_vec()]
     );
 }
+
+/// With a writer connected but silent for 10 s the daemon uses under 10 ms of CPU (no busy
+/// timers: the flush timer only runs while a batch has records).
+#[test]
+fn idle_with_a_silent_writer_uses_almost_no_cpu() {
+    let dir = TempDir::new("idle-writer");
+    let fifo = dir.join("in.pipe");
+    let server = FakeKinesis::start("test-stream");
+    let daemon = start_daemon(&dir, &fifo, &server, &[]);
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"one\n").unwrap();
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    let before = daemon.cpu_time();
+    thread::sleep(Duration::from_secs(10));
+    let used = daemon.cpu_time() - before;
+    println!(
+        "CPU used in 10 s with a silent writer connected: {:.3} ms",
+        used.as_secs_f64() * 1000.0
+    );
+    assert!(used < Duration::from_millis(10), "used {used:?}");
+    drop(w);
+}
