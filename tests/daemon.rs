@@ -646,24 +646,7 @@ fn backpressure_blocks_writers_instead_of_growing_memory() {
             write_lines_atomically(&mut open_writer(&fifo, LONG), &lines);
         })
     };
-    let read_so_far = || {
-        daemon.signal(Signal::SIGUSR1);
-        thread::sleep(Duration::from_millis(50));
-        let log = daemon.stderr();
-        let last = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("lines_read="))
-            .unwrap_or("")
-            .to_string();
-        let field = |name: &str| -> u64 {
-            last.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("lines_read="), field("buffered_bytes="))
-    };
+    let read_so_far = || (daemon.stat("lines_read"), daemon.stat("buffered_bytes"));
     // Reading stops soon: the sender is healthy (nothing failed) but stuck, so only a couple of
     // batches wait for it.
     let mut last = (u64::MAX, 0);

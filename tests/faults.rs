@@ -82,23 +82,6 @@ fn start(dir: &TempDir, endpoint: &str, extra: &[&str]) -> (Daemon, PathBuf) {
     (daemon, fifo)
 }
 
-/// Asks for stats and returns the named counter from the latest stats line.
-fn counter(daemon: &Daemon, name: &str) -> u64 {
-    daemon.signal(Signal::SIGUSR1);
-    thread::sleep(Duration::from_millis(30));
-    let log = daemon.stderr();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(" lines_read="))
-        .unwrap_or("")
-        .to_string();
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn spooled_lines(dir: &Path) -> Vec<Vec<u8>> {
     spool_files(dir)
         .iter()
@@ -159,7 +142,7 @@ fn refused_then_back(spool: bool) {
     }
     thread::sleep(outage_end.saturating_duration_since(Instant::now()));
     if spool {
-        assert!(w.is_finished() || counter(&daemon, "lines_spooled") > 0);
+        assert!(w.is_finished() || daemon.stat("lines_spooled") > 0);
     } else {
         assert!(
             !w.is_finished(),
@@ -176,22 +159,10 @@ fn refused_then_back(spool: bool) {
     let dups = check_delivery(&server.received(), &sent);
     println!(
         "{name}: {N} lines, {dups} duplicates, {} spooled",
-        counter_from(&log, "lines_spooled")
+        stat_from(&log, "lines_spooled")
     );
     assert_eq!(dups, 0);
     assert_eq!(server.problems(), Vec::<String>::new());
-}
-
-fn counter_from(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(" lines_read="))
-        .unwrap_or("");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -238,12 +209,12 @@ fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
     let dups = check_delivery(&server.received(), &sent);
     println!(
         "throttling 20% of records, 10% 500s, 1% slow answers: {N} lines, {dups} duplicates, {} retries, {} throttled records",
-        counter_from(&log, "retries"),
-        counter_from(&log, "throttled_records")
+        stat_from(&log, "retries"),
+        stat_from(&log, "throttled_records")
     );
     assert_eq!(dups, 0);
     assert!(
-        counter_from(&log, "throttled_records") > 0 && log.contains("timeout"),
+        stat_from(&log, "throttled_records") > 0 && log.contains("timeout"),
         "{log}"
     );
     assert_eq!(server.problems(), Vec::<String>::new());
@@ -311,7 +282,7 @@ fn a_stream_being_created_for_10s_then_success() {
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("ResourceNotFoundException"))
         .count();
-    println!("stream missing for 10 s: {N} lines, {dups} duplicates, {} replayed, error logged {logged} time(s)", counter_from(&log, "lines_replayed"));
+    println!("stream missing for 10 s: {N} lines, {dups} duplicates, {} replayed, error logged {logged} time(s)", stat_from(&log, "lines_replayed"));
     assert_eq!(dups, 0);
     assert_eq!(logged, 1, "a distinct error is logged once:\n{log}");
 }
@@ -336,7 +307,7 @@ fn stop_during_outage_then_restart(kill9: bool) {
     let sent = lines(name, N, 150);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line read", || {
-        counter(&daemon, "lines_read") == N as u64
+        daemon.stat("lines_read") == N as u64
     });
     let expected: Vec<Vec<u8>> = if kill9 {
         daemon.signal(Signal::SIGKILL);
@@ -503,8 +474,8 @@ fn hostile_input_a_100mb_line_binary_crlf_and_empty_lines() {
     assert_eq!(dups, 0);
     assert_eq!(oversized.len(), 1, "{oversized:?}");
     assert_eq!(fs::metadata(&oversized[0]).unwrap().len(), 100 << 20);
-    assert_eq!(counter_from(&log, "empty_lines"), (N / 10) as u64);
-    assert_eq!(counter_from(&log, "oversized_lines"), 1);
+    assert_eq!(stat_from(&log, "empty_lines"), (N / 10) as u64);
+    assert_eq!(stat_from(&log, "oversized_lines"), 1);
     println!("hostile input: {N} lines, {dups} duplicates, a 100 MiB line kept on disk; peak RSS {peak} KiB");
     assert!(peak <= (32 + 8) * 1024, "peak RSS {peak} KiB");
 }

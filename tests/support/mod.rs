@@ -145,6 +145,13 @@ impl Daemon {
         }
     }
 
+    /// Asks for a stats line and returns the counter `name` from the newest one.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.signal(nix::sys::signal::Signal::SIGUSR1);
+        thread::sleep(Duration::from_millis(30));
+        stat_from(&self.stderr(), name)
+    }
+
     /// Asks for a stats line and waits until it reports `lines_read=n`.
     pub fn wait_lines_read(&self, n: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -199,6 +206,19 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The counter `name` from the newest stats line in `log` (0 if there is none).
+pub fn stat_from(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" lines_read="))
+        .unwrap_or("");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Runs the binary to completion with `args` and `env` and returns (status, stdout, stderr).
