@@ -49,7 +49,8 @@ impl Rng {
     pub fn push_alphanumeric(&mut self, out: &mut Vec<u8>, len: usize) {
         let mut bits = 0u64;
         for i in 0..len {
-            // Ten characters from each 64-bit draw (6 bits each, rejection-free via `below`-style scaling).
+            // Ten characters from each 64-bit draw, 6 bits each scaled onto the 62 characters
+            // (two come up twice as often: keys need spread, not uniformity).
             if i % 10 == 0 {
                 bits = self.next_u64();
             }
