@@ -253,11 +253,6 @@ impl Batcher {
         self.current.memory()
     }
 
-    /// Records in the batch being filled.
-    pub fn pending_records(&self) -> usize {
-        self.current.len()
-    }
-
     fn take_current(&mut self) -> Batch {
         self.first_at = None;
         let cap = self.current.size().max(4096);

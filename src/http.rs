@@ -6,7 +6,7 @@
 //! containers are link-local and always reached directly. Every agent answers 4xx/5xx as
 //! responses, so error bodies can be read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,13 +89,3 @@ impl HttpSettings {
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION"));
-
-/// The CA bundle to use: the option, else `AWS_CA_BUNDLE`.
-pub fn ca_bundle_path(
-    option: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<PathBuf> {
-    option
-        .map(Path::to_path_buf)
-        .or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from))
-}
