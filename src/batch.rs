@@ -7,6 +7,7 @@
 //! passed since its first record entered. Time is passed in, so tests drive it.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{PartitionKey, RANDOM_KEY_LEN};
@@ -185,6 +186,56 @@ impl Keys {
     }
 }
 
+/// Spare buffers the batches and request bodies of delivered batches leave behind, for the
+/// next ones: a steady flow of batches then allocates nothing large. Allocators that hand
+/// large blocks back to the system at once (musl's) otherwise pay page faults and TLB
+/// flushes for every batch. At most [`SPARE_BUFFERS`] buffers of up to [`SPARE_BUFFER_MAX`]
+/// bytes each are kept, so what waits here stays small.
+#[derive(Clone, Debug, Default)]
+pub struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// How many spare buffers [`Buffers`] keeps.
+pub const SPARE_BUFFERS: usize = 4;
+/// The largest buffer [`Buffers`] keeps; larger ones go back to the allocator.
+pub const SPARE_BUFFER_MAX: usize = 512 * 1024;
+
+impl Buffers {
+    /// An empty buffer with room for `capacity` bytes, reused when one is spare.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let spare = self.0.lock().expect("buffers lock").pop();
+        let mut v = spare.unwrap_or_default();
+        v.clear();
+        v.reserve(capacity);
+        v
+    }
+
+    /// Keeps a batch's buffers (its records and its request body) for reuse.
+    pub fn recycle(&self, batch: Batch) {
+        let Batch {
+            bytes, prepared, ..
+        } = batch;
+        self.keep(bytes);
+        if let Some(p) = prepared {
+            self.keep(p.body);
+        }
+    }
+
+    fn keep(&self, buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > SPARE_BUFFER_MAX {
+            return;
+        }
+        let mut spare = self.0.lock().expect("buffers lock");
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+    }
+
+    /// How many buffers are spare.
+    pub fn spare(&self) -> usize {
+        self.0.lock().expect("buffers lock").len()
+    }
+}
+
 /// Fills batches and seals them by the [`Limits`].
 #[derive(Debug)]
 pub struct Batcher {
@@ -193,6 +244,7 @@ pub struct Batcher {
     current: Batch,
     first_at: Option<Instant>,
     key_buf: Vec<u8>,
+    buffers: Buffers,
 }
 
 impl Batcher {
@@ -205,7 +257,13 @@ impl Batcher {
             current: Batch::new(),
             first_at: None,
             key_buf: Vec::with_capacity(RANDOM_KEY_LEN),
+            buffers: Buffers::default(),
         }
+    }
+
+    /// The spare buffers new batches are made from; delivered batches go back to them.
+    pub fn buffers(&self) -> &Buffers {
+        &self.buffers
     }
 
     /// The partition key length every record carries.
@@ -258,7 +316,7 @@ impl Batcher {
         let cap = self.current.size().max(4096);
         let records = self.current.len();
         let mut next = Batch {
-            bytes: Vec::with_capacity(cap),
+            bytes: self.buffers.take(cap),
             spans: Vec::with_capacity(records),
             prepared: None,
         };
@@ -403,5 +461,25 @@ mod tests {
             vec![(&b"b"[..], &b"2"[..]), (&b"d"[..], &b"4"[..])]
         );
         assert_eq!(batch.joined_lines(), b"a\nb\nc\nd");
+    }
+
+    #[test]
+    fn delivered_batches_leave_a_few_small_buffers_for_reuse() {
+        let buffers = Buffers::default();
+        for _ in 0..SPARE_BUFFERS + 2 {
+            let mut b = Batch::new();
+            b.push(b"line", b"key");
+            buffers.recycle(b);
+        }
+        assert_eq!(buffers.spare(), SPARE_BUFFERS, "kept beyond the limit");
+        let reused = buffers.take(10);
+        assert!(reused.is_empty() && reused.capacity() >= 10);
+        assert_eq!(buffers.spare(), SPARE_BUFFERS - 1);
+
+        let big = Buffers::default();
+        let mut b = Batch::new();
+        b.push(&vec![b'x'; SPARE_BUFFER_MAX + 1], b"k");
+        big.recycle(b);
+        assert_eq!(big.spare(), 0, "a large buffer was kept");
     }
 }

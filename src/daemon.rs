@@ -27,7 +27,7 @@ use mio::{Events, Poll, Token, Waker};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use crate::batch::{Batch, Batcher, Keys, Limits};
+use crate::batch::{Batch, Batcher, Buffers, Keys, Limits};
 use crate::config::{Config, Handler};
 use crate::fifo::{Input, ReadOutcome};
 use crate::lines::{LineSplitter, Piece};
@@ -140,6 +140,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         max_records: config.buffer_queue_limit,
         max_request_bytes: config.max_request_bytes,
         max_line,
+        buffers: batcher.buffers().clone(),
     };
     let sender = Sender::spawn(sink, sender_config, Arc::clone(&stats), waker)?;
     let intake = Intake {
@@ -461,9 +462,11 @@ impl Intake {
     /// Queues a sealed batch; its bytes count against the memory budget until the sender is
     /// done with it.
     fn seal(&mut self, batch: Batch) {
+        let buffers = self.batcher.buffers().clone();
         seal(
             batch,
             self.prepare_for.as_deref(),
+            &buffers,
             &mut self.ready,
             &self.stats,
         );
@@ -478,11 +481,12 @@ impl Intake {
                     batcher,
                     ready,
                     stats,
+                    prepare_for,
                     ..
                 } = self;
+                let buffers = batcher.buffers().clone();
                 batcher.push(line, now, &mut |b| {
-                    Stats::add(&stats.buffered_bytes, b.memory() as u64);
-                    ready.push_back(b);
+                    seal(b, prepare_for.as_deref(), &buffers, ready, stats)
                 });
             }
             Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
@@ -533,11 +537,18 @@ impl Intake {
     }
 }
 
-/// Makes the request body of a sealed batch (if it goes to a stream), counts its memory and
-/// queues it for the sender. Encoding and hashing here overlap with the sender's sending.
-fn seal(mut batch: Batch, stream: Option<&str>, ready: &mut VecDeque<Batch>, stats: &Stats) {
+/// Makes the request body of a sealed batch (if it goes to a stream) in a spare buffer, counts
+/// its memory and queues it for the sender. Encoding and hashing here overlap with the
+/// sender's sending.
+fn seal(
+    mut batch: Batch,
+    stream: Option<&str>,
+    buffers: &Buffers,
+    ready: &mut VecDeque<Batch>,
+    stats: &Stats,
+) {
     if let Some(stream) = stream {
-        let prepared = crate::kinesis::prepare(stream, &batch);
+        let prepared = crate::kinesis::prepare(stream, &batch, buffers.take(0));
         batch.set_prepared(prepared);
     }
     Stats::add(&stats.buffered_bytes, batch.memory() as u64);

@@ -7,11 +7,19 @@
 //! responses, so error bodies can be read.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use ureq::config::Config;
+use ureq::http::Uri;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::NextTimeout;
 use ureq::Agent;
+
+/// How long a service endpoint's resolved addresses are used before they are looked up again.
+const RESOLVE_TTL: Duration = Duration::from_secs(10);
 
 /// Settings shared by every agent.
 #[derive(Clone, Debug, Default)]
@@ -62,15 +70,20 @@ impl HttpSettings {
     }
 
     /// An agent for AWS service endpoints (proxies from the environment honoured).
+    /// Its addresses are looked up at most every [`RESOLVE_TTL`] (see [`CachingResolver`]).
     pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
-        Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(connect))
             .timeout_global(Some(request))
             .tls_config(self.tls())
             .user_agent(USER_AGENT)
-            .build()
-            .into()
+            .build();
+        Agent::with_parts(
+            config,
+            DefaultConnector::default(),
+            CachingResolver::default(),
+        )
     }
 
     /// An agent for the link-local metadata services: no proxy, short timeouts.
@@ -89,3 +102,46 @@ impl HttpSettings {
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION"));
+
+/// A resolver that keeps the last lookup for [`RESOLVE_TTL`].
+///
+/// The HTTP client looks the host up before every request, even when it then reuses a pooled
+/// connection, and with a timeout set it does so on a new thread each time: a thread per
+/// request at thousands of requests a second. Reusing the addresses for a few seconds removes
+/// that; a new connection made after the endpoint's addresses change uses them within
+/// [`RESOLVE_TTL`]. Failed lookups are not kept.
+#[derive(Debug, Default)]
+pub struct CachingResolver {
+    inner: DefaultResolver,
+    last: Mutex<Option<Resolved>>,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    uri: Uri,
+    at: Instant,
+    addrs: ResolvedSocketAddrs,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let same_host = |a: &Uri| a.scheme() == uri.scheme() && a.authority() == uri.authority();
+        if let Some(r) = self.last.lock().expect("resolver lock").as_ref() {
+            if same_host(&r.uri) && r.at.elapsed() < RESOLVE_TTL {
+                return Ok(r.addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *self.last.lock().expect("resolver lock") = Some(Resolved {
+            uri: uri.clone(),
+            at: Instant::now(),
+            addrs: addrs.clone(),
+        });
+        Ok(addrs)
+    }
+}

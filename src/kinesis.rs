@@ -49,9 +49,8 @@ pub fn put_records_body(stream: &str, batch: &Batch, out: &mut Vec<u8>) {
 }
 
 /// The request body for `batch` with its SHA-256, made ahead of sending (on the reading thread,
-/// while the sender is busy with the previous request).
-pub fn prepare(stream: &str, batch: &Batch) -> Prepared {
-    let mut body = Vec::new();
+/// while the sender is busy with the previous request), in `body` (a reused buffer).
+pub fn prepare(stream: &str, batch: &Batch, mut body: Vec<u8>) -> Prepared {
     put_records_body(stream, batch, &mut body);
     let sha256_hex = hex(&Sha256::digest(&body));
     Prepared { body, sha256_hex }
@@ -68,12 +67,23 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes a JSON string holds as they are, without escaping (those of random keys and
+/// stream names among them).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
+        b += 1;
+    }
+    t
+};
+
 /// Writes `s` as a JSON string. Keys and stream names are UTF-8 by construction; anything else
 /// is written lossily rather than producing invalid JSON.
 fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
-    let plain = s
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let plain = s.iter().all(|&b| PLAIN[usize::from(b)]);
     if plain {
         out.push(b'"');
         out.extend_from_slice(s);
@@ -412,7 +422,7 @@ mod tests {
 
     #[test]
     fn prepared_bodies_carry_their_sha256() {
-        let p = prepare("s", &batch(&[("hi", "k")]));
+        let p = prepare("s", &batch(&[("hi", "k")]), b"old".to_vec());
         assert_eq!(
             p.body,
             br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#

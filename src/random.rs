@@ -47,16 +47,19 @@ impl Rng {
 
     /// Appends `len` random characters from `[A-Za-z0-9]` to `out`.
     pub fn push_alphanumeric(&mut self, out: &mut Vec<u8>, len: usize) {
-        let mut bits = 0u64;
-        for i in 0..len {
+        let mut chunk = [0u8; 10];
+        let mut left = len;
+        while left > 0 {
             // Ten characters from each 64-bit draw, 6 bits each scaled onto the 62 characters
             // (two come up twice as often: keys need spread, not uniformity).
-            if i % 10 == 0 {
-                bits = self.next_u64();
+            let mut bits = self.next_u64();
+            let n = left.min(chunk.len());
+            for c in &mut chunk[..n] {
+                *c = ALPHANUMERIC[(bits & 0x3f) as usize * ALPHANUMERIC.len() / 64];
+                bits >>= 6;
             }
-            let six = (bits & 0x3f) as usize;
-            bits >>= 6;
-            out.push(ALPHANUMERIC[six * ALPHANUMERIC.len() / 64]);
+            out.extend_from_slice(&chunk[..n]);
+            left -= n;
         }
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use crate::batch::{Batch, Keys};
+use crate::batch::{Batch, Buffers, Keys};
 use crate::kinesis::{self, ErrorKind};
 use crate::log;
 use crate::random::Rng;
@@ -82,6 +82,8 @@ pub struct SenderConfig {
     pub max_records: usize,
     /// Bytes (data plus key) per replayed batch.
     pub max_request_bytes: usize,
+    /// Where delivered batches leave their buffers for the reading thread to reuse.
+    pub buffers: Buffers,
     /// The longest line a record holds next to its key.
     pub max_line: usize,
 }
@@ -498,6 +500,7 @@ impl Worker {
                             attempt
                         );
                     }
+                    self.config.buffers.recycle(pending);
                     return Ok(());
                 }
                 PutResult::Partial(failed) => {

@@ -5,7 +5,7 @@
 //! [`KinesisSink`] (signed PutRecords over one kept-alive HTTPS connection) and [`LoggerSink`]
 //! (each record on standard output, one per line).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
@@ -79,6 +79,8 @@ pub struct KinesisSink {
     credentials: Box<dyn Provider>,
     timeouts: HttpTimeouts,
     body: Vec<u8>,
+    /// The last answer's body, reused.
+    answer: Vec<u8>,
 }
 
 impl KinesisSink {
@@ -100,6 +102,7 @@ impl KinesisSink {
             credentials,
             timeouts,
             body: Vec::new(),
+            answer: Vec::new(),
         }
     }
 
@@ -187,15 +190,18 @@ impl KinesisSink {
         let retry_after = header("x-amz-retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_millis);
-        let body = response
-            .into_body()
+        let mut answer = response.into_body();
+        self.answer.clear();
+        answer
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| network_failure(&e))?;
+            .reader()
+            .read_to_end(&mut self.answer)
+            .map_err(|e| network_failure(&ureq::Error::from(e)))?;
+        let body = &self.answer[..];
 
         if status == 200 {
-            return match kinesis::parse_put_records_output(&body, batch.len()) {
+            return match kinesis::parse_put_records_output(body, batch.len()) {
                 Ok(out) if out.failed.is_empty() => Ok(PutResult::Accepted),
                 Ok(out) => Ok(PutResult::Partial(out.failed)),
                 Err(e) => Err(Failure {
@@ -206,7 +212,7 @@ impl KinesisSink {
                 }),
             };
         }
-        let err = kinesis::parse_error(status, errortype.as_deref(), &body);
+        let err = kinesis::parse_error(status, errortype.as_deref(), body);
         Err(Failure {
             kind: kinesis::classify(&err),
             message: err.to_string(),
