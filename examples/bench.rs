@@ -5,7 +5,9 @@
 //!
 //! Run it with `scripts/bench` (which builds the release binary first), or
 //! `cargo run --release --example bench -- [LINES_OF_100B [FILTER]]`; FILTER keeps only the
-//! runs whose label contains it, e.g. `"100 B lines, HTTP"` or `TLS`.
+//! runs whose label contains it, e.g. `"100 B lines, HTTP"` or `TLS`. Each run is made
+//! `FIFO2KINESIS_BENCH_REPEAT` times (default 3); the row printed is the run of median
+//! throughput, with the lowest and highest daemon CPU of all of them beside it.
 
 #[path = "../tests/support/http.rs"]
 #[allow(dead_code)]
@@ -164,7 +166,20 @@ struct Run {
     server_cpu: f64,
 }
 
-fn run(bin: &Path, dir: &Path, cert: &TestCert, tls: bool, lines: usize, size: usize) -> Run {
+struct Case<'a> {
+    label: &'a str,
+    tls: bool,
+    lines: usize,
+    size: usize,
+}
+
+fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
+    let &Case {
+        label,
+        tls,
+        lines,
+        size,
+    } = case;
     let records = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
     let server = fake_kinesis(
@@ -223,7 +238,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, tls: bool, lines: usize, size: u
     daemon.wait().unwrap();
     let floor = cat_floor(dir, &data);
     Run {
-        label: format!("{size:>5} B lines, {}", if tls { "TLS " } else { "HTTP" }),
+        label: label.to_string(),
         lines,
         bytes: data.len(),
         seconds,
@@ -262,7 +277,7 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let cert = TestCert::generate(&dir);
     println!(
-        "{:<22} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10} {:>14}",
+        "{:<22} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10} {:>14} {:>18}",
         "run",
         "lines",
         "lines/s",
@@ -272,8 +287,14 @@ fn main() {
         "requests",
         "cat floor s",
         "x floor",
-        "server CPU-s"
+        "server CPU-s",
+        "CPU-s/100MB range"
     );
+    let repeat: usize = std::env::var("FIFO2KINESIS_BENCH_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     for (size, lines) in [
         (100, base_lines),
         (1024, base_lines / 10),
@@ -284,9 +305,24 @@ fn main() {
             if !label.contains(&filter) {
                 continue;
             }
-            let r = run(&bin, &dir, &cert, tls, lines, size);
+            let mut runs: Vec<Run> = (0..repeat)
+                .map(|_| {
+                    let case = Case {
+                        label: &label,
+                        tls,
+                        lines,
+                        size,
+                    };
+                    run(&bin, &dir, &cert, &case)
+                })
+                .collect();
+            let per_100mb = |r: &Run| r.cpu / (r.bytes as f64 / 100e6);
+            let lowest = runs.iter().map(per_100mb).fold(f64::INFINITY, f64::min);
+            let highest = runs.iter().map(per_100mb).fold(0.0, f64::max);
+            runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let r = &runs[runs.len() / 2];
             println!(
-                "{:<22} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1} {:>14.2}",
+                "{:<22} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1} {:>14.2} {:>18}",
                 r.label,
                 r.lines,
                 r.lines as f64 / r.seconds,
@@ -296,7 +332,8 @@ fn main() {
                 r.requests,
                 r.floor.as_secs_f64(),
                 r.seconds / r.floor.as_secs_f64(),
-                r.server_cpu
+                r.server_cpu,
+                format!("{lowest:.3}-{highest:.3}")
             );
         }
     }
