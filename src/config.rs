@@ -53,6 +53,8 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { long: "retry-interval", short: None, value: "DURATION", default: "30s", help: "How often kept lines are tried again after an error retrying could not fix" },
     OptionSpec { long: "request-timeout", short: None, value: "DURATION", default: "30s", help: "How long one PutRecords request may take, answer included" },
     OptionSpec { long: "shutdown-timeout", short: None, value: "DURATION", default: "10s", help: "How long a stop may take to deliver what is in memory" },
+    OptionSpec { long: "stats-interval", short: None, value: "DURATION", default: "60s", help: "How often the counters are logged (and the metrics file rewritten); 0 turns it off" },
+    OptionSpec { long: "metrics-file", short: None, value: "PATH", default: "none", help: "File rewritten with the counters in Prometheus text format at every stats interval" },
     OptionSpec { long: "debug", short: Some('d'), value: "", default: "false", help: "Show debug log lines" },
 ];
 
@@ -262,6 +264,10 @@ pub struct Config {
     pub retry_interval: Duration,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// How often the counters are logged and the metrics file written; `None`: never.
+    pub stats_interval: Option<Duration>,
+    /// Where the counters go in Prometheus text format.
+    pub metrics_file: Option<PathBuf>,
     /// Whether debug lines are logged.
     pub debug: bool,
 }
@@ -510,6 +516,29 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         })
     })?;
 
+    let stats_interval = look.parsed("stats-interval", Some(Duration::from_secs(60)), |s| {
+        parse_duration(s).and_then(|d| {
+            if d.is_zero() {
+                Ok(None)
+            } else if d < Duration::from_secs(1) {
+                Err("0 (off) or a duration of at least 1s (60s, 5m)".into())
+            } else {
+                Ok(Some(d))
+            }
+        })
+    })?;
+    let metrics_file = match look.get("metrics-file") {
+        Some((who, v)) if stats_interval.is_none() => {
+            return Err(invalid(
+                &who,
+                &v.to_string_lossy(),
+                "no metrics file while --stats-interval is 0 (it is written at every interval)",
+            ))
+        }
+        Some((_, v)) => Some(PathBuf::from(v)),
+        None => None,
+    };
+
     let kinesis = match handler {
         Handler::Logger => None,
         Handler::Kinesis => Some(kinesis_config(&look)?),
@@ -530,6 +559,8 @@ fn build<E: Fn(&str) -> Option<OsString>>(raw: Raw, env: &E) -> Result<Config, C
         failed_attempts_max_bytes,
         retry_interval,
         request_timeout,
+        stats_interval,
+        metrics_file,
         debug,
     })
 }
@@ -818,6 +849,8 @@ mod tests {
         assert_eq!(c.max_buffer_bytes, 32 << 20);
         assert_eq!(c.failed_attempts_max_bytes, 1 << 30);
         assert_eq!(c.retry_interval, Duration::from_secs(30));
+        assert_eq!(c.stats_interval, Some(Duration::from_secs(60)));
+        assert_eq!(c.metrics_file, None);
         assert!(!c.debug);
         let k = c.kinesis.unwrap();
         assert_eq!(k.endpoint_url, None);
@@ -1072,5 +1105,26 @@ mod tests {
         let mut a = BASE.to_vec();
         a.extend(["-p", "abc"]);
         assert_eq!(run(&a, &[]).unwrap().max_line_bytes(), (1 << 20) - 3);
+    }
+
+    #[test]
+    fn stats_interval_zero_is_off_and_a_metrics_file_needs_an_interval() {
+        let mut a = BASE.to_vec();
+        a.extend(["--stats-interval", "5m", "--metrics-file", "/m/f.prom"]);
+        let c = run(&a, &[]).unwrap();
+        assert_eq!(c.stats_interval, Some(Duration::from_secs(300)));
+        assert_eq!(c.metrics_file, Some(PathBuf::from("/m/f.prom")));
+        let c = run(BASE, &[("FIFO2KINESIS_STATS_INTERVAL", "0")]).unwrap();
+        assert_eq!(c.stats_interval, None);
+        let mut a = BASE.to_vec();
+        a.extend(["--stats-interval", "500ms"]);
+        assert!(err(&a, &[]).contains("--stats-interval"));
+        let mut a = BASE.to_vec();
+        a.extend(["--stats-interval", "0", "--metrics-file", "/m/f.prom"]);
+        let e = err(&a, &[]);
+        assert!(
+            e.contains("--metrics-file") && e.contains("--stats-interval is 0"),
+            "{e}"
+        );
     }
 }

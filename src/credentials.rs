@@ -86,6 +86,7 @@ impl<F: Fetch> Provider for Refreshing<F> {
             }
         }
         let creds = self.fetch.fetch(now)?;
+        crate::stats::count_credential_fetch();
         let at = refresh_time(now, creds.expiry(), &mut self.rng);
         if let Some(at) = at {
             crate::log!(

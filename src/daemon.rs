@@ -97,6 +97,10 @@ struct Daemon {
     read_reserve: u64,
     /// When reading last paused for a full spool was reported.
     full_warned_at: Option<Instant>,
+    /// When the counters are next logged (and the metrics file written).
+    next_report: Option<Instant>,
+    /// Whether the last metrics file write failed (so the failure is logged once).
+    metrics_failing: bool,
 }
 
 /// Runs the daemon until it is stopped.
@@ -154,6 +158,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         long_line: None,
     };
 
+    let config_stats_at = config.stats_interval.map(|i| Instant::now() + i);
     let mut daemon = Daemon {
         config,
         input,
@@ -166,7 +171,11 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         buf: vec![0; READ_SIZE],
         read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
         full_warned_at: None,
+        next_report: config_stats_at,
+        metrics_failing: false,
     };
+    let spool_bytes = daemon.intake.spool.as_ref().map_or(0, |s| s.used());
+    daemon.write_metrics(&daemon.stats.snapshot(spool_bytes));
     daemon.run(&mut poll)
 }
 
@@ -217,7 +226,10 @@ impl Daemon {
             {
                 Some(now)
             }
-            None => self.intake.batcher.deadline(),
+            None => match (self.intake.batcher.deadline(), self.next_report) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         };
         deadline.map(|d| d.saturating_duration_since(now))
     }
@@ -236,6 +248,10 @@ impl Daemon {
                 self.intake.seal(b);
             }
             self.hand_over();
+            if self.next_report.is_some_and(|at| Instant::now() >= at) {
+                self.report("stats");
+                self.next_report = self.config.stats_interval.map(|i| Instant::now() + i);
+            }
         }
         Ok(self.stop_progress())
     }
@@ -370,7 +386,7 @@ impl Daemon {
                     }
                     self.input_ready = true;
                 }
-                Signal::SIGUSR1 => log!(Info, "stats: {}", self.stats.summary()),
+                Signal::SIGUSR1 => self.report("stats"),
                 _ => {}
             }
         }
@@ -405,6 +421,32 @@ impl Daemon {
         });
     }
 
+    /// Logs the counters after `what` and rewrites the metrics file.
+    fn report(&mut self, what: &str) {
+        let spool_bytes = self.intake.spool.as_ref().map_or(0, |s| s.used());
+        let snapshot = self.stats.snapshot(spool_bytes);
+        log!(Info, "{what}: {}", snapshot.summary());
+        self.write_metrics(&snapshot);
+    }
+
+    /// Rewrites the metrics file, if there is one; a failure is logged once until it works.
+    fn write_metrics(&mut self, snapshot: &crate::stats::Snapshot) {
+        if let Some(path) = &self.config.metrics_file {
+            match crate::metrics::write(path, &snapshot.prometheus()) {
+                Ok(()) => self.metrics_failing = false,
+                Err(e) if !self.metrics_failing => {
+                    self.metrics_failing = true;
+                    log!(
+                        Warn,
+                        "cannot write the metrics file {}: {e}",
+                        path.display()
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     /// Advances a stop; returns the outcome once it is over.
     fn stop_progress(&mut self) -> Option<Outcome> {
         let s = self.stopping.as_mut()?;
@@ -423,7 +465,7 @@ impl Daemon {
             log!(Error, "the sender did not finish in time");
         }
         let lost_at_stop = Stats::get(&self.stats.lines_dropped) - s.dropped_before;
-        log!(Info, "stopped: {}", self.stats.summary());
+        self.report("stopped");
         Some(Outcome { lost_at_stop })
     }
 }

@@ -25,6 +25,7 @@ pub mod imds;
 pub mod ini;
 pub mod kinesis;
 pub mod lines;
+pub mod metrics;
 pub mod process;
 pub mod profile;
 pub mod random;

@@ -1,11 +1,22 @@
-//! Counters shared by the poll loop and the sender thread.
+//! Counters shared by the poll loop and the sender thread, and their two reports: one log line
+//! (every `--stats-interval`, on SIGUSR1 and at the stop) and the Prometheus text exposition
+//! format for node_exporter's textfile collector (`--metrics-file`).
 //!
 //! Plain relaxed atomics: each counter is exact, and the set is read together only for
 //! reports, where a line read a microsecond late does no harm.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// Credentials fetched (first fetches and refreshes) by any provider in this process.
+static CREDENTIAL_FETCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one fetch of credentials (called by the credential cache).
+pub fn count_credential_fetch() {
+    CREDENTIAL_FETCHES.fetch_add(1, Ordering::Relaxed);
+}
 
 /// What the daemon has done so far.
 #[derive(Debug, Default)]
@@ -16,7 +27,7 @@ pub struct Stats {
     pub bytes_read: AtomicU64,
     /// Empty lines skipped.
     pub empty_lines: AtomicU64,
-    /// Lines over the record size limit, skipped.
+    /// Lines over the record size limit (kept in `oversized/` or skipped).
     pub oversized_lines: AtomicU64,
     /// Records accepted by the destination.
     pub records_sent: AtomicU64,
@@ -38,6 +49,38 @@ pub struct Stats {
     pub buffered_bytes: AtomicU64,
     /// Failed requests by error code.
     pub errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Whether a figure only grows or goes up and down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows while the daemon runs.
+    Counter,
+    /// A level: bytes held now.
+    Gauge,
+}
+
+/// One figure of a [`Snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Figure {
+    /// Its name in the log line; the metric name adds `fifo2kinesis_` (and `_total` for
+    /// counters).
+    pub name: &'static str,
+    /// What it counts (the metric's HELP).
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its value.
+    pub value: u64,
+}
+
+/// Every counter read at one moment, with the figures that live elsewhere (the spool's size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The figures, in report order.
+    pub figures: Vec<Figure>,
+    /// Failed requests by error code.
+    pub failed_requests: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -62,24 +105,219 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// One line with every counter, for the log.
-    pub fn summary(&self) -> String {
+    /// Reads every figure; `spool_bytes` is the failed-attempts directory's size now.
+    pub fn snapshot(&self, spool_bytes: u64) -> Snapshot {
+        use Kind::{Counter, Gauge};
+        let f = |name, help, kind, value| Figure {
+            name,
+            help,
+            kind,
+            value,
+        };
         let g = Stats::get;
-        format!(
-            "lines_read={} bytes_read={} empty_lines={} oversized_lines={} records_sent={} requests={} retries={} throttled_records={} lines_spooled={} lines_replayed={} lines_dropped={} buffered_bytes={} fifo_reopens={}",
-            g(&self.lines_read),
-            g(&self.bytes_read),
-            g(&self.empty_lines),
-            g(&self.oversized_lines),
-            g(&self.records_sent),
-            g(&self.requests),
-            g(&self.retries),
-            g(&self.throttled_records),
-            g(&self.lines_spooled),
-            g(&self.lines_replayed),
-            g(&self.lines_dropped),
-            g(&self.buffered_bytes),
-            g(&self.fifo_reopens),
-        )
+        let figures = vec![
+            f(
+                "lines_read",
+                "Lines read from the input.",
+                Counter,
+                g(&self.lines_read),
+            ),
+            f(
+                "bytes_read",
+                "Bytes read from the input.",
+                Counter,
+                g(&self.bytes_read),
+            ),
+            f(
+                "empty_lines",
+                "Empty lines skipped.",
+                Counter,
+                g(&self.empty_lines),
+            ),
+            f(
+                "oversized_lines",
+                "Lines longer than a record holds, kept apart or skipped.",
+                Counter,
+                g(&self.oversized_lines),
+            ),
+            f(
+                "records_sent",
+                "Records the stream accepted.",
+                Counter,
+                g(&self.records_sent),
+            ),
+            f(
+                "requests",
+                "PutRecords requests made, retries included.",
+                Counter,
+                g(&self.requests),
+            ),
+            f(
+                "retries",
+                "Requests that were retries.",
+                Counter,
+                g(&self.retries),
+            ),
+            f(
+                "throttled_records",
+                "Records the stream answered as throttled.",
+                Counter,
+                g(&self.throttled_records),
+            ),
+            f(
+                "lines_spooled",
+                "Lines written to the failed-attempts directory.",
+                Counter,
+                g(&self.lines_spooled),
+            ),
+            f(
+                "lines_replayed",
+                "Lines sent again from the failed-attempts directory and accepted.",
+                Counter,
+                g(&self.lines_replayed),
+            ),
+            f(
+                "lines_dropped",
+                "Lines neither delivered nor kept.",
+                Counter,
+                g(&self.lines_dropped),
+            ),
+            f(
+                "fifo_reopens",
+                "Times the FIFO was reopened after its last writer hung up.",
+                Counter,
+                g(&self.fifo_reopens),
+            ),
+            f(
+                "credential_refreshes",
+                "Credentials fetched, the first time included.",
+                Counter,
+                CREDENTIAL_FETCHES.load(Ordering::Relaxed),
+            ),
+            f(
+                "buffered_bytes",
+                "Bytes of lines held in memory until the stream accepts them.",
+                Gauge,
+                g(&self.buffered_bytes),
+            ),
+            f(
+                "spool_bytes",
+                "Bytes in the failed-attempts directory.",
+                Gauge,
+                spool_bytes,
+            ),
+        ];
+        let failed_requests = self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Snapshot {
+            figures,
+            failed_requests,
+        }
+    }
+}
+
+impl Snapshot {
+    /// One line for the log: `name=value` for every figure, then
+    /// `failed_requests=Code:n,Code:n` (`-` when none).
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for f in &self.figures {
+            let _ = write!(out, "{}={} ", f.name, f.value);
+        }
+        out.push_str("failed_requests=");
+        if self.failed_requests.is_empty() {
+            out.push('-');
+        }
+        for (i, (code, n)) in self.failed_requests.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(out, "{sep}{code}:{n}");
+        }
+        out
+    }
+
+    /// The figures in the Prometheus text exposition format (version 0.0.4), each with HELP
+    /// and TYPE lines.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        for f in &self.figures {
+            let (name, kind) = match f.kind {
+                Kind::Counter => (format!("fifo2kinesis_{}_total", f.name), "counter"),
+                Kind::Gauge => (format!("fifo2kinesis_{}", f.name), "gauge"),
+            };
+            let _ = writeln!(out, "# HELP {name} {}", f.help);
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", f.value);
+        }
+        let name = "fifo2kinesis_failed_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed PutRecords requests by error code."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (code, n) in &self.failed_requests {
+            let _ = writeln!(out, "{name}{{code=\"{}\"}} {n}", label_value(code));
+        }
+        out
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the exposition format asks.
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_every_figure_and_the_failures_by_code() {
+        let s = Stats::default();
+        Stats::add(&s.lines_read, 3);
+        s.count_error("InternalFailure");
+        s.count_error("InternalFailure");
+        s.count_error("ProvisionedThroughputExceededException");
+        let line = s.snapshot(42).summary();
+        assert!(line.starts_with("lines_read=3 bytes_read=0 "), "{line}");
+        assert!(line.contains(" spool_bytes=42 "), "{line}");
+        assert!(line.ends_with(
+            " failed_requests=InternalFailure:2,ProvisionedThroughputExceededException:1"
+        ));
+        assert!(Stats::default()
+            .snapshot(0)
+            .summary()
+            .ends_with(" failed_requests=-"));
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_a_sample_per_figure() {
+        let s = Stats::default();
+        Stats::add(&s.records_sent, 7);
+        Stats::add(&s.buffered_bytes, 100);
+        s.count_error("Odd\"Code\\");
+        let text = s.snapshot(5).prometheus();
+        assert!(text.contains(
+            "# TYPE fifo2kinesis_records_sent_total counter\nfifo2kinesis_records_sent_total 7\n"
+        ));
+        assert!(text.contains(
+            "# TYPE fifo2kinesis_buffered_bytes gauge\nfifo2kinesis_buffered_bytes 100\n"
+        ));
+        assert!(text.contains("fifo2kinesis_spool_bytes 5\n"));
+        assert!(text.contains("fifo2kinesis_failed_requests_total{code=\"Odd\\\"Code\\\\\"} 1\n"));
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, 16);
+        assert_eq!(text.matches("# HELP ").count(), 16);
     }
 }

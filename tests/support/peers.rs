@@ -23,6 +23,22 @@ fn peers_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers"))
 }
 
+/// The Python of the peers' virtualenv, which has `prometheus_client` (the independent parser
+/// of the metrics file).
+pub fn python() -> PathBuf {
+    let python = peers_dir().join("moto/venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "prometheus_client is not installed in {}: run scripts/peers (scripts/test does it)",
+        python.display()
+    );
+    python
+}
+
 /// A peer process; killed when dropped.
 pub struct Peer {
     child: Child,
