@@ -28,9 +28,12 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
 print(json.dumps(out))
 "#;
 
-/// The metrics file as `prometheus_client` reads it: (family name, type, help) and every
-/// sample as `name{label="v"}` → value.
-fn parse_metrics(path: &Path) -> (Vec<(String, String, String)>, BTreeMap<String, f64>) {
+/// A metric family's name, type and HELP text.
+type Head = (String, String, String);
+
+/// The metrics file as `prometheus_client` reads it: each family's head and every sample as
+/// `name{label="v"}` → value.
+fn parse_metrics(path: &Path) -> (Vec<Head>, BTreeMap<String, f64>) {
     let out = Command::new(python())
         .args(["-c", PARSE])
         .arg(path)
