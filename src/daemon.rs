@@ -365,6 +365,32 @@ impl Daemon {
         Ok(())
     }
 
+    /// At a stop, reads the rest of a line the last read cut in two, a byte at a time, so
+    /// that the line is delivered whole and the next line starts the pipe's contents. Writers
+    /// that keep the FIFO open (the syslog daemons) hand what is left in it to the next run;
+    /// without this, a stop between two reads would split a line into two records. Stops at
+    /// the newline, when nothing more is there, or at the record size limit.
+    fn complete_partial_line(&mut self) {
+        let splitter = &self.intake.splitter;
+        // An over-long line (streamed to the failed-attempts directory) holds nothing here.
+        if splitter.pending_len() == 0 || splitter.pending_len() > splitter.max_line() {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        for _ in splitter.pending_len()..=splitter.max_line() {
+            match self.input.read(&mut byte) {
+                Ok(ReadOutcome::Data(1)) => {
+                    Stats::add(&self.stats.bytes_read, 1);
+                    self.intake.feed(&byte, Instant::now());
+                    if byte[0] == b'\n' {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
     fn finish_partial_line(&mut self) {
         self.intake.finish_line(Instant::now());
     }
@@ -403,6 +429,7 @@ impl Daemon {
             self.sender.stop(now);
             return;
         }
+        self.complete_partial_line();
         self.finish_partial_line();
         if let Some(b) = self.intake.batcher.take() {
             self.intake.seal(b);

@@ -6,6 +6,12 @@
 //! already put in it survive the swap. A freshly opened FIFO with no writer yet reads as
 //! end-of-file too but reports no readiness, so an idle daemon sleeps in `poll` and uses no
 //! CPU; such an end-of-file is not a hang-up ([`Input::read`] reports it as `WouldBlock`).
+//!
+//! The pipe's buffer is raised to [`PIPE_BYTES`] (the kernel's default limit for an
+//! unprivileged process): writers that open the FIFO non-blocking (rsyslog's `ompipe`) are
+//! refused with `EAGAIN` when it is full, and a larger buffer carries them through a restart of
+//! the daemon or a slow moment. Writers that keep the FIFO open, as the syslog daemons do, keep
+//! the buffer and what is in it while no daemon runs.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -192,6 +198,25 @@ fn ensure_fifo(path: &Path) -> Result<(), InputError> {
     }
 }
 
+/// The pipe buffer the daemon asks for.
+pub const PIPE_BYTES: i32 = 1024 * 1024;
+
+/// Raises the FIFO's buffer to [`PIPE_BYTES`]; where the system allows less (a lower
+/// `/proc/sys/fs/pipe-max-size`, or the user's pipe quota), the buffer stays as it is.
+fn enlarge_pipe(file: &File) {
+    match fcntl(file, FcntlArg::F_GETPIPE_SZ) {
+        Ok(n) if n >= PIPE_BYTES => {}
+        _ => {
+            if let Err(e) = fcntl(file, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES)) {
+                log!(
+                    Debug,
+                    "the FIFO keeps its buffer size: cannot raise it to {PIPE_BYTES} bytes ({e})"
+                );
+            }
+        }
+    }
+}
+
 fn open_fifo(path: &Path) -> Result<File, InputError> {
     let file = OpenOptions::new()
         .read(true)
@@ -200,7 +225,10 @@ fn open_fifo(path: &Path) -> Result<File, InputError> {
         .map_err(|e| InputError::Io(path.to_path_buf(), e))?;
     // The path may have been swapped between the check and the open.
     match file.metadata() {
-        Ok(m) if m.file_type().is_fifo() => Ok(file),
+        Ok(m) if m.file_type().is_fifo() => {
+            enlarge_pipe(&file);
+            Ok(file)
+        }
         Ok(_) => Err(InputError::NotFifo(path.to_path_buf())),
         Err(e) => Err(InputError::Io(path.to_path_buf(), e)),
     }

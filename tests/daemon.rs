@@ -788,3 +788,66 @@ fn idle_with_a_silent_writer_uses_almost_no_cpu() {
     assert!(used < Duration::from_millis(10), "used {used:?}");
     drop(w);
 }
+
+/// A stop between two reads would cut a line in two (the first half delivered now, the second
+/// as a line of its own by the next run). The daemon reads the rest of the line first, and
+/// leaves the lines behind it in the FIFO, which a writer holding it open (as syslog-ng and
+/// rsyslog do) keeps for the next run.
+#[test]
+fn a_stop_between_reads_never_cuts_a_line_in_two() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const LINES: usize = 20_000;
+    let dir = TempDir::new("stop-whole-lines");
+    let fifo = dir.join("in.pipe");
+    let slow = Arc::new(AtomicBool::new(true));
+    let server = {
+        let slow = Arc::clone(&slow);
+        FakeKinesis::with_behaviour("test-stream", false, move |_, _| {
+            // A slow stream: the first daemon's reading pauses with a line half read.
+            if slow.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(200));
+            }
+            Reply::Accept
+        })
+    };
+    let mut first = start_daemon(&dir, &fifo, &server, &[]);
+    first.wait_log(" reading ", LONG);
+    let lines: Vec<Vec<u8>> = (0..LINES)
+        .map(|i| format!("line {i:05} {}", "x".repeat(i % 50)).into_bytes())
+        .collect();
+    let writer = {
+        let fifo = fifo.clone();
+        let lines = lines.clone();
+        thread::spawn(move || {
+            let mut w = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            write_lines_atomically(&mut w, &lines);
+            w
+        })
+    };
+    wait_until(LONG, "the first request", || server.received_count() > 0);
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(LONG).success(), "{}", first.stderr());
+    let read_first = stat_from(&first.stderr(), "lines_read") as usize;
+    assert!(
+        read_first < LINES,
+        "the first daemon read everything; it was never stopped between reads"
+    );
+
+    slow.store(false, Ordering::SeqCst);
+    let second_dir = TempDir::new("stop-whole-lines-second");
+    let mut second = start_daemon(&second_dir, &fifo, &server, &[]);
+    let _writer_still_holding_the_fifo = writer.join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= LINES);
+    second.signal(Signal::SIGTERM);
+    assert!(second.wait_exit(LONG).success(), "{}", second.stderr());
+    println!(
+        "the first daemon read {read_first} lines, the second the other {}",
+        LINES - read_first
+    );
+    assert_eq!(server.received(), lines, "a line was cut, lost or repeated");
+}

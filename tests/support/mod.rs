@@ -9,6 +9,7 @@ pub mod http;
 pub mod kinesis;
 pub mod peers;
 pub mod proxy;
+pub mod syslog;
 
 #[allow(unused_imports)]
 pub use creds::*;
