@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::TempDir;
 
 /// Where the recipes name the FIFO.
-pub const RECIPE_FIFO: &str = "/var/run/fifo2kinesis.pipe";
+pub const RECIPE_FIFO: &str = "/run/fifo2kinesis/fifo2kinesis.pipe";
 
 fn root() -> PathBuf {
     let root = std::env::var_os("FIFO2KINESIS_PEERS_DIR")
