@@ -70,7 +70,7 @@ impl HttpSettings {
     }
 
     /// An agent for AWS service endpoints (proxies from the environment honoured).
-    /// Its addresses are looked up at most every [`RESOLVE_TTL`] (see [`CachingResolver`]).
+    /// Its addresses are looked up at most every 10 s (see [`CachingResolver`]).
     pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
         let config = Agent::config_builder()
             .http_status_as_error(false)
@@ -103,13 +103,13 @@ impl HttpSettings {
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("fifo2kinesis/", env!("CARGO_PKG_VERSION"));
 
-/// A resolver that keeps the last lookup for [`RESOLVE_TTL`].
+/// A resolver that keeps the last lookup for 10 seconds.
 ///
 /// The HTTP client looks the host up before every request, even when it then reuses a pooled
 /// connection, and with a timeout set it does so on a new thread each time: a thread per
 /// request at thousands of requests a second. Reusing the addresses for a few seconds removes
 /// that; a new connection made after the endpoint's addresses change uses them within
-/// [`RESOLVE_TTL`]. Failed lookups are not kept.
+/// 10 seconds. Failed lookups are not kept.
 #[derive(Debug, Default)]
 pub struct CachingResolver {
     inner: DefaultResolver,

@@ -9,7 +9,6 @@ mod support;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,14 +30,6 @@ fn lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
             l
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes `lines` into the FIFO from another thread (it blocks when the daemon pauses reading).

@@ -339,6 +339,15 @@ pub fn kinesis_args<'a>(fifo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn io_err_is_enxio(e: &io::Error) -> bool {
     e.raw_os_error() == Some(nix::libc::ENXIO)
 }

@@ -5,7 +5,6 @@
 //! with a message saying so when it is missing.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -93,11 +92,7 @@ impl Peer {
             "moto is not installed at {}: run scripts/peers (scripts/test does it)",
             bin.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "5")

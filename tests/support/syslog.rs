@@ -6,12 +6,12 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TempDir;
+use super::{free_port, TempDir};
 
 /// Where the recipes name the FIFO.
 pub const RECIPE_FIFO: &str = "/run/fifo2kinesis/fifo2kinesis.pipe";
@@ -56,14 +56,6 @@ impl Drop for SyslogDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl SyslogDaemon {
