@@ -12,10 +12,12 @@
 #[path = "../tests/support/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "../tests/support/process.rs"]
+#[allow(dead_code)]
+mod process;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,31 +75,6 @@ fn input(lines: usize, size: usize) -> Vec<u8> {
     data
 }
 
-fn open_writer(fifo: &Path) -> File {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(fifo)
-        {
-            Ok(f) => {
-                let flags = nix::fcntl::OFlag::from_bits_truncate(
-                    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
-                );
-                nix::fcntl::fcntl(
-                    &f,
-                    nix::fcntl::FcntlArg::F_SETFL(flags & !nix::fcntl::OFlag::O_NONBLOCK),
-                )
-                .unwrap();
-                return f;
-            }
-            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            Err(e) => panic!("cannot open {}: {e}", fifo.display()),
-        }
-    }
-}
-
 /// The time `cat` takes to move `data` through a FIFO.
 fn cat_floor(dir: &Path, data: &[u8]) -> Duration {
     let file = dir.join("input.txt");
@@ -140,17 +117,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .unwrap()
             .unwrap() as f64
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap()
 }
 
 struct Run {
@@ -214,7 +180,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     let started = Instant::now();
     let own_cpu_before = own_cpu_seconds();
     {
-        let mut w = open_writer(&fifo);
+        let mut w = process::open_writer(&fifo, Duration::from_secs(30));
         w.write_all(&data).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -229,7 +195,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = own_cpu_seconds() - own_cpu_before;
     let cpu = cpu_seconds(daemon.id());
-    let rss_kib = peak_rss_kib(daemon.id());
+    let rss_kib = process::peak_rss_kib(daemon.id() as i32);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -231,7 +231,8 @@ impl Buffers {
     }
 
     /// How many buffers are spare.
-    pub fn spare(&self) -> usize {
+    #[cfg(test)]
+    fn spare(&self) -> usize {
         self.0.lock().expect("buffers lock").len()
     }
 }

@@ -146,6 +146,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         max_line,
         buffers: batcher.buffers().clone(),
     };
+    let buffers = batcher.buffers().clone();
     let sender = Sender::spawn(sink, sender_config, Arc::clone(&stats), waker)?;
     let intake = Intake {
         splitter: LineSplitter::new(max_line),
@@ -155,10 +156,11 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         spool,
         max_line,
         prepare_for: config.kinesis.as_ref().map(|k| k.stream_name.clone()),
+        buffers,
         long_line: None,
     };
 
-    let config_stats_at = config.stats_interval.map(|i| Instant::now() + i);
+    let first_report = config.stats_interval.map(|i| Instant::now() + i);
     let mut daemon = Daemon {
         config,
         input,
@@ -171,11 +173,10 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         buf: vec![0; READ_SIZE],
         read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
         full_warned_at: None,
-        next_report: config_stats_at,
+        next_report: first_report,
         metrics_failing: false,
     };
-    let spool_bytes = daemon.intake.spool.as_ref().map_or(0, |s| s.used());
-    daemon.write_metrics(&daemon.stats.snapshot(spool_bytes));
+    daemon.write_metrics(&daemon.snapshot());
     daemon.run(&mut poll)
 }
 
@@ -450,10 +451,15 @@ impl Daemon {
 
     /// Logs the counters after `what` and rewrites the metrics file.
     fn report(&mut self, what: &str) {
-        let spool_bytes = self.intake.spool.as_ref().map_or(0, |s| s.used());
-        let snapshot = self.stats.snapshot(spool_bytes);
+        let snapshot = self.snapshot();
         log!(Info, "{what}: {}", snapshot.summary());
         self.write_metrics(&snapshot);
+    }
+
+    /// Every counter now, with the failed-attempts directory's size.
+    fn snapshot(&self) -> crate::stats::Snapshot {
+        let spool_bytes = self.intake.spool.as_ref().map_or(0, |s| s.used());
+        self.stats.snapshot(spool_bytes)
     }
 
     /// Rewrites the metrics file, if there is one; a failure is logged once until it works.
@@ -509,6 +515,8 @@ struct Intake {
     max_line: usize,
     /// The stream whose request bodies are made here, ahead of sending (Kinesis only).
     prepare_for: Option<String>,
+    /// Spare buffers for the request bodies (the batcher's, shared with the sender).
+    buffers: Buffers,
     /// The file the current over-long line goes to (`None` without a spool or after an error).
     long_line: Option<NewFile>,
 }
@@ -531,11 +539,10 @@ impl Intake {
     /// Queues a sealed batch; its bytes count against the memory budget until the sender is
     /// done with it.
     fn seal(&mut self, batch: Batch) {
-        let buffers = self.batcher.buffers().clone();
         seal(
             batch,
             self.prepare_for.as_deref(),
-            &buffers,
+            &self.buffers,
             &mut self.ready,
             &self.stats,
         );
@@ -551,11 +558,11 @@ impl Intake {
                     ready,
                     stats,
                     prepare_for,
+                    buffers,
                     ..
                 } = self;
-                let buffers = batcher.buffers().clone();
                 batcher.push(line, now, &mut |b| {
-                    seal(b, prepare_for.as_deref(), &buffers, ready, stats)
+                    seal(b, prepare_for.as_deref(), buffers, ready, stats)
                 });
             }
             Piece::Empty => Stats::add(&self.stats.empty_lines, 1),

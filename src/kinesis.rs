@@ -52,8 +52,13 @@ pub fn put_records_body(stream: &str, batch: &Batch, out: &mut Vec<u8>) {
 /// while the sender is busy with the previous request), in `body` (a reused buffer).
 pub fn prepare(stream: &str, batch: &Batch, mut body: Vec<u8>) -> Prepared {
     put_records_body(stream, batch, &mut body);
-    let sha256_hex = hex(&Sha256::digest(&body));
+    let sha256_hex = sha256_hex(&body);
     Prepared { body, sha256_hex }
+}
+
+/// SHA-256 of a request body, lowercase hex (what SigV4 signs).
+pub fn sha256_hex(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
 }
 
 /// Lowercase hex.

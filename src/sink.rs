@@ -123,33 +123,24 @@ impl KinesisSink {
         let now = SystemTime::now();
         // A body prepared by the reading thread is sent as it is; otherwise (a resend of some
         // records, a replayed file) it is made here.
-        let (body, signed) = match batch.prepared() {
-            Some(p) => (
-                &p.body[..],
-                sigv4::sign_hashed(
-                    &creds,
-                    &self.region,
-                    kinesis::SIGNING_SERVICE,
-                    &self.url,
-                    &headers,
-                    &p.sha256_hex,
-                    now,
-                ),
-            ),
+        let made_here;
+        let (body, body_sha256) = match batch.prepared() {
+            Some(p) => (&p.body[..], p.sha256_hex.as_str()),
             None => {
                 kinesis::put_records_body(&self.stream, batch, &mut self.body);
-                let signed = sigv4::sign(
-                    &creds,
-                    &self.region,
-                    kinesis::SIGNING_SERVICE,
-                    &self.url,
-                    &headers,
-                    &self.body,
-                    now,
-                );
-                (&self.body[..], signed)
+                made_here = kinesis::sha256_hex(&self.body);
+                (&self.body[..], made_here.as_str())
             }
         };
+        let signed = sigv4::sign_hashed(
+            &creds,
+            &self.region,
+            kinesis::SIGNING_SERVICE,
+            &self.url,
+            &headers,
+            body_sha256,
+            now,
+        );
         let signed = signed.map_err(|e| Failure {
             kind: ErrorKind::Permanent,
             code: "signing".into(),

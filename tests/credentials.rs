@@ -46,19 +46,23 @@ fn base_env(server: &FakeKinesis, home: &TempDir) -> Vec<(String, String)> {
     ]
 }
 
+/// [`base_env`] with the fake instance metadata service turned on.
+fn imds_env(server: &FakeKinesis, home: &TempDir, imds: &FakeImds) -> Vec<(String, String)> {
+    let mut env = base_env(server, home);
+    env.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
+    env.push((
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+        imds.server.url.clone(),
+    ));
+    env
+}
+
 /// Runs the daemon with `env`, writes `n` lines, stops it, and returns its log.
 fn deliver(name: &str, server: &FakeKinesis, env: Vec<(String, String)>, n: usize) -> String {
     let dir = TempDir::new(name);
     let fifo = dir.join("in.pipe");
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &["--flush-interval", "100ms", "--debug"],
-        ),
-        &env,
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon =
+        start_daemon_with_env(&dir, &fifo, &["--flush-interval", "100ms", "--debug"], &env);
     let lines: Vec<Vec<u8>> = (0..n)
         .map(|i| format!("{name} line {i}").into_bytes())
         .collect();
@@ -172,12 +176,12 @@ fn a_failing_credential_process_is_reported_and_the_lines_wait() {
     let server = FakeKinesis::start("test-stream");
     let dir = TempDir::new("process-fail");
     let fifo = dir.join("in.pipe");
-    let mut daemon = Daemon::start(
+    let mut daemon = start_daemon_with_env(
         &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &["--flush-interval", "100ms"]),
+        &fifo,
+        &["--flush-interval", "100ms"],
         &base_env(&server, &home),
     );
-    wait_until(LONG, "the FIFO", || fifo.exists());
     write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"waiting line".to_vec()]);
     daemon.wait_log(
         "credential_process exited 1: sso session expired; run login",
@@ -295,15 +299,8 @@ fn soak(name: &str, server: &FakeKinesis, env: Vec<(String, String)>, fetches: &
     let seconds = soak_seconds();
     let dir = TempDir::new(name);
     let fifo = dir.join("in.pipe");
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &["--flush-interval", "200ms", "--debug"],
-        ),
-        &env,
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon =
+        start_daemon_with_env(&dir, &fifo, &["--flush-interval", "200ms", "--debug"], &env);
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut written = 0usize;
     while Instant::now() < end {
@@ -346,12 +343,7 @@ fn imds_credentials_expiring_every_minute_are_refreshed_while_lines_flow() {
     let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
     let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(60));
     let home = TempDir::new("home-imds");
-    let mut env = base_env(&server, &home);
-    env.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
-    env.push((
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
-        imds.server.url.clone(),
-    ));
+    let env = imds_env(&server, &home, &imds);
     let fetches = Arc::clone(&imds.credential_fetches);
     soak("imds", &server, env, &|| fetches.load(Ordering::SeqCst));
 }
@@ -389,23 +381,11 @@ fn expired_token_answer_forces_a_refresh_and_one_retry() {
     let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
     let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(3600));
     let home = TempDir::new("home-expired");
-    let mut env = base_env(&server, &home);
-    env.push(("AWS_EC2_METADATA_DISABLED".into(), "false".into()));
-    env.push((
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
-        imds.server.url.clone(),
-    ));
+    let env = imds_env(&server, &home, &imds);
     let dir = TempDir::new("expired");
     let fifo = dir.join("in.pipe");
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &["--flush-interval", "100ms", "--debug"],
-        ),
-        &env,
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon =
+        start_daemon_with_env(&dir, &fifo, &["--flush-interval", "100ms", "--debug"], &env);
     write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"before".to_vec()]);
     wait_until(LONG, "the first line", || server.received_count() == 1);
     server.registry.expire_all();

@@ -86,17 +86,6 @@ fn spooled_lines(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn peak_rss_kib(pid: i32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap()
-}
-
 fn stop(mut daemon: Daemon) -> String {
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait_exit(LONG);

@@ -8,6 +8,7 @@ pub mod creds;
 pub mod http;
 pub mod kinesis;
 pub mod peers;
+pub mod process;
 pub mod proxy;
 pub mod syslog;
 
@@ -16,10 +17,11 @@ pub use creds::*;
 pub use kinesis::*;
 #[allow(unused_imports)]
 pub use peers::*;
+#[allow(unused_imports)]
+pub use process::*;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,38 +241,6 @@ pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, S
     )
 }
 
-/// Opens the FIFO for writing once the daemon has it open for reading.
-pub fn open_writer(fifo: &Path, timeout: Duration) -> File {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // Nonblocking open fails with ENXIO while no reader has the FIFO open.
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(fifo)
-        {
-            Ok(f) => {
-                // Writes should block when the pipe is full, as a normal writer's would.
-                let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
-                let flags =
-                    nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
-                nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
-                return f;
-            }
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(nix::libc::ENXIO) | Some(nix::libc::ENOENT)
-                    ) =>
-            {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("cannot open {} for writing: {e}", fifo.display()),
-        }
-    }
-}
-
 /// Writes whole lines in writes of at most PIPE_BUF bytes, so concurrent writers never
 /// interleave inside a line.
 pub fn write_lines_atomically(f: &mut File, lines: &[Vec<u8>]) {
@@ -301,18 +271,6 @@ pub fn spool_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The daemon's resident memory, in KiB.
-pub fn rss_kib(pid: i32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-        })
-        .unwrap()
-}
-
 /// Reads a file that may not exist yet.
 pub fn read_or_empty(p: &Path) -> Vec<u8> {
     let mut v = Vec::new();
@@ -324,11 +282,18 @@ pub fn read_or_empty(p: &Path) -> Vec<u8> {
 
 /// Starts the daemon on `fifo` for `server`'s `test-stream` and waits for the FIFO to exist.
 pub fn start_daemon(dir: &TempDir, fifo: &Path, server: &FakeKinesis, extra: &[&str]) -> Daemon {
-    let daemon = Daemon::start(
-        dir,
-        &kinesis_args(fifo.to_str().unwrap(), extra),
-        &aws_env(&server.url),
-    );
+    start_daemon_with_env(dir, fifo, extra, &aws_env(&server.url))
+}
+
+/// Starts the daemon on `fifo` for `test-stream` with only `env` (credentials, endpoints) and
+/// waits for the FIFO to exist.
+pub fn start_daemon_with_env(
+    dir: &TempDir,
+    fifo: &Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> Daemon {
+    let daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), extra), env);
     wait_until(Duration::from_secs(60), "the FIFO", || fifo.exists());
     daemon
 }
