@@ -487,7 +487,7 @@ impl Worker {
                 Stats::add(&stats.retries, 1);
             }
             let result = self.sink.put(&pending, deadline);
-            let progress = matches!(result, PutResult::Accepted | PutResult::Partial(_));
+            let progress = matches!(result, PutResult::Accepted | PutResult::Partial { .. });
             self.shared.healthy.store(progress, Ordering::Relaxed);
             let wait = match result {
                 PutResult::Accepted => {
@@ -503,7 +503,7 @@ impl Worker {
                     self.config.buffers.recycle(pending);
                     return Ok(());
                 }
-                PutResult::Partial(failed) => {
+                PutResult::Partial { failed, .. } => {
                     let throttled = failed
                         .iter()
                         .filter(|f| kinesis::classify_record(&f.code) == ErrorKind::Throttled)

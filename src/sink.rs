@@ -21,7 +21,12 @@ pub enum PutResult {
     /// Every record was accepted.
     Accepted,
     /// These records failed (ascending indices); the others were accepted.
-    Partial(Vec<FailedRecord>),
+    Partial {
+        /// The failed records, in request order.
+        failed: Vec<FailedRecord>,
+        /// How long the service asked us to wait (`x-amz-retry-after`), uncapped.
+        retry_after: Option<Duration>,
+    },
     /// The whole attempt failed.
     Failed(Failure),
 }
@@ -194,7 +199,10 @@ impl KinesisSink {
         if status == 200 {
             return match kinesis::parse_put_records_output(body, batch.len()) {
                 Ok(out) if out.failed.is_empty() => Ok(PutResult::Accepted),
-                Ok(out) => Ok(PutResult::Partial(out.failed)),
+                Ok(out) => Ok(PutResult::Partial {
+                    failed: out.failed,
+                    retry_after,
+                }),
                 Err(e) => Err(Failure {
                     kind: ErrorKind::Transient,
                     code: "MalformedResponse".into(),
