@@ -168,7 +168,8 @@ impl Keys {
         }
     }
 
-    fn len(&self) -> usize {
+    /// The length of every key these give.
+    pub fn key_len(&self) -> usize {
         match self {
             Keys::Fixed(k) => k.len(),
             Keys::Random(_) => RANDOM_KEY_LEN,
@@ -269,12 +270,12 @@ impl Batcher {
 
     /// The partition key length every record carries.
     pub fn key_len(&self) -> usize {
-        self.keys.len()
+        self.keys.key_len()
     }
 
     /// Adds a line read at `now`, passing each batch this seals to `sealed`.
     pub fn push(&mut self, line: &[u8], now: Instant, sealed: &mut impl FnMut(Batch)) {
-        let record = line.len() + self.keys.len();
+        let record = line.len() + self.keys.key_len();
         if !self.current.is_empty() && self.current.size() + record > self.limits.max_bytes {
             sealed(self.take_current());
         }

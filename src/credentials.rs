@@ -8,11 +8,13 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 pub use aws_credential_types::Credentials;
 
 use crate::random::Rng;
+use crate::stop::StopSignal;
 
 /// Temporary credentials are fetched again this long before they expire (or half their
 /// lifetime, if that is shorter), less up to a fifth of it as jitter.
@@ -154,6 +156,99 @@ pub struct Static(pub Credentials);
 impl Provider for Static {
     fn credentials(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
         Ok(self.0.clone())
+    }
+}
+
+/// A provider whose fetches never outlive the stop deadline: fetching runs on a thread of its
+/// own, and once the daemon is stopping the caller waits for it only until the deadline (a hung
+/// STS endpoint or `credential_process` must not keep the sender from handing its batches
+/// back). Credentials far from expiry are served from a copy here, without the thread.
+pub struct Bounded {
+    requests: mpsc::Sender<Request>,
+    answers: mpsc::Receiver<Result<Credentials, CredentialsError>>,
+    stop: Arc<StopSignal>,
+    /// A fetch was asked for and not answered yet.
+    asked: bool,
+    cached: Option<Credentials>,
+}
+
+enum Request {
+    Get(SystemTime),
+    Invalidate,
+}
+
+/// Credentials this close to expiry (or closer) are always asked of the inner provider, which
+/// refreshes them ahead of time.
+const SERVE_COPY_UNTIL: Duration = Duration::from_secs(2 * REFRESH_AHEAD.as_secs());
+
+impl Bounded {
+    /// Runs `inner` on its own thread, bounded by `stop`'s deadline.
+    pub fn new(mut inner: Box<dyn Provider>, stop: Arc<StopSignal>) -> std::io::Result<Bounded> {
+        let (requests, inbox) = mpsc::channel::<Request>();
+        let (outbox, answers) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("credentials".into())
+            .spawn(move || {
+                for request in inbox.iter() {
+                    match request {
+                        Request::Get(now) => {
+                            if outbox.send(inner.credentials(now)).is_err() {
+                                return;
+                            }
+                        }
+                        Request::Invalidate => inner.invalidate(),
+                    }
+                }
+            })?;
+        Ok(Bounded {
+            requests,
+            answers,
+            stop,
+            asked: false,
+            cached: None,
+        })
+    }
+}
+
+impl Provider for Bounded {
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        if let Some(c) = &self.cached {
+            let far = c
+                .expiry()
+                .is_none_or(|e| e.duration_since(now).is_ok_and(|d| d > SERVE_COPY_UNTIL));
+            if far {
+                return Ok(c.clone());
+            }
+        }
+        if !self.asked {
+            self.requests.send(Request::Get(now)).map_err(|_| {
+                CredentialsError::new("credentials", "the credentials thread ended")
+            })?;
+            self.asked = true;
+        }
+        let answer = match self.stop.deadline() {
+            None => self.answers.recv().map_err(|_| ()),
+            Some(d) => self
+                .answers
+                .recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                .map_err(|_| ()),
+        };
+        let Ok(answer) = answer else {
+            return Err(CredentialsError::new(
+                "credentials",
+                "no credentials before the stop deadline",
+            ));
+        };
+        self.asked = false;
+        if let Ok(c) = &answer {
+            self.cached = Some(c.clone());
+        }
+        answer
+    }
+
+    fn invalidate(&mut self) {
+        self.cached = None;
+        let _ = self.requests.send(Request::Invalidate);
     }
 }
 

@@ -4,13 +4,10 @@
 //! to the sender; seal the batch whose flush interval has passed. The poll timeout is the
 //! earliest deadline, so the timer fires with no input at all, and an idle daemon sleeps.
 //!
-//! Memory budget (`--max-buffer-bytes`): lines read but not yet accepted by Kinesis (the batch
-//! being filled, queued, in flight, being retried) are counted in `buffered_bytes`. Before each
-//! read the loop makes sure a read's worth fits; if not, it moves the oldest queued batch to
-//! the failed-attempts directory (reading continues), or, with no directory or a full one,
-//! pauses reading — writers block on the full pipe — until the sender's waker says memory was
-//! freed. Lines too long for a record are streamed to the directory's `oversized/` as they
-//! arrive.
+//! What happens to lines that cannot be sent yet — the memory budget, the failed-attempts
+//! directory, over-long lines, replay — is the backlog's decision ([`crate::backlog`]); the loop
+//! asks it for room before each read and for the next job whenever the sender's channel has
+//! room, and hands it the sender's reports.
 //!
 //! A stop (SIGTERM, SIGINT, or the end of standard input) stops reading, turns an unfinished
 //! line into a line, flushes the pending batch and gives the sender until `--shutdown-timeout`
@@ -18,7 +15,6 @@
 //! signal spools everything at once. Lines neither delivered nor kept are counted as lost and
 //! make the exit status 1.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,16 +23,20 @@ use mio::{Events, Poll, Token, Waker};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use crate::backlog::policy::{stop_step, StopStep};
+use crate::backlog::spool::Spool;
+use crate::backlog::{self, Backlog};
 use crate::batch::{Batch, Batcher, Buffers, Keys, Limits};
 use crate::config::{Config, Handler};
+use crate::delivery::Backoff;
 use crate::fifo::{Input, ReadOutcome};
 use crate::lines::{LineSplitter, Piece};
 use crate::log;
 use crate::random::Rng;
-use crate::sender::{Backoff, Sender, SenderConfig};
+use crate::sender::Sender;
 use crate::sink::Sink;
-use crate::spool::{NewFile, Spool};
 use crate::stats::Stats;
+use crate::stop::StopSignal;
 
 const INPUT: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -44,18 +44,14 @@ const WAKER: Token = Token(2);
 
 /// Bytes asked for by each read of the input.
 const READ_SIZE: usize = 64 * 1024;
-/// Batches queued for a healthy sender before reading waits for it.
-const HEALTHY_QUEUE_BATCHES: usize = 2;
-/// How often a paused daemon says so when memory and the failed-attempts directory are full.
-const FULL_WARNING_EVERY: Duration = Duration::from_secs(30);
 /// How long after the stop deadline the loop waits for the sender thread to finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// Lines read but neither delivered nor kept on disk during the stop.
-    pub lost_at_stop: u64,
+    /// Lines read but neither delivered nor kept on disk, over the whole run.
+    pub lost: u64,
 }
 
 /// Everything the loop needs that is set up before it starts.
@@ -69,7 +65,9 @@ pub struct Parts {
     /// Shared counters.
     pub stats: Arc<Stats>,
     /// The failed-attempts directory, if configured.
-    pub spool: Option<Arc<Spool>>,
+    pub spool: Option<Spool>,
+    /// The stop deadline, shared with the sender and the credential sources.
+    pub stop: Arc<StopSignal>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -79,7 +77,6 @@ fn would_block(e: &io::Error) -> bool {
 struct Stopping {
     deadline: Instant,
     channel_closed: bool,
-    dropped_before: u64,
 }
 
 struct Daemon {
@@ -95,8 +92,6 @@ struct Daemon {
     buf: Vec<u8>,
     /// The most a read can add to memory: its bytes plus a partition key per line.
     read_reserve: u64,
-    /// When reading last paused for a full spool was reported.
-    full_warned_at: Option<Instant>,
     /// When the counters are next logged (and the metrics file written).
     next_report: Option<Instant>,
     /// Whether the last metrics file write failed (so the failure is logged once).
@@ -113,6 +108,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         sink,
         stats,
         spool,
+        stop,
     } = parts;
     input.register(poll.registry(), INPUT)?;
     let signal_fd = std::os::fd::AsRawFd::as_raw_fd(&signals);
@@ -136,28 +132,36 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
     );
     let key_len = batcher.key_len();
     let max_line = config.max_record_bytes - key_len;
-    let sender_config = SenderConfig {
-        spool: spool.clone(),
-        backoff: Backoff::default(),
-        retry_interval: config.retry_interval,
-        keys: keys(),
-        max_records: config.buffer_queue_limit,
-        max_request_bytes: config.max_request_bytes,
-        max_line,
-        buffers: batcher.buffers().clone(),
-    };
     let buffers = batcher.buffers().clone();
-    let sender = Sender::spawn(sink, sender_config, Arc::clone(&stats), waker)?;
+    let sender = Sender::spawn(
+        sink,
+        Backoff::default(),
+        buffers.clone(),
+        Arc::clone(&stats),
+        waker,
+        stop,
+    )?;
+    let backlog = Backlog::new(
+        backlog::Limits {
+            budget: config.max_buffer_bytes as u64,
+            retry_interval: config.retry_interval,
+            max_records: config.buffer_queue_limit,
+            max_request_bytes: config.max_request_bytes,
+            max_line,
+        },
+        keys(),
+        spool,
+        Arc::clone(&stats),
+        Instant::now(),
+    );
     let intake = Intake {
         splitter: LineSplitter::new(max_line),
         batcher,
-        ready: VecDeque::new(),
+        backlog,
         stats: Arc::clone(&stats),
-        spool,
         max_line,
         prepare_for: config.kinesis.as_ref().map(|k| k.stream_name.clone()),
         buffers,
-        long_line: None,
     };
 
     let first_report = config.stats_interval.map(|i| Instant::now() + i);
@@ -172,7 +176,6 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         stopping: None,
         buf: vec![0; READ_SIZE],
         read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
-        full_warned_at: None,
         next_report: first_report,
         metrics_failing: false,
     };
@@ -220,22 +223,21 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if self.input_ready
-                && !self.input.pollable()
-                && self.fits_in_memory()
-                && !self.sender_busy() =>
-            {
-                Some(now)
-            }
-            None => match (self.intake.batcher.deadline(), self.next_report) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            None if self.input_ready && !self.input.pollable() && self.may_read() => Some(now),
+            None => [
+                self.intake.batcher.deadline(),
+                self.next_report,
+                self.intake.backlog.deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         };
         deadline.map(|d| d.saturating_duration_since(now))
     }
 
     fn step(&mut self, poll: &Poll) -> io::Result<Option<Outcome>> {
+        self.take_reports();
         if self.stopping.is_none() && self.sender.is_finished() {
             // Only a panic ends the sender before a stop; without it nothing would be sent.
             return Err(io::Error::other("the sender thread ended unexpectedly"));
@@ -257,68 +259,43 @@ impl Daemon {
         Ok(self.stop_progress())
     }
 
-    /// Hands sealed batches to the sender.
+    /// Passes the sender's reports to the backlog.
+    fn take_reports(&mut self) {
+        let now = Instant::now();
+        for report in self.sender.reports() {
+            self.intake.backlog.on_report(report, now);
+        }
+    }
+
+    /// Offers the sender jobs while its channel takes them.
     fn hand_over(&mut self) {
-        for b in self.intake.ready.drain(..) {
-            self.sender.send(b);
-        }
-    }
-
-    /// Bytes held in memory, as the budget counts them.
-    fn in_memory(&self) -> u64 {
-        Stats::get(&self.stats.buffered_bytes) + self.intake.batcher.pending_memory() as u64
-    }
-
-    /// Whether a read's worth still fits the memory budget.
-    fn fits_in_memory(&self) -> bool {
-        self.in_memory() + self.read_reserve <= self.config.max_buffer_bytes as u64
-    }
-
-    /// Whether a healthy sender has enough queued: then reading waits for it, to keep memory
-    /// small, rather than spooling.
-    fn sender_busy(&self) -> bool {
-        self.sender.healthy() && self.sender.queued() >= HEALTHY_QUEUE_BATCHES
-    }
-
-    /// Makes room for a read: moves the oldest queued batches to the spool while memory is
-    /// short. Returns whether a read fits now.
-    fn make_room(&mut self) -> bool {
-        if self.sender_busy() {
-            return false;
-        }
-        while !self.fits_in_memory() {
-            let Some(spool) = self.intake.spool.clone() else {
-                return false;
-            };
-            let Some(oldest) = self.sender.take_oldest() else {
-                return false;
-            };
-            match spool.write_batch(&oldest) {
-                Ok(path) => {
-                    Stats::add(&self.stats.lines_spooled, oldest.len() as u64);
-                    Stats::sub(&self.stats.buffered_bytes, oldest.memory() as u64);
-                    log!(
-                        Debug,
-                        "memory budget reached: kept {} lines in {}",
-                        oldest.len(),
-                        path.display()
-                    );
-                }
-                Err(e) => {
-                    self.sender.put_back(oldest);
-                    let now = Instant::now();
-                    if self
-                        .full_warned_at
-                        .is_none_or(|at| now >= at + FULL_WARNING_EVERY)
-                    {
-                        self.full_warned_at = Some(now);
-                        log!(Warn, "memory and the failed-attempts directory are full ({e}); reading paused, writers wait");
-                    }
-                    return false;
-                }
+        let now = Instant::now();
+        while let Some(job) = self.intake.backlog.next_job(now) {
+            if let Err(job) = self.sender.try_send(job) {
+                self.intake.backlog.put_back(job);
+                return;
             }
         }
-        true
+    }
+
+    /// Whether the backlog would let a read go ahead now (without spilling anything).
+    fn may_read(&self) -> bool {
+        self.intake.backlog.memory()
+            + self.intake.batcher.pending_memory() as u64
+            + self.read_reserve
+            <= self.config.max_buffer_bytes as u64
+            && !(self.sender.healthy() && self.intake.backlog.has_waiting())
+    }
+
+    /// Asks the backlog for room for a read (it may spill to disk to make some).
+    fn make_room(&mut self) -> bool {
+        self.take_reports();
+        self.hand_over();
+        let filling = self.intake.batcher.pending_memory() as u64;
+        let healthy = self.sender.healthy();
+        self.intake
+            .backlog
+            .room(self.read_reserve, filling, healthy, Instant::now())
     }
 
     /// Reads until `WouldBlock`, or until the memory budget says to pause.
@@ -428,6 +405,7 @@ impl Daemon {
             );
             s.deadline = now;
             self.sender.stop(now);
+            s.channel_closed = true;
             return;
         }
         self.complete_partial_line();
@@ -435,6 +413,7 @@ impl Daemon {
         if let Some(b) = self.intake.batcher.take() {
             self.intake.seal(b);
         }
+        self.intake.backlog.begin_stop();
         self.hand_over();
         let deadline = now + self.config.shutdown_timeout;
         log!(
@@ -445,7 +424,6 @@ impl Daemon {
         self.stopping = Some(Stopping {
             deadline,
             channel_closed: false,
-            dropped_before: Stats::get(&self.stats.lines_dropped),
         });
     }
 
@@ -458,7 +436,7 @@ impl Daemon {
 
     /// Every counter now, with the failed-attempts directory's size.
     fn snapshot(&self) -> crate::stats::Snapshot {
-        let spool_bytes = self.intake.spool.as_ref().map_or(0, |s| s.used());
+        let spool_bytes = self.intake.backlog.spool_bytes();
         self.stats.snapshot(spool_bytes)
     }
 
@@ -482,43 +460,67 @@ impl Daemon {
 
     /// Advances a stop; returns the outcome once it is over.
     fn stop_progress(&mut self) -> Option<Outcome> {
-        let s = self.stopping.as_mut()?;
-        let now = Instant::now();
-        if !s.channel_closed {
-            self.sender.stop(s.deadline);
-            s.channel_closed = true;
+        loop {
+            let s = self.stopping.as_ref()?;
+            let now = Instant::now();
+            let step = stop_step(
+                now,
+                s.deadline,
+                STOP_GRACE,
+                self.intake.backlog.has_waiting(),
+                s.channel_closed,
+                self.sender.is_finished(),
+            );
+            match step {
+                StopStep::HandOver => {
+                    self.hand_over();
+                    if self.intake.backlog.has_waiting() {
+                        return None;
+                    }
+                }
+                StopStep::Close => {
+                    let deadline = s.deadline;
+                    self.sender.stop(deadline);
+                    if let Some(s) = self.stopping.as_mut() {
+                        s.channel_closed = true;
+                    }
+                }
+                StopStep::AwaitSender => return None,
+                StopStep::Finish | StopStep::GiveUp => {
+                    if step == StopStep::Finish {
+                        self.sender.join();
+                    } else {
+                        let lost = self.intake.backlog.abandon_in_flight();
+                        log!(
+                            Error,
+                            "the sender did not finish in time: {lost} lines it held are lost"
+                        );
+                    }
+                    self.take_reports();
+                    self.intake.backlog.finish_stop(now);
+                    self.report("stopped");
+                    return Some(Outcome {
+                        lost: Stats::get(&self.stats.lines_dropped),
+                    });
+                }
+            }
         }
-        let done = s.channel_closed && self.sender.is_finished();
-        if !done && now < s.deadline + STOP_GRACE {
-            return None;
-        }
-        if done {
-            self.sender.join();
-        } else {
-            log!(Error, "the sender did not finish in time");
-        }
-        let lost_at_stop = Stats::get(&self.stats.lines_dropped) - s.dropped_before;
-        self.report("stopped");
-        Some(Outcome { lost_at_stop })
     }
 }
 
-/// Lines on their way into batches: the splitter, the batch being filled, sealed batches on
-/// their way to the sender, and the file an over-long line is being streamed to.
+/// Lines on their way into batches: the splitter, the batch being filled, and the backlog that
+/// takes sealed batches and over-long lines.
 struct Intake {
     splitter: LineSplitter,
     batcher: Batcher,
-    ready: VecDeque<Batch>,
+    backlog: Backlog,
     stats: Arc<Stats>,
-    spool: Option<Arc<Spool>>,
     /// The longest line a record holds next to its key.
     max_line: usize,
     /// The stream whose request bodies are made here, ahead of sending (Kinesis only).
     prepare_for: Option<String>,
     /// Spare buffers for the request bodies (the batcher's, shared with the sender).
     buffers: Buffers,
-    /// The file the current over-long line goes to (`None` without a spool or after an error).
-    long_line: Option<NewFile>,
 }
 
 impl Intake {
@@ -536,16 +538,10 @@ impl Intake {
         self.splitter = splitter;
     }
 
-    /// Queues a sealed batch; its bytes count against the memory budget until the sender is
-    /// done with it.
+    /// Hands a sealed batch to the backlog, with its request body made here.
     fn seal(&mut self, batch: Batch) {
-        seal(
-            batch,
-            self.prepare_for.as_deref(),
-            &self.buffers,
-            &mut self.ready,
-            &self.stats,
-        );
+        let batch = prepare(batch, self.prepare_for.as_deref(), &self.buffers);
+        self.backlog.push(batch);
     }
 
     /// Routes one piece from the splitter.
@@ -555,78 +551,29 @@ impl Intake {
                 Stats::add(&self.stats.lines_read, 1);
                 let Intake {
                     batcher,
-                    ready,
-                    stats,
+                    backlog,
                     prepare_for,
                     buffers,
                     ..
                 } = self;
                 batcher.push(line, now, &mut |b| {
-                    seal(b, prepare_for.as_deref(), buffers, ready, stats)
+                    backlog.push(prepare(b, prepare_for.as_deref(), buffers))
                 });
             }
             Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
-            Piece::LongStart(bytes) => {
-                self.long_line = self.spool.as_ref().and_then(|s| match s.begin_oversized() {
-                    Ok(f) => Some(f),
-                    Err(e) => {
-                        log!(Error, "cannot keep an over-long line: {e}");
-                        None
-                    }
-                });
-                self.write_long(bytes);
-            }
-            Piece::LongMore(bytes) => self.write_long(bytes),
-            Piece::Oversized { len } => {
-                Stats::add(&self.stats.oversized_lines, 1);
-                let limit = self.max_line;
-                let kept = match (self.long_line.take(), &self.spool) {
-                    (Some(file), Some(spool)) => {
-                        spool.commit_oversized(file).map_err(|e| e.to_string())
-                    }
-                    (None, Some(_)) => Err("it could not be written".to_string()),
-                    (_, None) => Err("no --failed-attempts-dir is set".to_string()),
-                };
-                match kept {
-                    Ok(path) => {
-                        Stats::add(&self.stats.lines_spooled, 1);
-                        log!(Warn, "a line of {len} bytes is longer than the {limit} bytes a record leaves for data; kept it in {}", path.display());
-                    }
-                    Err(why) => {
-                        Stats::add(&self.stats.lines_dropped, 1);
-                        log!(Warn, "skipped a line of {len} bytes, longer than the {limit} bytes a record leaves for data ({why})");
-                    }
-                }
-            }
-        }
-    }
-
-    fn write_long(&mut self, bytes: &[u8]) {
-        if let Some(f) = self.long_line.as_mut() {
-            if let Err(e) = f.write(bytes) {
-                log!(Error, "cannot keep an over-long line: {e}");
-                if let Some(f) = self.long_line.take() {
-                    f.abandon();
-                }
-            }
+            Piece::LongStart(bytes) => self.backlog.long_start(bytes, now),
+            Piece::LongMore(bytes) => self.backlog.long_more(bytes, now),
+            Piece::Oversized { len } => self.backlog.long_end(len, self.max_line),
         }
     }
 }
 
-/// Makes the request body of a sealed batch (if it goes to a stream) in a spare buffer, counts
-/// its memory and queues it for the sender. Encoding and hashing here overlap with the
-/// sender's sending.
-fn seal(
-    mut batch: Batch,
-    stream: Option<&str>,
-    buffers: &Buffers,
-    ready: &mut VecDeque<Batch>,
-    stats: &Stats,
-) {
+/// Makes the request body of a sealed batch (if it goes to a stream) in a spare buffer.
+/// Encoding and hashing here overlap with the sender's sending.
+fn prepare(mut batch: Batch, stream: Option<&str>, buffers: &Buffers) -> Batch {
     if let Some(stream) = stream {
         let prepared = crate::kinesis::prepare(stream, &batch, buffers.take(0));
         batch.set_prepared(prepared);
     }
-    Stats::add(&stats.buffered_bytes, batch.memory() as u64);
-    ready.push_back(batch);
+    batch
 }

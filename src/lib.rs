@@ -11,6 +11,7 @@
 
 pub mod log;
 
+pub mod backlog;
 pub mod batch;
 pub mod chain;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod container;
 pub mod credentials;
 pub mod daemon;
+pub mod delivery;
 pub mod env;
 pub mod fifo;
 pub mod http;
@@ -33,8 +35,8 @@ pub mod sender;
 pub mod signals;
 pub mod sigv4;
 pub mod sink;
-pub mod spool;
 pub mod stats;
+pub mod stop;
 pub mod sts;
 
 use std::fmt;
@@ -78,13 +80,14 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         .map_err(|e| Error::Setup(format!("cannot set up signal handling: {e}")))?;
     let spool = match &config.failed_attempts_dir {
         None => None,
-        Some(dir) => Some(Arc::new(
-            spool::Spool::open(dir, config.failed_attempts_max_bytes).map_err(|e| {
+        Some(dir) => Some(
+            backlog::spool::Spool::open(dir, config.failed_attempts_max_bytes).map_err(|e| {
                 Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display()))
             })?,
-        )),
+        ),
     };
-    let sink = make_sink(&config, &env::Env::from_process())?;
+    let stop = Arc::new(stop::StopSignal::default());
+    let sink = make_sink(&config, &env::Env::from_process(), &stop)?;
     let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
@@ -95,6 +98,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
             sink,
             stats,
             spool,
+            stop,
         },
     )
     .map_err(Error::Runtime)
@@ -102,7 +106,12 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
 
 /// Builds the flush handler the configuration names; for Kinesis, resolves region, endpoint
 /// and credentials from `env` and the shared files.
-pub fn make_sink(config: &Config, env: &env::Env) -> Result<Box<dyn Sink>, Error> {
+/// Credential fetches give up at `stop`'s deadline.
+pub fn make_sink(
+    config: &Config,
+    env: &env::Env,
+    stop: &Arc<stop::StopSignal>,
+) -> Result<Box<dyn Sink>, Error> {
     match (config.handler, &config.kinesis) {
         (Handler::Logger, _) => Ok(Box::new(LoggerSink::stdout())),
         (Handler::Kinesis, None) => Err(Error::Setup(
@@ -137,7 +146,11 @@ pub fn make_sink(config: &Config, env: &env::Env) -> Result<Box<dyn Sink>, Error
                 &aws.endpoint,
                 &aws.region,
                 &k.stream_name,
-                aws.credentials,
+                Box::new(
+                    credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(|e| {
+                        Error::Setup(format!("cannot start the credentials thread: {e}"))
+                    })?,
+                ),
                 timeouts,
             )))
         }

@@ -28,12 +28,12 @@ fn main() -> ExitCode {
         Level::Info
     });
     match fifo2kinesis::run(config) {
-        Ok(outcome) if outcome.lost_at_stop == 0 => ExitCode::SUCCESS,
+        Ok(outcome) if outcome.lost == 0 => ExitCode::SUCCESS,
         Ok(outcome) => {
             fifo2kinesis::log!(
                 Error,
-                "{} lines were lost at the stop",
-                outcome.lost_at_stop
+                "{} lines were lost: neither delivered nor kept on disk",
+                outcome.lost
             );
             ExitCode::from(1)
         }

@@ -37,6 +37,8 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Records reported as throttled.
     pub throttled_records: AtomicU64,
+    /// Records reported as failed for another reason than throttling (and sent again).
+    pub failed_records: AtomicU64,
     /// Lines written to the failed-attempts directory.
     pub lines_spooled: AtomicU64,
     /// Lines that could not be delivered nor kept.
@@ -163,6 +165,12 @@ impl Stats {
                 "Records the stream answered as throttled.",
                 Counter,
                 g(&self.throttled_records),
+            ),
+            f(
+                "failed_records",
+                "Records the stream answered as failed, not throttled (sent again).",
+                Counter,
+                g(&self.failed_records),
             ),
             f(
                 "lines_spooled",
@@ -317,7 +325,7 @@ mod tests {
         assert!(text.contains("fifo2kinesis_spool_bytes 5\n"));
         assert!(text.contains("fifo2kinesis_failed_requests_total{code=\"Odd\\\"Code\\\\\"} 1\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 16);
-        assert_eq!(text.matches("# HELP ").count(), 16);
+        assert_eq!(samples, 17);
+        assert_eq!(text.matches("# HELP ").count(), 17);
     }
 }

@@ -328,11 +328,11 @@ fn permanent_error_without_a_failed_attempts_dir_counts_dropped_lines() {
     );
     daemon.wait_log("dropped 2 lines", LONG);
     daemon.signal(Signal::SIGTERM);
-    assert!(
-        daemon.wait_exit(LONG).success(),
-        "nothing was lost at the stop itself"
-    );
-    assert!(daemon.stderr().contains("AccessDeniedException"));
+    let status = daemon.wait_exit(LONG);
+    assert_eq!(status.code(), Some(1), "lost lines make the exit status 1");
+    let log = daemon.stderr();
+    assert!(log.contains("AccessDeniedException"), "{log}");
+    assert!(log.contains("lines_dropped=2 "), "{log}");
 }
 
 /// At the stop deadline during an outage, unsent lines go to the failed-attempts directory
@@ -482,9 +482,13 @@ fn oversized_lines_are_skipped_counted_and_logged() {
         read_or_empty(&daemon.stdout_path) == b"before\nafter\n"
     });
     daemon.signal(Signal::SIGTERM);
-    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(
+        daemon.wait_exit(LONG).code(),
+        Some(1),
+        "a lost line: exit 1"
+    );
     let log = daemon.stderr();
-    assert!(log.contains("skipped a line of 3000 bytes"), "{log}");
+    assert!(log.contains("dropped a line of 3000 bytes"), "{log}");
     assert!(log.contains("oversized_lines=1 "), "{log}");
 }
 

@@ -1,12 +1,33 @@
 //! The spool file readers against the obvious definitions: a file's lines are its non-empty
-//! `\n`-separated pieces, writing lines and reading them back gives them again, and a file cut
-//! short yields only lines that were followed by a newline.
+//! `\n`-separated pieces, writing lines and reading them back gives them again, a file cut
+//! short yields only lines that were followed by a newline, and the streaming replay reader
+//! gives the same lines in any read size, passing lines over its limit on in pieces, with
+//! offsets that end lines. Leading bytes choose the read size and the line limit.
 #![no_main]
 
-use fifo2kinesis::spool::{recoverable_lines, split_lines};
+use std::io::{self, Read};
+
+use fifo2kinesis::backlog::replay::{FileLines, Item};
+use fifo2kinesis::backlog::spool::{recoverable_lines, split_lines};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|content: &[u8]| {
+struct Trickle<'a>(&'a [u8], usize);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.len().min(self.1).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&[chunk, limit], content)) = input.split_first_chunk::<2>() else {
+        return;
+    };
+    let chunk = usize::from(chunk).max(1);
+    let max_line = usize::from(limit).max(1);
     let lines = split_lines(content);
     let naive: Vec<Vec<u8>> = content.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(lines, naive);
@@ -19,4 +40,31 @@ fuzz_target!(|content: &[u8]| {
     assert_eq!(recovered, split_lines(&content[..cut]));
     assert!(recovered.len() <= lines.len());
     assert_eq!(&lines[..recovered.len()], &recovered[..]);
+
+    // The streaming reader: every line, in order, short ones whole and long ones in pieces.
+    let mut reader = FileLines::new(Trickle(content, chunk), 0, max_line);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut long: Option<Vec<u8>> = None;
+    loop {
+        match reader.next_if(usize::MAX).unwrap().unwrap() {
+            Item::Line { line, end } => {
+                assert!(long.is_none());
+                assert!(line.len() <= max_line);
+                let end = end as usize;
+                assert!(end == content.len() || content[end - 1] == b'\n', "offsets end lines");
+                got.push(line.to_vec());
+            }
+            Item::LongPiece(p) => long.get_or_insert_with(Vec::new).extend_from_slice(p),
+            Item::LongEnd { len, end } => {
+                let l = long.take().unwrap();
+                assert_eq!(l.len() as u64, len);
+                assert!(l.len() > max_line);
+                let end = end as usize;
+                assert!(end == content.len() || content[end - 1] == b'\n');
+                got.push(l);
+            }
+            Item::End => break,
+        }
+    }
+    assert_eq!(got, naive);
 });

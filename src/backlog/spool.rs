@@ -3,7 +3,8 @@
 //! One file per batch, named `fifo2kinesis-YYYYMMDDhhmmss-<seq>-<pid>` (UTC, so names sort by
 //! time), holding the lines joined by `\n` — the Go tool's format, so files it left behind
 //! (`fifo2kinesis-YYYYMMDDhhmmss-<random>`) are replayed too. Lines too long for a record go to
-//! `oversized/`, one file per line.
+//! `oversized/`, one file per line. How far a file's replay got is kept beside it in
+//! `<name>.progress` (a byte offset), so a file is never rewritten.
 //!
 //! Durability: every file is written under a `.tmp` name, created 0600 without following
 //! symlinks, fsynced, linked into place without replacing anything, and the directory is
@@ -11,12 +12,18 @@
 //! crash mid-write) is turned into a normal file holding its complete lines, then removed; a
 //! file that cannot be read is renamed aside with `.bad` and reported, never deleted.
 //!
-//! Size: the spool holds at most `max_bytes`; a write that would pass it is refused
-//! ([`SpoolError::Full`]) — spooled data is never deleted to make room.
+//! Hostile contents: every entry is opened without following symlinks and without blocking
+//! (`O_NOFOLLOW | O_NONBLOCK`), then checked with `fstat`; anything but a regular file (a FIFO,
+//! a device, a directory) is skipped and reported, never read.
+//!
+//! Size: the spool holds at most `max_bytes`. Room is reserved before anything is written
+//! ([`Spool::reserve`]), so the cap holds at every moment, also while an over-long line streams
+//! in; a write that does not fit is refused ([`SpoolError::Full`]). Spooled data is never
+//! deleted to make room.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read as _, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +74,11 @@ impl From<io::Error> for SpoolError {
     }
 }
 
+/// Suffix of the file that records how far a spool file's replay got.
+pub const PROGRESS_SUFFIX: &str = ".progress";
+/// Suffix of the part of an over-long line kept when the cap stopped it.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
 /// The failed-attempts directory.
 #[derive(Debug)]
 pub struct Spool {
@@ -79,17 +91,22 @@ impl Spool {
     /// Opens `dir` (created 0700 with `oversized/` if missing), recovers leftover temporary
     /// files, and counts what it holds.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
-        prepare_dir(dir)?;
-        prepare_dir(&dir.join(OVERSIZED_DIR))?;
         let spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
             used: AtomicU64::new(0),
         };
+        spool.ensure_dirs()?;
         spool.recover()?;
         let used = dir_bytes(dir)? + dir_bytes(&dir.join(OVERSIZED_DIR))?;
         spool.used.store(used, Ordering::Relaxed);
         Ok(spool)
+    }
+
+    /// Creates the directory and `oversized/` if they are missing (someone removed them).
+    pub fn ensure_dirs(&self) -> io::Result<()> {
+        prepare_dir(&self.dir)?;
+        prepare_dir(&self.dir.join(OVERSIZED_DIR))
     }
 
     /// The directory.
@@ -97,14 +114,39 @@ impl Spool {
         &self.dir
     }
 
-    /// Bytes the spool holds.
+    /// Bytes the spool holds (and has reserved for writes under way).
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Whether `bytes` more would pass the cap.
-    pub fn would_overflow(&self, bytes: u64) -> bool {
-        self.used() + bytes > self.max_bytes
+    /// The cap.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Reserves room for `bytes` more, if the cap allows: the only way the count grows.
+    pub fn reserve(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                u.checked_add(bytes).filter(|n| *n <= self.max_bytes)
+            })
+            .is_ok()
+    }
+
+    /// Counts `bytes` that move within the spool (a line moved from a spool file to
+    /// `oversized/`): they are already held, so they need no room, and are released with the
+    /// file they came from.
+    fn add_moved(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives back reserved or freed room.
+    pub fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Writes `batch`'s lines to a new file and returns its path.
@@ -112,7 +154,8 @@ impl Spool {
         self.write_lines(batch.records().map(|(d, _)| d))
     }
 
-    /// Writes lines to a new file (joined by `\n`) and returns its path.
+    /// Writes lines to a new file (joined by `\n`) and returns its path. Room is reserved
+    /// first and given back if the write fails.
     pub fn write_lines<'a>(
         &self,
         lines: impl Iterator<Item = &'a [u8]>,
@@ -124,89 +167,116 @@ impl Spool {
             }
             content.extend_from_slice(l);
         }
-        if self.would_overflow(content.len() as u64) {
+        let n = content.len() as u64;
+        if !self.reserve(n) {
             return Err(SpoolError::Full);
         }
-        let mut f = NewFile::create(&self.dir)?;
-        f.write(&content)?;
-        let path = f.commit()?;
-        self.used.fetch_add(content.len() as u64, Ordering::Relaxed);
-        Ok(path)
+        let written = NewFile::create(&self.dir).and_then(|mut f| {
+            f.write(&content)?;
+            f.commit()
+        });
+        written.map_err(|e| {
+            self.release(n);
+            SpoolError::Io(e)
+        })
     }
 
-    /// Starts a file in `oversized/` for one long line, written as it arrives.
+    /// Starts a file in `oversized/` for one long line, written as it arrives. Each write
+    /// reserves its room first ([`Spool::write_reserved`]).
     pub fn begin_oversized(&self) -> Result<NewFile, SpoolError> {
         Ok(NewFile::create(&self.dir.join(OVERSIZED_DIR))?)
     }
 
-    /// Finishes an oversized line's file, unless it would pass the cap (then it is removed).
-    pub fn commit_oversized(&self, file: NewFile) -> Result<PathBuf, SpoolError> {
-        if self.would_overflow(file.written) {
-            file.abandon();
+    /// Appends to a file of this spool, if the cap has room for the bytes.
+    pub fn write_reserved(&self, file: &mut NewFile, bytes: &[u8]) -> Result<(), SpoolError> {
+        let n = bytes.len() as u64;
+        if !self.reserve(n) {
             return Err(SpoolError::Full);
         }
+        file.write(bytes).map_err(|e| {
+            self.release(n);
+            SpoolError::Io(e)
+        })
+    }
+
+    /// Appends bytes that move from a spool file into `file` (see [`Spool::add_moved`]).
+    pub fn write_moved(&self, file: &mut NewFile, bytes: &[u8]) -> io::Result<()> {
+        file.write(bytes)?;
+        self.add_moved(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Finishes an oversized line's file.
+    pub fn commit_oversized(&self, file: NewFile) -> Result<PathBuf, SpoolError> {
         let n = file.written;
-        let path = file.commit()?;
-        self.used.fetch_add(n, Ordering::Relaxed);
+        file.commit().map_err(|e| {
+            self.release(n);
+            SpoolError::Io(e)
+        })
+    }
+
+    /// Keeps what an over-long line wrote before the cap stopped it, as `<name>.partial`.
+    pub fn keep_partial(&self, file: NewFile) -> io::Result<PathBuf> {
+        let path = file.dir.join(format!("{}{PARTIAL_SUFFIX}", file.name));
+        let mut file = file;
+        file.sync()?;
+        fs::rename(&file.tmp, &path)?;
+        file.committed = true;
+        sync_dir(&file.dir)?;
         Ok(path)
+    }
+
+    /// Gives up an oversized line's file: it is removed and its room given back.
+    pub fn abandon(&self, file: NewFile) {
+        self.release(file.written);
+        file.abandon();
     }
 
     /// Files waiting to be replayed, oldest first.
     pub fn pending_files(&self) -> io::Result<Vec<PathBuf>> {
         let mut names: Vec<String> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| {
-                n.starts_with(FILE_PREFIX) && !n.ends_with(TMP_SUFFIX) && !n.ends_with(BAD_SUFFIX)
-            })
+            .filter(|n| is_replayable_name(n))
             .collect();
         names.sort();
         Ok(names.into_iter().map(|n| self.dir.join(n)).collect())
     }
 
-    /// The lines of a spool file (empty ones skipped). A file that cannot be read is renamed
-    /// aside with `.bad`, and `Ok(None)` is returned.
-    pub fn read(&self, path: &Path) -> io::Result<Option<Vec<Vec<u8>>>> {
-        match read_nofollow(path) {
-            Ok(content) => Ok(Some(split_lines(&content))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => {
-                let bad = PathBuf::from(format!("{}{BAD_SUFFIX}", path.display()));
-                log!(
-                    Error,
-                    "cannot read failed-attempts file {}: {e}; renamed it to {}",
-                    path.display(),
-                    bad.display()
-                );
-                fs::rename(path, &bad)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Removes a file whose lines were all delivered.
+    /// Removes a file whose lines were all delivered, and its progress record.
     pub fn remove(&self, path: &Path) -> io::Result<()> {
         let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
         fs::remove_file(path)?;
-        self.used
-            .fetch_sub(size.min(self.used()), Ordering::Relaxed);
+        self.release(size);
+        match fs::remove_file(progress_path(path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         sync_dir(&self.dir)
     }
 
-    /// Replaces a file's content with the lines not yet delivered (atomically).
-    pub fn rewrite(&self, path: &Path, lines: &[Vec<u8>]) -> io::Result<()> {
-        let old = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
-        let content = lines.join(&b'\n');
+    /// Renames a file that cannot be read aside, with `.bad`.
+    pub fn set_aside_unreadable(&self, path: &Path) -> io::Result<PathBuf> {
+        let bad = PathBuf::from(format!("{}{BAD_SUFFIX}", path.display()));
+        fs::rename(path, &bad)?;
+        let _ = fs::remove_file(progress_path(path));
+        Ok(bad)
+    }
+
+    /// How far the replay of `path` got: a byte offset at a line boundary (0 if unknown).
+    pub fn progress(&self, path: &Path) -> u64 {
+        read_progress(&progress_path(path)).unwrap_or(0)
+    }
+
+    /// Records that the lines of `path` before `offset` were delivered (atomically, fsynced).
+    pub fn set_progress(&self, path: &Path, offset: u64) -> io::Result<()> {
+        let target = progress_path(path);
         let mut f = NewFile::create(&self.dir)?;
-        f.write(&content)?;
+        f.write(offset.to_string().as_bytes())?;
         f.sync()?;
-        fs::rename(&f.tmp, path)?;
+        fs::rename(&f.tmp, &target)?;
         f.committed = true;
-        sync_dir(&self.dir)?;
-        self.used.fetch_sub(old.min(self.used()), Ordering::Relaxed);
-        self.used.fetch_add(content.len() as u64, Ordering::Relaxed);
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Turns leftover `.tmp` files into normal files holding their complete lines.
@@ -218,7 +288,10 @@ impl Spool {
                 continue;
             }
             let path = entry.path();
-            let content = match read_nofollow(&path) {
+            let content = match open_regular(&path).and_then(|mut f| {
+                let mut v = Vec::new();
+                io::Read::read_to_end(&mut f, &mut v).map(|_| v)
+            }) {
                 Ok(c) => c,
                 Err(e) => {
                     log!(
@@ -229,12 +302,7 @@ impl Spool {
                     continue;
                 }
             };
-            // Only lines known to be complete: those followed by a newline.
-            let complete = content
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(&content[..0], |i| &content[..i]);
-            let lines = split_lines(complete);
+            let lines = recoverable_lines(&content);
             if !lines.is_empty() {
                 let mut f = NewFile::create(&self.dir)?;
                 f.write(&lines.join(&b'\n'))?;
@@ -254,7 +322,7 @@ impl Spool {
         for entry in fs::read_dir(&oversized)? {
             let path = entry?.path();
             if path.to_string_lossy().ends_with(TMP_SUFFIX) {
-                let aside = PathBuf::from(format!("{}.partial", path.display()));
+                let aside = PathBuf::from(format!("{}{PARTIAL_SUFFIX}", path.display()));
                 log!(
                     Warn,
                     "an oversized line was cut short by a crash: kept as {}",
@@ -265,6 +333,43 @@ impl Spool {
         }
         sync_dir(&self.dir)
     }
+}
+
+/// Whether a name in the directory is a file to replay: ours or the Go tool's, not being
+/// written, not set aside, not a progress record.
+pub fn is_replayable_name(name: &str) -> bool {
+    name.starts_with(FILE_PREFIX)
+        && ![TMP_SUFFIX, BAD_SUFFIX, PROGRESS_SUFFIX, PARTIAL_SUFFIX]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+fn progress_path(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}{PROGRESS_SUFFIX}", path.display()))
+}
+
+fn read_progress(path: &Path) -> Option<u64> {
+    let mut f = open_regular(path).ok()?;
+    let mut text = String::new();
+    io::Read::take(&mut f, 32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Opens a file for reading without following a symlink and without blocking (a FIFO put in
+/// its place would otherwise hang the daemon), and refuses anything but a regular file.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 /// The lines of a file cut short by a crash that are known to be complete: those followed by a
@@ -400,16 +505,6 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .open(path)?;
-    let mut v = Vec::new();
-    io::Read::read_to_end(&mut f, &mut v)?;
-    Ok(v)
-}
-
 fn dir_bytes(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
     for e in fs::read_dir(dir)? {
@@ -457,17 +552,23 @@ mod tests {
         );
         assert_eq!(spool.pending_files().unwrap(), vec![p1.clone(), p2]);
         assert_eq!(spool.used(), 16);
+        spool.set_progress(&p1, 4).unwrap();
+        assert_eq!(spool.progress(&p1), 4);
         assert_eq!(
-            spool.read(&p1).unwrap(),
-            Some(vec![b"one".to_vec(), b"two\0".to_vec()])
-        );
-        spool.rewrite(&p1, &[b"two\0".to_vec()]).unwrap();
-        assert_eq!(fs::read(&p1).unwrap(), b"two\0");
-        assert_eq!(
-            fs::metadata(&p1).unwrap().permissions().mode() & 0o777,
+            fs::metadata(progress_path(&p1))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
+        assert_eq!(
+            spool.pending_files().unwrap().len(),
+            2,
+            "progress is not replayed"
+        );
         spool.remove(&p1).unwrap();
+        assert!(!progress_path(&p1).exists(), "progress goes with its file");
         assert_eq!(spool.used(), 8);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -481,8 +582,27 @@ mod tests {
         spool.write_batch(&b).unwrap();
         assert!(matches!(spool.write_batch(&b), Err(SpoolError::Full)));
         assert_eq!(spool.pending_files().unwrap().len(), 1);
+        assert_eq!(spool.used(), 6, "a refused write reserves nothing");
         // Reopening counts what is on disk.
         assert_eq!(Spool::open(&dir, 10).unwrap().used(), 6);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cap_holds_while_a_long_line_streams_in() {
+        let dir = temp("cap-long");
+        let spool = Spool::open(&dir, 10).unwrap();
+        let mut f = spool.begin_oversized().unwrap();
+        spool.write_reserved(&mut f, b"abcdef").unwrap();
+        assert!(matches!(
+            spool.write_reserved(&mut f, b"ghijk"),
+            Err(SpoolError::Full)
+        ));
+        assert_eq!(spool.used(), 6);
+        let kept = spool.keep_partial(f).unwrap();
+        assert!(kept.to_string_lossy().ends_with(PARTIAL_SUFFIX));
+        assert_eq!(fs::read(&kept).unwrap(), b"abcdef");
+        assert!(spool.pending_files().unwrap().is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -508,29 +628,30 @@ mod tests {
             files[0].ends_with("fifo2kinesis-20190101000000-Ab3dEf9h"),
             "oldest first"
         );
-        assert_eq!(
-            spool.read(&files[0]).unwrap().unwrap(),
-            vec![b"go 1".to_vec(), b"go 2".to_vec()]
-        );
-        assert_eq!(
-            spool.read(&files[1]).unwrap().unwrap(),
-            vec![b"a".to_vec(), b"b".to_vec()]
-        );
+        assert_eq!(fs::read(&files[1]).unwrap(), b"a\nb");
         assert!(!dir
             .join("fifo2kinesis-20200101000000-000001-1.tmp")
             .exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A FIFO (or a directory) where a spool file should be is never opened for reading as
+    /// one: opening would block the daemon for good.
     #[test]
-    fn unreadable_files_are_renamed_aside() {
-        let dir = temp("bad");
+    fn only_regular_files_are_opened_and_never_blocking() {
+        let dir = temp("fifo");
+        prepare_dir(&dir).unwrap();
+        let fifo = dir.join("fifo2kinesis-20200101000000-000001-1.tmp");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let spool = Spool::open(&dir, 1 << 20).unwrap();
-        // A directory where a file should be cannot be read as one.
-        let bogus = dir.join("fifo2kinesis-20200101000000-x");
-        fs::create_dir(&bogus).unwrap();
-        assert_eq!(spool.read(&bogus).unwrap(), None);
-        assert!(dir.join("fifo2kinesis-20200101000000-x.bad").exists());
+        assert!(fifo.exists(), "left in place, reported");
+        let replayable = dir.join("fifo2kinesis-20200101000000-x");
+        nix::unistd::mkfifo(&replayable, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = open_regular(&replayable).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        fs::create_dir(dir.join("fifo2kinesis-20200101000000-d")).unwrap();
+        assert!(open_regular(&dir.join("fifo2kinesis-20200101000000-d")).is_err());
+        drop(spool);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -539,11 +660,12 @@ mod tests {
         let dir = temp("oversized");
         let spool = Spool::open(&dir, 1 << 20).unwrap();
         let mut f = spool.begin_oversized().unwrap();
-        f.write(b"abc").unwrap();
-        f.write(b"def").unwrap();
+        spool.write_reserved(&mut f, b"abc").unwrap();
+        spool.write_reserved(&mut f, b"def").unwrap();
         let p = spool.commit_oversized(f).unwrap();
         assert!(p.starts_with(dir.join(OVERSIZED_DIR)));
         assert_eq!(fs::read(&p).unwrap(), b"abcdef");
+        assert_eq!(spool.used(), 6);
         assert!(
             spool.pending_files().unwrap().is_empty(),
             "oversized lines are not replayed"

@@ -1,0 +1,846 @@
+//! The backlog: the one owner of every line read and not yet accepted.
+//!
+//! It holds the memory budget, the batches waiting for the sender, those in flight, those held
+//! back because the failed-attempts directory would not take them, the directory itself
+//! ([`spool`]) with its cap, over-long lines on their way to `oversized/`, replay of kept files
+//! ([`replay`]) and its progress, and the count of lines lost. It lives on the poll loop's
+//! thread: the loop asks it for room before reading and for the next job to offer the sender;
+//! the sender only reports outcomes, which the backlog takes in here. Its decisions are the
+//! plain functions of [`policy`].
+//!
+//! What it promises: every line read ends in exactly one of accepted, in the failed-attempts
+//! directory, or counted as lost (`lines_dropped`, and the exit status 1). Lines are lost only
+//! when there is nowhere to keep them: no directory, or at the stop a directory that is full or
+//! failing, or a sender that overran the stop deadline and its grace. While the daemon runs, a
+//! full or failing directory makes it hold lines in memory and pause reading instead.
+
+pub mod policy;
+pub mod replay;
+pub mod spool;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, Keys};
+use crate::log;
+use crate::sender::{Job, Report};
+use crate::stats::Stats;
+use policy::{Disposal, Memory, Room, Schedule};
+use replay::{FileLines, Item};
+use spool::{NewFile, Spool, SpoolError};
+
+/// How often a warning about a full or failing directory is repeated.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+/// After the directory refused a spill, how long before trying again.
+const SPILL_PAUSE: Duration = Duration::from_secs(1);
+
+/// The limits replayed batches are made with, and the memory budget.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `--max-buffer-bytes`.
+    pub budget: u64,
+    /// How often kept lines are tried again after an error retrying could not fix.
+    pub retry_interval: Duration,
+    /// Records per request.
+    pub max_records: usize,
+    /// Data plus key bytes per request.
+    pub max_request_bytes: usize,
+    /// The longest line a record holds next to its key.
+    pub max_line: usize,
+}
+
+/// Where a job's records came from, and so where they go if they come back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Read from the input.
+    Live,
+    /// Held in memory after the directory refused them.
+    Held,
+    /// A spool file's lines, ending at this offset.
+    Replay { end: u64 },
+}
+
+#[derive(Debug)]
+struct InFlight {
+    lines: u64,
+    memory: u64,
+    origin: Origin,
+}
+
+/// The spool file being replayed.
+struct Replaying {
+    path: PathBuf,
+    lines: FileLines<File>,
+    /// Everything before this offset was delivered (or moved to `oversized/`).
+    delivered: u64,
+    /// The reader reached the end of the file.
+    read_all: bool,
+    /// A batch of this file is with the sender.
+    in_flight: bool,
+}
+
+/// An over-long line being streamed to `oversized/`.
+struct LongLine {
+    file: Option<NewFile>,
+    /// Why it is not being kept, once it is not.
+    refused: Option<String>,
+}
+
+/// The owner of every line not yet accepted.
+pub struct Backlog {
+    limits: Limits,
+    keys: Keys,
+    key_buf: Vec<u8>,
+    stats: Arc<Stats>,
+    spool: Option<Spool>,
+    /// Bytes of every batch owned: waiting, unsent, in flight, held.
+    memory: u64,
+    waiting: VecDeque<Batch>,
+    held: VecDeque<Batch>,
+    /// A job the sender's channel handed back, offered again first.
+    unsent: Option<Job>,
+    in_flight: HashMap<u64, InFlight>,
+    next_id: u64,
+    schedule: Schedule,
+    replaying: Option<Replaying>,
+    /// Files that could be neither read nor renamed aside; tried again after an interval.
+    unreadable: HashSet<PathBuf>,
+    /// Files delivered whole that could not be removed: never sent again.
+    delivered_files: HashSet<PathBuf>,
+    long: Option<LongLine>,
+    spill_paused_until: Option<Instant>,
+    warned_at: Option<Instant>,
+    stopping: bool,
+}
+
+impl Backlog {
+    /// A backlog; `keys` makes partition keys for replayed lines.
+    pub fn new(
+        limits: Limits,
+        keys: Keys,
+        spool: Option<Spool>,
+        stats: Arc<Stats>,
+        now: Instant,
+    ) -> Backlog {
+        let pending = spool
+            .as_ref()
+            .is_some_and(|s| s.pending_files().is_ok_and(|f| !f.is_empty()));
+        Backlog {
+            limits,
+            keys,
+            key_buf: Vec::new(),
+            stats,
+            spool,
+            memory: 0,
+            waiting: VecDeque::new(),
+            held: VecDeque::new(),
+            unsent: None,
+            in_flight: HashMap::new(),
+            next_id: 0,
+            schedule: Schedule::new(limits.retry_interval, pending, now),
+            replaying: None,
+            unreadable: HashSet::new(),
+            delivered_files: HashSet::new(),
+            long: None,
+            spill_paused_until: None,
+            warned_at: None,
+            stopping: false,
+        }
+    }
+
+    /// Bytes held in memory.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
+    /// Bytes in the failed-attempts directory.
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool.as_ref().map_or(0, Spool::used)
+    }
+
+    /// Whether anything waits to be offered to the sender.
+    pub fn has_waiting(&self) -> bool {
+        self.unsent.is_some() || !self.waiting.is_empty()
+    }
+
+    /// The next moment the backlog has something to do (a retry of kept lines, a spill).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        match (self.schedule.next(), self.spill_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn set_memory(&mut self, memory: u64) {
+        self.memory = memory;
+        self.stats.buffered_bytes.store(memory, Ordering::Relaxed);
+    }
+
+    /// Takes a sealed batch of lines read from the input.
+    pub fn push(&mut self, batch: Batch) {
+        self.set_memory(self.memory + batch.memory() as u64);
+        self.waiting.push_back(batch);
+    }
+
+    /// Whether a read of up to `need` bytes may go ahead, with `filling` bytes in the batch
+    /// being filled; spills waiting batches to disk when the policy says so.
+    pub fn room(&mut self, need: u64, filling: u64, sender_healthy: bool, now: Instant) -> bool {
+        loop {
+            let can_spill =
+                self.spool.is_some() && self.spill_paused_until.is_none_or(|until| now >= until);
+            let m = Memory {
+                held: self.memory + filling,
+                need,
+                budget: self.limits.budget,
+                waiting: self.waiting.len() + usize::from(self.unsent.is_some()),
+                sender_healthy,
+                can_spill,
+            };
+            match policy::room(&m) {
+                Room::Read => return true,
+                Room::Wait => return false,
+                Room::Spill => {
+                    if !self.spill_oldest(now) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the oldest waiting batch to disk; false if the directory refused it.
+    fn spill_oldest(&mut self, now: Instant) -> bool {
+        let Some(batch) = self.waiting.pop_front() else {
+            return false;
+        };
+        let spool = self.spool.as_ref().expect("spilling needs a directory");
+        match write_batch(spool, &batch) {
+            Ok(path) => {
+                Stats::add(&self.stats.lines_spooled, batch.len() as u64);
+                log!(
+                    Debug,
+                    "memory budget reached: kept {} lines in {}",
+                    batch.len(),
+                    path.display()
+                );
+                self.set_memory(self.memory - batch.memory() as u64);
+                self.schedule.kept(now);
+                true
+            }
+            Err(e) => {
+                self.waiting.push_front(batch);
+                self.spill_paused_until = Some(now + SPILL_PAUSE);
+                warn_limited(
+                &mut self.warned_at,
+                    now,
+                    format_args!("memory is full and the failed-attempts directory does not take more ({e}); reading paused, writers wait"),
+                );
+                false
+            }
+        }
+    }
+
+    /// The next job to offer the sender: a waiting batch, else (when due) a held batch or the
+    /// next batch of a spool file.
+    pub fn next_job(&mut self, now: Instant) -> Option<Job> {
+        if let Some(job) = self.unsent.take() {
+            return Some(job);
+        }
+        if let Some(batch) = self.waiting.pop_front() {
+            return Some(self.job(batch, Origin::Live));
+        }
+        if self.stopping || !self.schedule.due(now) {
+            return None;
+        }
+        if !self.held.is_empty() {
+            self.spool_held(now);
+            if let Some(batch) = self.held.pop_front() {
+                self.set_memory(self.memory - batch.memory() as u64);
+                self.schedule.later(now);
+                return Some(self.job(batch, Origin::Held));
+            }
+        }
+        if self.memory + 2 * self.limits.max_request_bytes as u64 > self.limits.budget {
+            return None;
+        }
+        self.next_replay_job(now)
+    }
+
+    /// A job the sender's channel did not take: offered again first.
+    pub fn put_back(&mut self, job: Job) {
+        debug_assert!(self.unsent.is_none());
+        self.unsent = Some(job);
+    }
+
+    fn job(&mut self, batch: Batch, origin: Origin) -> Job {
+        let id = self.next_id;
+        self.next_id += 1;
+        let memory = batch.memory() as u64;
+        if origin != Origin::Live {
+            self.set_memory(self.memory + memory);
+        }
+        self.in_flight.insert(
+            id,
+            InFlight {
+                lines: batch.len() as u64,
+                memory,
+                origin,
+            },
+        );
+        Job { id, batch }
+    }
+
+    /// Takes in how a job ended.
+    pub fn on_report(&mut self, report: Report, now: Instant) {
+        let Some(entry) = self.in_flight.remove(&report.id) else {
+            log!(
+                Error,
+                "a report for an unknown job {} was ignored",
+                report.id
+            );
+            return;
+        };
+        self.set_memory(self.memory.saturating_sub(entry.memory));
+        let finish = report.finish;
+        if finish.accepted > 0 {
+            self.schedule.accepted(now);
+        }
+        for line in &finish.oversized {
+            self.keep_oversized(line);
+        }
+        match entry.origin {
+            Origin::Replay { end } => self.replay_reported(end, finish, now),
+            Origin::Live | Origin::Held => {
+                if let Some(u) = finish.undelivered {
+                    if u.permanent {
+                        self.schedule.block(now);
+                    }
+                    log!(
+                        Debug,
+                        "{} lines came back undelivered ({})",
+                        u.batch.len(),
+                        u.reason
+                    );
+                    self.set_aside(u.batch, &u.reason, now);
+                }
+            }
+        }
+    }
+
+    /// Keeps handed-back lines: on disk, else in memory, else counted as lost.
+    fn set_aside(&mut self, batch: Batch, reason: &str, now: Instant) {
+        let n = batch.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let written = self.spool.as_ref().map(|s| write_batch(s, &batch));
+        let took = matches!(written, Some(Ok(_)));
+        match policy::dispose(self.spool.is_some(), took, self.stopping) {
+            Disposal::Spool => {
+                Stats::add(&self.stats.lines_spooled, n);
+                if let Some(Ok(path)) = written {
+                    log!(
+                        Debug,
+                        "kept {n} undelivered lines in {} ({reason})",
+                        path.display()
+                    );
+                }
+                self.schedule.kept(now);
+            }
+            Disposal::Hold => {
+                let e = written.and_then(Result::err).map(|e| e.to_string());
+                warn_limited(
+                &mut self.warned_at,
+                    now,
+                    format_args!(
+                        "cannot keep {n} undelivered lines in the failed-attempts directory ({}); holding them in memory and trying again every {:?}",
+                        e.unwrap_or_default(),
+                        self.limits.retry_interval
+                    ),
+                );
+                self.set_memory(self.memory + batch.memory() as u64);
+                self.held.push_back(batch);
+                self.schedule.kept(now);
+            }
+            Disposal::Lose => {
+                self.lose(n);
+                match written {
+                    Some(Err(e)) => log!(
+                        Error,
+                        "dropped {n} lines: could not keep them in the failed-attempts directory: {e} ({reason})"
+                    ),
+                    _ => log!(
+                        Error,
+                        "dropped {n} lines ({reason}); set --failed-attempts-dir to keep them"
+                    ),
+                }
+            }
+        }
+    }
+
+    fn lose(&mut self, lines: u64) {
+        Stats::add(&self.stats.lines_dropped, lines);
+    }
+
+    /// Writes held batches to disk while the directory takes them.
+    fn spool_held(&mut self, now: Instant) {
+        let Some(spool) = &self.spool else { return };
+        let _ = spool.ensure_dirs();
+        while let Some(batch) = self.held.front() {
+            match write_batch(spool, batch) {
+                Ok(path) => {
+                    Stats::add(&self.stats.lines_spooled, batch.len() as u64);
+                    log!(
+                        Info,
+                        "kept {} held lines in {}",
+                        batch.len(),
+                        path.display()
+                    );
+                    let batch = self.held.pop_front().expect("front exists");
+                    self.memory -= batch.memory() as u64;
+                    self.schedule.kept(now);
+                }
+                Err(_) => break,
+            }
+        }
+        self.set_memory(self.memory);
+    }
+
+    /// Keeps one line too long for a record in `oversized/`, or counts it as lost.
+    fn keep_oversized(&mut self, line: &[u8]) {
+        let kept = self.spool.as_ref().map(|s| {
+            let _ = s.ensure_dirs();
+            s.begin_oversized().and_then(|mut f| {
+                s.write_reserved(&mut f, line)?;
+                s.commit_oversized(f)
+            })
+        });
+        match kept {
+            Some(Ok(path)) => {
+                Stats::add(&self.stats.lines_spooled, 1);
+                log!(
+                    Info,
+                    "kept a line of {} bytes in {}",
+                    line.len(),
+                    path.display()
+                );
+            }
+            Some(Err(e)) => {
+                self.lose(1);
+                log!(Error, "dropped a line of {} bytes: {e}", line.len());
+            }
+            None => {
+                self.lose(1);
+                log!(Error, "dropped a line of {} bytes that no record can hold; set --failed-attempts-dir to keep such lines", line.len());
+            }
+        }
+    }
+
+    /// The start of a line too long for a record, read from the input.
+    pub fn long_start(&mut self, bytes: &[u8], now: Instant) {
+        let mut long = LongLine {
+            file: None,
+            refused: None,
+        };
+        match &self.spool {
+            None => long.refused = Some("no --failed-attempts-dir is set".into()),
+            Some(s) => match s
+                .ensure_dirs()
+                .map_err(SpoolError::Io)
+                .and_then(|()| s.begin_oversized())
+            {
+                Ok(f) => long.file = Some(f),
+                Err(e) => long.refused = Some(e.to_string()),
+            },
+        }
+        self.long = Some(long);
+        self.long_more(bytes, now);
+    }
+
+    /// More of that line; past the cap, the rest of it is not kept.
+    pub fn long_more(&mut self, bytes: &[u8], now: Instant) {
+        let (Some(long), Some(spool)) = (self.long.as_mut(), self.spool.as_ref()) else {
+            return;
+        };
+        let Some(file) = long.file.as_mut() else {
+            return;
+        };
+        if let Err(e) = spool.write_reserved(file, bytes) {
+            let file = long.file.take().expect("checked above");
+            let why = e.to_string();
+            let kept = if file.written() > 0 {
+                spool.keep_partial(file).ok()
+            } else {
+                spool.abandon(file);
+                None
+            };
+            let partial = kept.map_or(String::new(), |p| {
+                format!("; its first part is in {}", p.display())
+            });
+            warn_limited(
+                &mut self.warned_at,
+                now,
+                format_args!(
+                    "an over-long line cannot be kept ({why}): the rest of it is dropped{partial}"
+                ),
+            );
+            long.refused = Some(why);
+        }
+    }
+
+    /// That line ended, `len` bytes long.
+    pub fn long_end(&mut self, len: u64, limit: usize) {
+        Stats::add(&self.stats.oversized_lines, 1);
+        let Some(long) = self.long.take() else { return };
+        let kept = match (long.file, &self.spool) {
+            (Some(file), Some(spool)) => spool.commit_oversized(file).map_err(|e| e.to_string()),
+            _ => Err(long
+                .refused
+                .unwrap_or_else(|| "it could not be written".into())),
+        };
+        match kept {
+            Ok(path) => {
+                Stats::add(&self.stats.lines_spooled, 1);
+                log!(Warn, "a line of {len} bytes is longer than the {limit} bytes a record leaves for data; kept it in {}", path.display());
+            }
+            Err(why) => {
+                self.lose(1);
+                log!(Warn, "dropped a line of {len} bytes, longer than the {limit} bytes a record leaves for data ({why})");
+            }
+        }
+    }
+
+    /// The daemon is stopping: no more replays or retries of held lines.
+    pub fn begin_stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The sender finished at the stop: keeps on disk everything not delivered (what waits,
+    /// what is held), counting as lost what the directory does not take.
+    pub fn finish_stop(&mut self, now: Instant) {
+        self.stopping = true;
+        let mut left: Vec<Batch> = Vec::new();
+        if let Some(job) = self.unsent.take() {
+            if let Some(entry) = self.in_flight.remove(&job.id) {
+                if !matches!(entry.origin, Origin::Replay { .. }) {
+                    left.push(job.batch);
+                }
+            }
+        }
+        left.extend(self.waiting.drain(..));
+        left.extend(self.held.drain(..));
+        for batch in left {
+            self.set_aside(batch, "stopping", now);
+        }
+        self.set_memory(0);
+    }
+
+    /// The sender overran the stop: the lines it still has are lost (those of a spool file
+    /// stay in the file). Returns how many were lost.
+    pub fn abandon_in_flight(&mut self) -> u64 {
+        let lost: u64 = self
+            .in_flight
+            .values()
+            .filter(|e| !matches!(e.origin, Origin::Replay { .. }))
+            .map(|e| e.lines)
+            .sum();
+        self.in_flight.clear();
+        self.lose(lost);
+        lost
+    }
+
+    /// Makes a job from the next lines of the oldest spool file.
+    fn next_replay_job(&mut self, now: Instant) -> Option<Job> {
+        if self.replaying.as_ref().is_some_and(|r| r.in_flight) {
+            return None;
+        }
+        if self.replaying.is_none() && !self.open_next_file(now) {
+            return None;
+        }
+        match self.replay_batch() {
+            Ok(Some((batch, end))) => {
+                if let Some(r) = self.replaying.as_mut() {
+                    r.in_flight = true;
+                }
+                Some(self.job(batch, Origin::Replay { end }))
+            }
+            Ok(None) => {
+                // Nothing left to send in this file.
+                self.finish_file(now);
+                self.schedule.continue_now(now);
+                None
+            }
+            Err(e) => {
+                let path = self.replaying.take().map(|r| r.path).unwrap_or_default();
+                self.unreadable_file(path, &e, now);
+                None
+            }
+        }
+    }
+
+    /// Opens the oldest file to replay; false if there is none (or none can be opened now).
+    fn open_next_file(&mut self, now: Instant) -> bool {
+        let Some(spool) = &self.spool else {
+            self.schedule.idle();
+            return false;
+        };
+        let files = match spool.pending_files() {
+            Ok(f) => f,
+            Err(e) => {
+                log!(Error, "cannot list {}: {e}", spool.dir().display());
+                self.schedule.later(now);
+                return false;
+            }
+        };
+        let mut bad = Vec::new();
+        let mut opened = None;
+        for path in files {
+            if self.delivered_files.contains(&path) {
+                if spool.remove(&path).is_ok() {
+                    self.delivered_files.remove(&path);
+                }
+                continue;
+            }
+            if self.unreadable.contains(&path) {
+                continue;
+            }
+            match open_at_progress(spool, &path, self.limits.max_line) {
+                Ok(lines) => {
+                    opened = Some((path, lines));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => bad.push((path, e)),
+            }
+        }
+        for (path, e) in bad {
+            self.unreadable_file(path, &e, now);
+        }
+        if let Some((path, lines)) = opened {
+            let delivered = lines.offset();
+            self.replaying = Some(Replaying {
+                path,
+                lines,
+                delivered,
+                read_all: false,
+                in_flight: false,
+            });
+            return true;
+        }
+        if self.unreadable.is_empty() && self.delivered_files.is_empty() {
+            self.schedule.idle();
+        } else {
+            // Try those again later, without spinning.
+            self.unreadable.clear();
+            self.schedule.block(now);
+        }
+        false
+    }
+
+    /// A file that cannot be read: renamed aside, or if even that fails, skipped for now.
+    fn unreadable_file(&mut self, path: PathBuf, e: &io::Error, now: Instant) {
+        let Some(spool) = &self.spool else { return };
+        match spool.set_aside_unreadable(&path) {
+            Ok(bad) => log!(
+                Error,
+                "cannot read failed-attempts file {}: {e}; renamed it to {}",
+                path.display(),
+                bad.display()
+            ),
+            Err(e2) => {
+                if self.unreadable.insert(path.clone()) {
+                    log!(
+                        Error,
+                        "cannot read failed-attempts file {}: {e}, nor rename it aside: {e2}; skipping it",
+                        path.display()
+                    );
+                }
+                self.schedule.later(now);
+            }
+        }
+    }
+
+    /// The next batch of the file being replayed, with the offset just past it; lines too long
+    /// for a record are moved to `oversized/` on the way. `None` at the end of the file.
+    fn replay_batch(&mut self) -> io::Result<Option<(Batch, u64)>> {
+        let limits = self.limits;
+        let key_len = self.keys.key_len();
+        let r = self.replaying.as_mut().expect("a file is open");
+        let spool = self.spool.as_ref().expect("replay needs a directory");
+        let mut batch = Batch::new();
+        let mut end = r.lines.offset();
+        while batch.len() < limits.max_records {
+            let room = limits
+                .max_request_bytes
+                .saturating_sub(batch.size() + key_len)
+                .min(limits.max_line);
+            match r.lines.next_if(room)? {
+                None => break,
+                Some(Item::Line { line, end: e }) => {
+                    self.key_buf.clear();
+                    self.keys.fill(&mut self.key_buf);
+                    batch.push(line, &self.key_buf);
+                    end = e;
+                }
+                Some(Item::LongPiece(piece)) => {
+                    if self.long.as_ref().is_none_or(|l| l.file.is_none()) {
+                        self.long = Some(LongLine {
+                            file: spool.begin_oversized().ok(),
+                            refused: None,
+                        });
+                    }
+                    if let Some(f) = self.long.as_mut().and_then(|l| l.file.as_mut()) {
+                        spool.write_moved(f, piece)?;
+                    }
+                }
+                Some(Item::LongEnd { len, end: e }) => {
+                    let file = self.long.take().and_then(|l| l.file);
+                    let file =
+                        file.ok_or_else(|| io::Error::other("cannot create a file in oversized/"))?;
+                    let path = spool
+                        .commit_oversized(file)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    Stats::add(&self.stats.oversized_lines, 1);
+                    log!(Warn, "a replayed line of {len} bytes is longer than the {} bytes a record leaves for data; moved it to {}", limits.max_line, path.display());
+                    end = e;
+                }
+                Some(Item::End) => {
+                    r.read_all = true;
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            if end > r.delivered {
+                // Only over-long lines were passed: they are kept, so the file moves on.
+                r.delivered = end;
+                spool.set_progress(&r.path, end)?;
+            }
+            if r.read_all {
+                return Ok(None);
+            }
+        }
+        Ok(Some((batch, end)))
+    }
+
+    /// A replayed batch came back.
+    fn replay_reported(&mut self, end: u64, finish: crate::delivery::Finish, now: Instant) {
+        Stats::add(&self.stats.lines_replayed, finish.accepted);
+        let Some(r) = self.replaying.as_mut() else {
+            return;
+        };
+        r.in_flight = false;
+        match finish.undelivered {
+            None => {
+                r.delivered = end;
+                let (path, read_all) = (r.path.clone(), r.read_all);
+                if let Some(spool) = &self.spool {
+                    if let Err(e) = spool.set_progress(&path, end) {
+                        log!(
+                            Warn,
+                            "cannot record replay progress of {}: {e}",
+                            path.display()
+                        );
+                    }
+                }
+                if read_all {
+                    self.finish_file(now);
+                }
+                self.schedule.continue_now(now);
+            }
+            Some(u) => {
+                // The file still holds them: read again from what was delivered, later.
+                log!(
+                    Debug,
+                    "{} replayed lines came back undelivered ({}); they stay in {}",
+                    u.batch.len(),
+                    u.reason,
+                    r.path.display()
+                );
+                self.replaying = None;
+                if u.permanent {
+                    self.schedule.block(now);
+                } else {
+                    self.schedule.later(now);
+                }
+            }
+        }
+    }
+
+    /// The open file was delivered whole: remove it (or remember it, if that fails).
+    fn finish_file(&mut self, now: Instant) {
+        let Some(r) = self.replaying.take() else {
+            return;
+        };
+        let Some(spool) = &self.spool else { return };
+        match spool.remove(&r.path) {
+            Ok(()) => log!(Debug, "replayed {}", r.path.display()),
+            Err(e) => {
+                log!(
+                    Error,
+                    "cannot remove the delivered file {}: {e}; it will not be sent again",
+                    r.path.display()
+                );
+                self.delivered_files.insert(r.path);
+                self.schedule.later(now);
+            }
+        }
+    }
+}
+
+/// Logs a warning at most every [`WARN_EVERY`].
+fn warn_limited(warned_at: &mut Option<Instant>, now: Instant, what: std::fmt::Arguments<'_>) {
+    if warned_at.is_none_or(|at| now >= at + WARN_EVERY) {
+        *warned_at = Some(now);
+        log::write(log::Level::Warn, what);
+    }
+}
+
+/// Writes a batch to the directory, recreating it if it was removed.
+fn write_batch(spool: &Spool, batch: &Batch) -> Result<PathBuf, SpoolError> {
+    match spool.write_batch(batch) {
+        Err(SpoolError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+            log!(
+                Warn,
+                "the failed-attempts directory {} was removed; creating it again",
+                spool.dir().display()
+            );
+            spool.ensure_dirs()?;
+            spool.write_batch(batch)
+        }
+        other => other,
+    }
+}
+
+/// Opens a spool file where its replay left off. A progress record that does not point just
+/// past a newline inside the file is ignored: the file is sent from the start (duplicates
+/// rather than loss).
+fn open_at_progress(
+    spool: &Spool,
+    path: &std::path::Path,
+    max_line: usize,
+) -> io::Result<FileLines<File>> {
+    let mut f = spool::open_regular(path)?;
+    let len = f.metadata()?.len();
+    let mut offset = spool.progress(path);
+    if offset > 0 {
+        let mut byte = [0u8];
+        let valid =
+            offset <= len && f.read_exact_at(&mut byte, offset - 1).is_ok() && byte[0] == b'\n';
+        if !valid {
+            log!(Warn, "ignoring the replay progress of {}: it does not end a line; sending the file from the start", path.display());
+            offset = 0;
+        }
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(FileLines::new(f, offset, max_line))
+}

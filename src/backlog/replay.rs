@@ -1,0 +1,285 @@
+//! Reading a spool file back, a batch at a time, without holding the file in memory.
+//!
+//! [`FileLines`] reads a file in chunks and hands out its lines (the pieces between `\n`; the
+//! last one may be unterminated, as the Go tool wrote them; empty ones are skipped) with the
+//! byte offset just past each, so that how far delivery got can be recorded as an offset at a
+//! line boundary. A line longer than `max_line` is never held: it is passed on in pieces, to be
+//! moved to `oversized/`. Memory stays at one read buffer plus one line of at most `max_line`.
+
+use std::io::{self, Read};
+
+/// The most read from the file at once.
+const CHUNK: usize = 64 * 1024;
+
+/// What the reader found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A line of at most `max_line` bytes; `end` is the offset just past it (and its `\n`).
+    Line {
+        /// The line, without its `\n`.
+        line: &'a [u8],
+        /// The offset just past the line.
+        end: u64,
+    },
+    /// A piece of a line longer than `max_line`; more follow, then [`Item::LongEnd`].
+    LongPiece(&'a [u8]),
+    /// The long line ended; `end` is the offset just past it.
+    LongEnd {
+        /// Its length.
+        len: u64,
+        /// The offset just past it.
+        end: u64,
+    },
+    /// The end of the file.
+    End,
+}
+
+/// The lines of a file, read in chunks.
+#[derive(Debug)]
+pub struct FileLines<R> {
+    source: R,
+    max_line: usize,
+    buf: Vec<u8>,
+    /// Unread bytes are `buf[start..]`.
+    start: usize,
+    /// The file offset of `buf[start]`.
+    offset: u64,
+    eof: bool,
+    /// In a long line: its length so far.
+    long: Option<u64>,
+}
+
+impl<R: Read> FileLines<R> {
+    /// Reads `source`, whose first byte is at `offset` in the file.
+    pub fn new(source: R, offset: u64, max_line: usize) -> Self {
+        FileLines {
+            source,
+            max_line,
+            buf: Vec::new(),
+            start: 0,
+            offset,
+            eof: false,
+            long: None,
+        }
+    }
+
+    /// The offset of the first byte not yet handed out.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next line that is at most `fits` bytes long, if the next line is short enough,
+    /// without consuming it otherwise: `Ok(None)` means the next item is a line longer than
+    /// `fits` (but not over `max_line`), left for the next batch.
+    pub fn next_if(&mut self, fits: usize) -> io::Result<Option<Item<'_>>> {
+        loop {
+            if let Some(len) = self.long {
+                return self.continue_long(len).map(Some);
+            }
+            let unread = &self.buf[self.start..];
+            if let Some(nl) = memchr::memchr(b'\n', unread) {
+                if nl == 0 {
+                    self.consume(1);
+                    continue;
+                }
+                if nl > self.max_line {
+                    self.long = Some(0);
+                    continue;
+                }
+                if nl > fits {
+                    return Ok(None);
+                }
+                return Ok(Some(self.take_line(nl, 1)));
+            }
+            if unread.len() > self.max_line {
+                self.long = Some(0);
+                continue;
+            }
+            if self.eof {
+                if unread.is_empty() {
+                    return Ok(Some(Item::End));
+                }
+                if unread.len() > fits {
+                    return Ok(None);
+                }
+                let n = unread.len();
+                return Ok(Some(self.take_line(n, 0)));
+            }
+            self.fill()?;
+        }
+    }
+
+    fn take_line(&mut self, len: usize, terminator: usize) -> Item<'_> {
+        let at = self.start;
+        self.consume(len + terminator);
+        Item::Line {
+            line: &self.buf[at..at + len],
+            end: self.offset,
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.offset += n as u64;
+    }
+
+    /// Hands out what is buffered of a long line, up to its newline or the end of the file.
+    fn continue_long(&mut self, len: u64) -> io::Result<Item<'_>> {
+        if self.start == self.buf.len() && !self.eof {
+            self.fill()?;
+        }
+        let unread = &self.buf[self.start..];
+        match memchr::memchr(b'\n', unread) {
+            Some(0) => {
+                self.consume(1);
+                self.long = None;
+                Ok(Item::LongEnd {
+                    len,
+                    end: self.offset,
+                })
+            }
+            Some(n) => Ok(self.long_piece(n, len)),
+            None if unread.is_empty() => {
+                self.long = None;
+                Ok(Item::LongEnd {
+                    len,
+                    end: self.offset,
+                })
+            }
+            None => Ok(self.long_piece(unread.len(), len)),
+        }
+    }
+
+    fn long_piece(&mut self, n: usize, len: u64) -> Item<'_> {
+        let at = self.start;
+        self.consume(n);
+        self.long = Some(len + n as u64);
+        Item::LongPiece(&self.buf[at..at + n])
+    }
+
+    /// Reads another chunk, keeping the unread bytes.
+    fn fill(&mut self) -> io::Result<()> {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let have = self.buf.len();
+        self.buf.resize(have + CHUNK, 0);
+        let n = loop {
+            match self.source.read(&mut self.buf[have..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(have + n);
+        if n == 0 {
+            self.eof = true;
+        }
+        if self.buf.capacity() > 4 * (self.max_line + CHUNK) {
+            self.buf.shrink_to(self.max_line + 2 * CHUNK);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads everything, in reads of at most `chunk` bytes, as (lines, long lines, end).
+    fn read_all(data: &[u8], chunk: usize, max_line: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = FileLines::new(Trickle(data, chunk), 0, max_line);
+        let (mut lines, mut longs, mut long) = (Vec::new(), Vec::new(), Vec::new());
+        loop {
+            match r.next_if(usize::MAX).unwrap().unwrap() {
+                Item::Line { line, end } => {
+                    assert!(end as usize <= data.len());
+                    lines.push(line.to_vec());
+                }
+                Item::LongPiece(p) => long.extend_from_slice(p),
+                Item::LongEnd { len, .. } => {
+                    assert_eq!(len as usize, long.len());
+                    longs.push(std::mem::take(&mut long));
+                }
+                Item::End => return (lines, longs),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_the_same_lines_in_every_chunk_size() {
+        let data = b"one\n\ntwo\nthree-is-long\nfour\nlast-unterminated";
+        for chunk in 1..=data.len() {
+            let (lines, longs) = read_all(data, chunk, 8);
+            assert_eq!(
+                lines,
+                [&b"one"[..], b"two", b"four"].map(<[u8]>::to_vec),
+                "chunk {chunk}"
+            );
+            assert_eq!(
+                longs,
+                vec![b"three-is-long".to_vec(), b"last-unterminated".to_vec()]
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_that_does_not_fit_is_left_for_the_next_batch_and_offsets_are_line_ends() {
+        let data = b"aa\nbbbb\ncc";
+        let mut r = FileLines::new(&data[..], 0, 100);
+        assert_eq!(
+            r.next_if(3).unwrap(),
+            Some(Item::Line {
+                line: b"aa",
+                end: 3
+            })
+        );
+        assert_eq!(r.next_if(3).unwrap(), None, "bbbb does not fit");
+        assert_eq!(r.offset(), 3);
+        assert_eq!(
+            r.next_if(10).unwrap(),
+            Some(Item::Line {
+                line: b"bbbb",
+                end: 8
+            })
+        );
+        assert_eq!(
+            r.next_if(10).unwrap(),
+            Some(Item::Line {
+                line: b"cc",
+                end: 10
+            })
+        );
+        assert_eq!(r.next_if(10).unwrap(), Some(Item::End));
+    }
+
+    #[test]
+    fn memory_stays_bounded_for_a_huge_line() {
+        let data = vec![b'x'; 10 * 1024 * 1024];
+        let mut r = FileLines::new(&data[..], 0, 1000);
+        let mut total = 0;
+        loop {
+            match r.next_if(usize::MAX).unwrap().unwrap() {
+                Item::LongPiece(p) => total += p.len(),
+                Item::LongEnd { len, .. } => {
+                    assert_eq!(len as usize, total);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(r.buf.capacity() <= 4 * (1000 + CHUNK) + CHUNK);
+        }
+        assert_eq!(total, data.len());
+    }
+}
