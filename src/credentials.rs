@@ -177,6 +177,9 @@ enum Request {
     Invalidate,
 }
 
+/// How long a wait for a fetch lasts before the stop deadline is looked at again.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
 /// Credentials this close to expiry (or closer) are always asked of the inner provider, which
 /// refreshes them ahead of time.
 const SERVE_COPY_UNTIL: Duration = Duration::from_secs(2 * REFRESH_AHEAD.as_secs());
@@ -226,18 +229,30 @@ impl Provider for Bounded {
             })?;
             self.asked = true;
         }
-        let answer = match self.stop.deadline() {
-            None => self.answers.recv().map_err(|_| ()),
-            Some(d) => self
-                .answers
-                .recv_timeout(d.saturating_duration_since(std::time::Instant::now()))
-                .map_err(|_| ()),
-        };
-        let Ok(answer) = answer else {
-            return Err(CredentialsError::new(
-                "credentials",
-                "no credentials before the stop deadline",
-            ));
+        // Waits in slices, so that a stop that comes while waiting is seen.
+        let answer = loop {
+            let slice = self.stop.bound(WAIT_SLICE);
+            match self.answers.recv_timeout(slice) {
+                Ok(answer) => break answer,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(CredentialsError::new(
+                        "credentials",
+                        "the credentials thread ended",
+                    ))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if self
+                        .stop
+                        .deadline()
+                        .is_some_and(|d| std::time::Instant::now() >= d) =>
+                {
+                    return Err(CredentialsError::new(
+                        "credentials",
+                        "no credentials before the stop deadline",
+                    ))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         };
         self.asked = false;
         if let Ok(c) = &answer {

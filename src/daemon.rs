@@ -44,6 +44,9 @@ const WAKER: Token = Token(2);
 
 /// Bytes asked for by each read of the input.
 const READ_SIZE: usize = 64 * 1024;
+/// How often the FIFO's path is checked (removed or replaced), and a path that cannot be
+/// opened is tried again.
+const PATH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long after the stop deadline the loop waits for the sender thread to finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -96,6 +99,12 @@ struct Daemon {
     next_report: Option<Instant>,
     /// Whether the last metrics file write failed (so the failure is logged once).
     metrics_failing: bool,
+    /// When the FIFO's path is next checked (FIFO input only).
+    path_check_at: Option<Instant>,
+    /// The input is detached: its writers hung up and the path could not be opened again.
+    detached: bool,
+    /// The last problem with the path that was logged (logged again only when it changes).
+    path_problem: Option<String>,
 }
 
 /// Runs the daemon until it is stopped.
@@ -178,7 +187,13 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
         next_report: first_report,
         metrics_failing: false,
+        path_check_at: None,
+        detached: false,
+        path_problem: None,
     };
+    if daemon.input.path().is_some() {
+        daemon.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
+    }
     daemon.write_metrics(&daemon.snapshot());
     daemon.run(&mut poll)
 }
@@ -228,6 +243,7 @@ impl Daemon {
                 self.intake.batcher.deadline(),
                 self.next_report,
                 self.intake.backlog.deadline(),
+                self.path_check_at,
             ]
             .into_iter()
             .flatten()
@@ -243,8 +259,12 @@ impl Daemon {
             return Err(io::Error::other("the sender thread ended unexpectedly"));
         }
         if self.stopping.is_none() {
-            if self.input_ready {
+            if self.input_ready && !self.detached {
                 self.read_input(poll)?;
+            }
+            if self.path_check_at.is_some_and(|at| Instant::now() >= at) {
+                self.check_path(poll)?;
+                self.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
             }
             if let Some(b) = self.intake.batcher.take_due(Instant::now()) {
                 log!(Debug, "flush interval passed: flushing {} records", b.len());
@@ -300,7 +320,7 @@ impl Daemon {
 
     /// Reads until `WouldBlock`, or until the memory budget says to pause.
     fn read_input(&mut self, poll: &Poll) -> io::Result<()> {
-        while self.stopping.is_none() && self.make_room() {
+        while self.stopping.is_none() && !self.detached && self.make_room() {
             match self.input.read(&mut self.buf) {
                 Ok(ReadOutcome::Data(n)) => {
                     Stats::add(&self.stats.bytes_read, n as u64);
@@ -334,13 +354,61 @@ impl Daemon {
             self.begin_stop();
             return Ok(());
         }
-        self.input
-            .reopen(poll.registry(), INPUT)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Stats::add(&self.stats.fifo_reopens, 1);
-        log!(Debug, "last writer hung up; reopened the named pipe");
-        self.input_ready = true;
+        match self.input.reopen(poll.registry(), INPUT) {
+            Ok(()) => {
+                Stats::add(&self.stats.fifo_reopens, 1);
+                log!(Debug, "last writer hung up; reopened the named pipe");
+                self.input_ready = true;
+            }
+            Err(e) => {
+                // Carry on with what was read; try the path again every second.
+                self.input.detach(poll.registry());
+                self.detached = true;
+                self.input_ready = false;
+                self.path_trouble(format!(
+                    "{e}; delivering what was read and trying again every {PATH_CHECK_EVERY:?}"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Notices a FIFO path that was removed or replaced, without waiting for SIGHUP: what is
+    /// left in the pipe being read is read first, then the path is opened again (a missing
+    /// FIFO is created). A path that is not a FIFO now is tried again every second; meanwhile
+    /// the pipe already open is read as long as it has writers.
+    fn check_path(&mut self, poll: &Poll) -> io::Result<()> {
+        if !self.detached && self.input.path_is_current() {
+            return Ok(());
+        }
+        if !self.detached {
+            self.read_input(poll)?;
+            if self.stopping.is_some() {
+                return Ok(());
+            }
+        }
+        match self.input.reopen(poll.registry(), INPUT) {
+            Ok(()) => {
+                Stats::add(&self.stats.fifo_reopens, 1);
+                if let Some(p) = self.input.path() {
+                    log!(Info, "the named pipe {} was removed or replaced: reading it anew", p.display());
+                }
+                self.detached = false;
+                self.path_problem = None;
+                self.input_ready = true;
+            }
+            Err(e) if self.detached => self.path_trouble(format!("{e}; trying again every {PATH_CHECK_EVERY:?}")),
+            Err(e) => self.path_trouble(format!("{e}; still reading the pipe already open and trying again every {PATH_CHECK_EVERY:?}")),
+        }
+        Ok(())
+    }
+
+    /// Logs a problem with the FIFO's path once, until it changes.
+    fn path_trouble(&mut self, what: String) {
+        if self.path_problem.as_deref() != Some(what.as_str()) {
+            log!(Warn, "{what}");
+            self.path_problem = Some(what);
+        }
     }
 
     /// At a stop, reads the rest of a line the last read cut in two, a byte at a time, so
@@ -385,7 +453,10 @@ impl Daemon {
                 Signal::SIGHUP if self.input.path().is_some() && self.stopping.is_none() => {
                     log!(Info, "received SIGHUP: reopening the named pipe");
                     match self.input.reopen(poll.registry(), INPUT) {
-                        Ok(()) => Stats::add(&self.stats.fifo_reopens, 1),
+                        Ok(()) => {
+                            Stats::add(&self.stats.fifo_reopens, 1);
+                            self.detached = false;
+                        }
                         Err(e) => log!(Error, "reopening on SIGHUP failed: {e}"),
                     }
                     self.input_ready = true;

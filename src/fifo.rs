@@ -149,6 +149,26 @@ impl Input {
         }
     }
 
+    /// Whether the path still names the pipe being read: false once it was removed, or
+    /// replaced by another file (a new FIFO, a regular file, a symlink, a directory).
+    pub fn path_is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(path) = &self.path else {
+            return true;
+        };
+        match (std::fs::metadata(path), self.file.metadata()) {
+            (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
+            _ => false,
+        }
+    }
+
+    /// Stops watching the current descriptor (its writers are gone and the path cannot be
+    /// opened now); [`Input::reopen`] watches a new one.
+    pub fn detach(&mut self, registry: &Registry) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        let _ = registry.deregister(&mut SourceFd(&fd));
+    }
+
     /// Notes that `poll` reported the writer side closed.
     pub fn saw_hangup(&mut self) {
         self.seen_writer = true;
