@@ -269,7 +269,11 @@ impl Backlog {
                 return Some(self.job(batch, Origin::Held));
             }
         }
-        if self.memory + 2 * self.limits.max_request_bytes as u64 > self.limits.budget {
+        // A replayed batch takes up to a request's worth of memory; with nothing else held it
+        // may always go, so replay cannot stall on a small budget.
+        if self.memory > 0
+            && self.memory + self.limits.max_request_bytes as u64 > self.limits.budget
+        {
             return None;
         }
         self.next_replay_job(now)
@@ -843,4 +847,195 @@ fn open_at_progress(
     }
     f.seek(SeekFrom::Start(offset))?;
     Ok(FileLines::new(f, offset, max_line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::{Finish, Undelivered};
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("f2k-backlog-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn limits(budget: u64) -> Limits {
+        Limits {
+            budget,
+            retry_interval: Duration::from_secs(10),
+            max_records: 500,
+            max_request_bytes: 1 << 20,
+            max_line: 1000,
+        }
+    }
+
+    fn batch(tag: &str, n: usize) -> Batch {
+        let mut b = Batch::new();
+        for i in 0..n {
+            b.push(format!("{tag}{i:-<60}").as_bytes(), b"");
+        }
+        b
+    }
+
+    fn backlog(dir: Option<&PathBuf>, cap: u64, budget: u64, t0: Instant) -> (Backlog, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let spool = dir.map(|d| Spool::open(d, cap).unwrap());
+        let b = Backlog::new(limits(budget), Keys::None, spool, Arc::clone(&stats), t0);
+        (b, stats)
+    }
+
+    fn lines_on_disk(dir: &PathBuf) -> usize {
+        let spool = Spool::open(dir, u64::MAX).unwrap();
+        spool
+            .pending_files()
+            .unwrap()
+            .iter()
+            .map(|p| spool::split_lines(&std::fs::read(p).unwrap()).len())
+            .sum()
+    }
+
+    fn undelivered(job: &Job, permanent: bool) -> Report {
+        Report {
+            id: job.id,
+            finish: Finish {
+                accepted: 0,
+                oversized: Vec::new(),
+                undelivered: Some(Undelivered {
+                    batch: job.batch.clone(),
+                    reason: "TestError".into(),
+                    permanent,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn spills_the_oldest_waiting_batch_when_the_sender_is_stuck() {
+        let t0 = Instant::now();
+        let dir = temp("spill");
+        let (mut b, stats) = backlog(Some(&dir), 1 << 20, 20_000, t0);
+        for i in 0..4 {
+            b.push(batch(&format!("b{i}-"), 100));
+        }
+        assert!(b.memory() > 20_000 - 1000);
+        assert!(!b.room(1000, 0, true, t0), "a healthy sender is waited for");
+        assert_eq!(lines_on_disk(&dir), 0);
+        assert!(
+            b.room(1000, 0, false, t0),
+            "a stuck one: spill until a read fits"
+        );
+        assert!(b.memory() + 1000 <= 20_000);
+        assert!(lines_on_disk(&dir) >= 100);
+        assert_eq!(
+            Stats::get(&stats.lines_spooled) as usize,
+            lines_on_disk(&dir)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn waits_when_nothing_can_be_spilled() {
+        let t0 = Instant::now();
+        let (mut b, _) = backlog(None, 0, 2_000, t0);
+        b.push(batch("x", 100));
+        assert!(!b.room(1000, 0, false, t0));
+        assert!(b.has_waiting(), "nothing was dropped");
+    }
+
+    #[test]
+    fn a_permanent_error_sets_lines_aside_and_blocks_replay_for_an_interval() {
+        let t0 = Instant::now();
+        let dir = temp("aside");
+        let (mut b, stats) = backlog(Some(&dir), 1 << 20, 1 << 20, t0);
+        b.push(batch("p", 3));
+        let job = b.next_job(t0).unwrap();
+        b.on_report(undelivered(&job, true), t0);
+        assert_eq!(lines_on_disk(&dir), 3);
+        assert_eq!(Stats::get(&stats.lines_spooled), 3);
+        assert_eq!(b.memory(), 0);
+        assert!(b.next_job(t0 + Duration::from_secs(9)).is_none(), "blocked");
+        let replay = b
+            .next_job(t0 + Duration::from_secs(10))
+            .expect("due after the interval");
+        assert_eq!(replay.batch.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lines_the_directory_refuses_are_held_in_memory_and_retried() {
+        let t0 = Instant::now();
+        let dir = temp("hold");
+        let (mut b, stats) = backlog(Some(&dir), 4, 1 << 20, t0);
+        b.push(batch("held", 3));
+        let job = b.next_job(t0).unwrap();
+        b.on_report(undelivered(&job, true), t0);
+        assert_eq!(lines_on_disk(&dir), 0, "the cap refused them");
+        assert!(b.memory() > 0, "held in memory");
+        assert_eq!(Stats::get(&stats.lines_dropped), 0);
+        assert!(b.next_job(t0 + Duration::from_secs(1)).is_none());
+        let again = b.next_job(t0 + Duration::from_secs(10)).expect("retried");
+        assert_eq!(again.batch.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn at_the_stop_what_is_left_goes_to_disk_or_is_counted_lost() {
+        let t0 = Instant::now();
+        let dir = temp("stop");
+        let (mut b, stats) = backlog(Some(&dir), 1 << 20, 1 << 20, t0);
+        b.push(batch("w", 5));
+        b.begin_stop();
+        b.finish_stop(t0);
+        assert_eq!(lines_on_disk(&dir), 5);
+        assert_eq!(Stats::get(&stats.lines_dropped), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let (mut b, stats) = backlog(None, 0, 1 << 20, t0);
+        b.push(batch("w", 5));
+        let job = b.next_job(t0).unwrap();
+        b.push(batch("v", 2));
+        b.begin_stop();
+        assert_eq!(b.abandon_in_flight(), 5, "the sender overran the stop");
+        b.finish_stop(t0);
+        assert_eq!(Stats::get(&stats.lines_dropped), 7);
+        drop(job);
+    }
+
+    #[test]
+    fn a_replayed_file_is_removed_only_once_every_batch_was_accepted() {
+        let t0 = Instant::now();
+        let dir = temp("replay");
+        prepare_dir_for_test(&dir);
+        let file = dir.join("fifo2kinesis-20200101000000-000001-1");
+        let content: Vec<u8> = (0..1200)
+            .flat_map(|i| format!("r{i}\n").into_bytes())
+            .collect();
+        std::fs::write(&file, &content).unwrap();
+        let (mut b, stats) = backlog(Some(&dir), 1 << 20, 1 << 20, t0);
+        let mut sent = 0;
+        while let Some(job) = b.next_job(t0) {
+            assert!(b.next_job(t0).is_none(), "one replayed batch at a time");
+            sent += job.batch.len();
+            assert!(file.exists());
+            b.on_report(
+                Report {
+                    id: job.id,
+                    finish: Finish {
+                        accepted: job.batch.len() as u64,
+                        ..Finish::default()
+                    },
+                },
+                t0,
+            );
+        }
+        assert_eq!(sent, 1200);
+        assert!(!file.exists());
+        assert_eq!(Stats::get(&stats.lines_replayed), 1200);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn prepare_dir_for_test(dir: &PathBuf) {
+        spool::prepare_dir(dir).unwrap();
+    }
 }
