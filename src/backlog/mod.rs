@@ -885,7 +885,7 @@ mod tests {
         (b, stats)
     }
 
-    fn lines_on_disk(dir: &PathBuf) -> usize {
+    fn lines_on_disk(dir: &std::path::Path) -> usize {
         let spool = Spool::open(dir, u64::MAX).unwrap();
         spool
             .pending_files()
@@ -1035,7 +1035,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn prepare_dir_for_test(dir: &PathBuf) {
+    fn prepare_dir_for_test(dir: &std::path::Path) {
         spool::prepare_dir(dir).unwrap();
     }
 }
