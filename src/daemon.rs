@@ -632,8 +632,8 @@ impl Intake {
                 });
             }
             Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
-            Piece::LongStart(bytes) => self.backlog.long_start(bytes, now),
-            Piece::LongMore(bytes) => self.backlog.long_more(bytes, now),
+            Piece::LongStart(bytes) => self.backlog.long_start(bytes),
+            Piece::LongMore(bytes) => self.backlog.long_more(bytes),
             Piece::Oversized { len } => self.backlog.long_end(len, self.max_line),
         }
     }

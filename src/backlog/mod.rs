@@ -450,7 +450,7 @@ impl Backlog {
     }
 
     /// The start of a line too long for a record, read from the input.
-    pub fn long_start(&mut self, bytes: &[u8], now: Instant) {
+    pub fn long_start(&mut self, bytes: &[u8]) {
         let mut long = LongLine {
             file: None,
             refused: None,
@@ -467,11 +467,11 @@ impl Backlog {
             },
         }
         self.long = Some(long);
-        self.long_more(bytes, now);
+        self.long_more(bytes);
     }
 
     /// More of that line; past the cap, the rest of it is not kept.
-    pub fn long_more(&mut self, bytes: &[u8], now: Instant) {
+    pub fn long_more(&mut self, bytes: &[u8]) {
         let (Some(long), Some(spool)) = (self.long.as_mut(), self.spool.as_ref()) else {
             return;
         };
@@ -490,12 +490,10 @@ impl Backlog {
             let partial = kept.map_or(String::new(), |p| {
                 format!("; its first part is in {}", p.display())
             });
-            warn_limited(
-                &mut self.warned_at,
-                now,
-                format_args!(
-                    "an over-long line cannot be kept ({why}): the rest of it is dropped{partial}"
-                ),
+            // Once per line: the rest of it is not looked at again.
+            log!(
+                Warn,
+                "an over-long line cannot be kept ({why}): the rest of it is dropped{partial}"
             );
             long.refused = Some(why);
         }
