@@ -4,7 +4,9 @@
 //! the PEM bundle named by `--ca-bundle` or `AWS_CA_BUNDLE`. `HTTPS_PROXY`, `HTTP_PROXY`,
 //! `ALL_PROXY` and `NO_PROXY` are honoured for AWS endpoints; the metadata services of EC2 and
 //! containers are link-local and always reached directly. Every agent answers 4xx/5xx as
-//! responses, so error bodies can be read.
+//! responses, so error bodies can be read, and follows no redirect: a 3xx comes back as the
+//! answer (an error to the caller), so a signed request is never re-sent elsewhere unsigned and
+//! another URL's answer is never read as its own.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -74,6 +76,9 @@ impl HttpSettings {
     pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
         let config = Agent::config_builder()
             .http_status_as_error(false)
+            // With 0, ureq returns the 3xx itself, neither followed nor a TooManyRedirects
+            // error that would hide its status.
+            .max_redirects(0)
             .timeout_connect(Some(connect))
             .timeout_global(Some(request))
             .tls_config(self.tls())

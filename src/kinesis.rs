@@ -1,11 +1,19 @@
 //! The Kinesis PutRecords wire format and the rules for reading its answers.
 //!
 //! Pure functions only: the request body from a [`Batch`], the per-record outcome of a 200
-//! answer, the error code and message of a 4xx/5xx answer (sanitized as the AWS JSON protocols
-//! do), and what each error means for the sender ([`ErrorKind`]). No I/O happens here, so every
-//! rule is unit-tested against canned answers.
+//! answer (strictly: see [`parse_put_records_output`]), the error code and message of a 4xx/5xx
+//! answer (sanitized as the AWS JSON protocols do), the wait an answer asks for, and what each
+//! error means for the sender ([`ErrorKind`]). No I/O happens here, so every rule is unit-tested
+//! against canned answers.
+//!
+//! Every answer is hostile input: one that does not prove success is a failure to retry, never
+//! a delivery. Errors are classified by their code and the request's size, never by the words
+//! of a message.
+
+mod output;
 
 use std::fmt;
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -13,6 +21,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::batch::{Batch, Prepared};
+use crate::config::MAX_RECORDS_PER_REQUEST;
+
+pub use output::{parse_put_records_output, FailedRecord, MalformedResponse, PutRecordsOutput};
 
 /// The JSON protocol version Kinesis speaks.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -99,119 +110,6 @@ fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// One record that a 200 answer reported as failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailedRecord {
-    /// Its position in the request.
-    pub index: usize,
-    /// The per-record error code, e.g. `ProvisionedThroughputExceededException`.
-    pub code: String,
-    /// The per-record message.
-    pub message: String,
-}
-
-/// What a 200 PutRecords answer says.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PutRecordsOutput {
-    /// The records that failed, in request order; empty when all were accepted.
-    pub failed: Vec<FailedRecord>,
-}
-
-/// A 200 answer that does not read as PutRecords output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MalformedResponse(pub String);
-
-impl fmt::Display for MalformedResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed PutRecords response: {}", self.0)
-    }
-}
-
-impl std::error::Error for MalformedResponse {}
-
-/// Reads a 200 PutRecords answer for a request of `sent` records.
-pub fn parse_put_records_output(
-    body: &[u8],
-    sent: usize,
-) -> Result<PutRecordsOutput, MalformedResponse> {
-    // The common answer, everything accepted, needs no full parse: a JSON string cannot hold
-    // an unescaped `"`, so this key can only be the top-level field.
-    if failed_record_count_is_zero(body) {
-        return Ok(PutRecordsOutput::default());
-    }
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| MalformedResponse(format!("not JSON: {e}")))?;
-    let failed_count = match v.get("FailedRecordCount") {
-        None | Some(Value::Null) => 0,
-        Some(n) => n
-            .as_u64()
-            .ok_or_else(|| MalformedResponse("FailedRecordCount is not a count".into()))?,
-    };
-    let records = match v.get("Records") {
-        Some(Value::Array(r)) => r,
-        None if failed_count == 0 => return Ok(PutRecordsOutput::default()),
-        _ => return Err(MalformedResponse("Records is missing or not a list".into())),
-    };
-    if records.len() != sent {
-        return Err(MalformedResponse(format!(
-            "{} results for {sent} records",
-            records.len()
-        )));
-    }
-    let mut failed = Vec::new();
-    for (index, r) in records.iter().enumerate() {
-        let code = r
-            .get("ErrorCode")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty());
-        if let Some(code) = code {
-            let message = r
-                .get("ErrorMessage")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            failed.push(FailedRecord {
-                index,
-                code: code.to_string(),
-                message,
-            });
-        } else if r.get("SequenceNumber").is_none() {
-            return Err(MalformedResponse(format!(
-                "result {index} has neither SequenceNumber nor ErrorCode"
-            )));
-        }
-    }
-    if failed.len() as u64 != failed_count {
-        return Err(MalformedResponse(format!(
-            "FailedRecordCount {failed_count} but {} records carry an error",
-            failed.len()
-        )));
-    }
-    Ok(PutRecordsOutput { failed })
-}
-
-/// Whether the answer says `"FailedRecordCount": 0` (whitespace allowed around the colon).
-fn failed_record_count_is_zero(body: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"FailedRecordCount\"";
-    let Some(at) = body.windows(KEY.len()).position(|w| w == KEY) else {
-        return false;
-    };
-    let rest = &body[at + KEY.len()..];
-    let mut i = rest
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(rest.len());
-    if rest.get(i) != Some(&b':') {
-        return false;
-    }
-    i += 1;
-    i += rest[i..]
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(rest.len() - i);
-    rest.get(i) == Some(&b'0') && !rest.get(i + 1).is_some_and(u8::is_ascii_digit)
-}
-
 /// An error answer (HTTP 4xx/5xx) from Kinesis or something in front of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceError {
@@ -233,9 +131,18 @@ impl fmt::Display for ServiceError {
     }
 }
 
-/// Reads an error answer. The code comes from the `X-Amzn-Errortype` header, else the body's
-/// `__type`, else its `code`; the message from `message`, else `Message`.
+/// Reads an answer other than 200. For a 4xx/5xx, the code comes from the `X-Amzn-Errortype`
+/// header, else the body's `__type`, else its `code`; the message from `message`, else
+/// `Message`. Any other status (a redirect, another 2xx) is no AWS error whatever its body
+/// says: its code is `HTTP <status>` and its message empty.
 pub fn parse_error(status: u16, errortype_header: Option<&str>, body: &[u8]) -> ServiceError {
+    if !is_error_status(status) {
+        return ServiceError {
+            status,
+            code: format!("HTTP {status}"),
+            message: String::new(),
+        };
+    }
     let v: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| v.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str);
     // Some front ends (and emulators) answer in the XML of the query protocols.
@@ -302,7 +209,8 @@ pub enum ErrorKind {
     ExpiredCredentials,
     /// The request's signature time is too far from the service's clock: retry later.
     ClockSkew,
-    /// A record or the request is too large for the stream: split, or set the record aside.
+    /// A request beyond the default limits was refused as invalid: split it, or set a single
+    /// record aside.
     TooLarge,
     /// Retrying now will not help (no such stream, access denied…): keep the data aside.
     Permanent,
@@ -351,23 +259,69 @@ const EXPIRED_CODES: &[&str] = &[
     "TokenRefreshRequired",
 ];
 
-/// Classifies an error answer.
-pub fn classify(err: &ServiceError) -> ErrorKind {
+/// The codes that mean "too large" when, and only when, the request is beyond the default
+/// limits (see [`beyond_default_limits`]); within them they name another mistake.
+const SIZE_CODES: &[&str] = &["ValidationException", "InvalidArgumentException"];
+
+/// A stream's record size limit (data plus partition key) until it is raised per stream.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The request size limit (data plus partition keys of all records) every stream accepts.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+
+/// Whether `batch` is beyond what every stream accepts: more than 500 records, a record over
+/// [`DEFAULT_MAX_RECORD_BYTES`], or more than [`DEFAULT_MAX_REQUEST_BYTES`] in all. Only such a
+/// request can be refused for its size (`--max-record-bytes` and `--max-request-bytes` go up to
+/// 10 MiB for streams whose limit was raised).
+pub fn beyond_default_limits(batch: &Batch) -> bool {
+    batch.len() > MAX_RECORDS_PER_REQUEST
+        || batch.size() > DEFAULT_MAX_REQUEST_BYTES
+        || batch
+            .records()
+            .any(|(data, key)| data.len() + key.len() > DEFAULT_MAX_RECORD_BYTES)
+}
+
+/// Whether `status` is an error answer (4xx or 5xx).
+fn is_error_status(status: u16) -> bool {
+    (400..600).contains(&status)
+}
+
+/// Classifies an answer other than 200. `beyond_limits`: whether the request was beyond the
+/// default limits ([`beyond_default_limits`]).
+///
+/// By code, never by the words of a message: a 413 (from a proxy, say) is backed off and
+/// retried; `ValidationException` or `InvalidArgumentException` means "too large" only for a
+/// request beyond the limits, and within them a mistake retrying will not fix. A status that
+/// is no error (a redirect, which is never followed) proves nothing: retried.
+pub fn classify(err: &ServiceError, beyond_limits: bool) -> ErrorKind {
     let code = err.code.as_str();
-    if THROTTLING_CODES.contains(&code) || err.status == 429 {
+    if !is_error_status(err.status) {
+        ErrorKind::Transient
+    } else if THROTTLING_CODES.contains(&code) || err.status == 429 {
         ErrorKind::Throttled
     } else if EXPIRED_CODES.contains(&code) {
         ErrorKind::ExpiredCredentials
     } else if code == "InvalidSignatureException" && is_clock_skew_message(&err.message) {
         ErrorKind::ClockSkew
-    } else if err.status == 413 || (code == "ValidationException" && is_size_message(&err.message))
-    {
+    } else if SIZE_CODES.contains(&code) && beyond_limits {
         ErrorKind::TooLarge
-    } else if TRANSIENT_CODES.contains(&code) || err.status >= 500 {
+    } else if TRANSIENT_CODES.contains(&code) || err.status >= 500 || err.status == 413 {
         ErrorKind::Transient
     } else {
         ErrorKind::Permanent
     }
+}
+
+/// Reads an `x-amz-retry-after` value: a wait in milliseconds, ASCII digits only (whitespace
+/// around them allowed). A value too large for a `u64` saturates; the sender caps the wait.
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let ms = digits.iter().fold(0u64, |ms, &d| {
+        ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    Some(Duration::from_millis(ms))
 }
 
 /// Classifies a per-record error code of a 200 answer: unknown codes are retryable.
@@ -382,15 +336,6 @@ pub fn classify_record(code: &str) -> ErrorKind {
 fn is_clock_skew_message(m: &str) -> bool {
     let m = m.to_ascii_lowercase();
     m.contains("signature expired") || m.contains("not yet current") || m.contains("clock skew")
-}
-
-fn is_size_message(m: &str) -> bool {
-    let m = m.to_ascii_lowercase();
-    (m.contains("length less than or equal")
-        || m.contains("size")
-        || m.contains("too large")
-        || m.contains("exceed"))
-        && !m.contains("streamname")
 }
 
 #[cfg(test)]
@@ -439,60 +384,6 @@ mod tests {
     }
 
     #[test]
-    fn all_accepted() {
-        let body = br#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"4959","ShardId":"shardId-000000000000"},{"SequenceNumber":"4960","ShardId":"shardId-000000000000"}],"EncryptionType":"NONE"}"#;
-        assert_eq!(
-            parse_put_records_output(body, 2).unwrap(),
-            PutRecordsOutput::default()
-        );
-        // A missing FailedRecordCount counts as 0.
-        let body = br#"{"Records":[{"SequenceNumber":"1","ShardId":"s"}]}"#;
-        assert_eq!(parse_put_records_output(body, 1).unwrap().failed, vec![]);
-    }
-
-    #[test]
-    fn partial_failure_lists_the_failed_indices_in_order() {
-        let body = br#"{"FailedRecordCount":2,"Records":[
-            {"SequenceNumber":"1","ShardId":"s"},
-            {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded for shard"},
-            {"SequenceNumber":"2","ShardId":"s"},
-            {"ErrorCode":"InternalFailure","ErrorMessage":"Internal service failure."}]}"#;
-        let out = parse_put_records_output(body, 4).unwrap();
-        assert_eq!(
-            out.failed.iter().map(|f| f.index).collect::<Vec<_>>(),
-            [1, 3]
-        );
-        assert_eq!(out.failed[0].code, "ProvisionedThroughputExceededException");
-        assert_eq!(out.failed[1].message, "Internal service failure.");
-    }
-
-    #[test]
-    fn zero_failed_records_is_read_without_a_full_parse() {
-        assert!(failed_record_count_is_zero(
-            br#"{"FailedRecordCount" : 0 ,"Records":[]}"#
-        ));
-        assert!(!failed_record_count_is_zero(br#"{"FailedRecordCount":01}"#));
-        assert!(!failed_record_count_is_zero(br#"{"FailedRecordCount":10}"#));
-        assert!(!failed_record_count_is_zero(
-            br#"{"Records":[{"ErrorMessage":"FailedRecordCount:0"}]}"#
-        ));
-        let two = br#"{"FailedRecordCount":2,"Records":[{"ErrorCode":"A"},{"ErrorCode":"B"}]}"#;
-        assert_eq!(parse_put_records_output(two, 2).unwrap().failed.len(), 2);
-    }
-
-    #[test]
-    fn malformed_outputs_are_errors() {
-        assert!(parse_put_records_output(b"<html>", 1).is_err());
-        assert!(parse_put_records_output(
-            br#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1"}]}"#,
-            1
-        )
-        .is_err());
-        assert!(parse_put_records_output(br#"{"FailedRecordCount":1}"#, 1).is_err());
-        assert!(parse_put_records_output(br#"{"Records":[{}]}"#, 1).is_err());
-    }
-
-    #[test]
     fn error_codes_are_sanitized_from_header_type_or_code() {
         let e = parse_error(400, None, br#"{"__type":"com.amazonaws.kinesis.v20131202#ResourceNotFoundException","message":"Stream s under account 1 not found."}"#);
         assert_eq!(e.code, "ResourceNotFoundException");
@@ -520,20 +411,36 @@ mod tests {
         );
         let e = parse_error(403, None, b"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error></ErrorResponse>");
         assert_eq!(e.code, "SignatureDoesNotMatch");
-        assert_eq!(classify(&e), ErrorKind::Permanent);
+        assert_eq!(classify(&e, false), ErrorKind::Permanent);
         let e = parse_error(502, None, b"<html>Bad Gateway</html>");
         assert_eq!(e.code, "HTTP 502");
         assert_eq!(e.to_string(), "HTTP 502 (HTTP 502)");
     }
 
     #[test]
+    fn a_status_that_is_no_error_is_retried_whatever_its_body_says() {
+        let body = br#"{"__type":"ResourceNotFoundException","message":"gone"}"#;
+        for status in [301, 302, 307, 308, 201, 204] {
+            let e = parse_error(status, Some("ValidationException"), body);
+            assert_eq!(e.code, format!("HTTP {status}"));
+            assert_eq!(e.message, "");
+            assert_eq!(classify(&e, true), ErrorKind::Transient);
+        }
+    }
+
+    #[test]
     fn classification_follows_the_table() {
         let k = |status, code: &str, msg: &str| {
-            classify(&ServiceError {
+            let err = ServiceError {
                 status,
                 code: code.into(),
                 message: msg.into(),
-            })
+            };
+            let kind = classify(&err, false);
+            if !SIZE_CODES.contains(&code) {
+                assert_eq!(classify(&err, true), kind, "{code} does not depend on size");
+            }
+            kind
         };
         assert_eq!(
             k(400, "ProvisionedThroughputExceededException", ""),
@@ -575,20 +482,110 @@ mod tests {
             ErrorKind::Permanent
         );
         assert_eq!(k(400, "KMSAccessDeniedException", ""), ErrorKind::Permanent);
-        assert_eq!(k(413, "HTTP 413", ""), ErrorKind::TooLarge);
-        assert_eq!(
-            k(400, "ValidationException", "1 validation error detected: Value at 'records.1.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576"),
-            ErrorKind::TooLarge
+        assert!(ErrorKind::ClockSkew.is_retryable() && !ErrorKind::Permanent.is_retryable());
+    }
+
+    /// A proxy's 413 page was read as "too large" for its words, and batches were split down
+    /// to single records set aside as oversized: the code decides, and the request's size.
+    #[test]
+    fn too_large_only_for_a_size_code_beyond_the_default_limits() {
+        let e = |status, code: &str, message: &str| ServiceError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        };
+        let proxy_page = parse_error(
+            413,
+            None,
+            b"<html><h1>413 Request Entity Too Large</h1>the size exceeds the limit</html>",
         );
+        assert_eq!(proxy_page.code, "HTTP 413");
+        for beyond in [false, true] {
+            assert_eq!(classify(&proxy_page, beyond), ErrorKind::Transient);
+            assert_eq!(
+                classify(&e(400, "SerializationException", "size too large"), beyond),
+                ErrorKind::Permanent
+            );
+        }
+        let size = "1 validation error detected: Value at 'records.1.member.data' failed to satisfy constraint: Member must have length less than or equal to 1048576";
+        for code in SIZE_CODES {
+            assert_eq!(classify(&e(400, code, size), true), ErrorKind::TooLarge);
+            assert_eq!(classify(&e(400, code, ""), true), ErrorKind::TooLarge);
+            assert_eq!(classify(&e(413, code, ""), true), ErrorKind::TooLarge);
+            assert_eq!(classify(&e(400, code, size), false), ErrorKind::Permanent);
+        }
         assert_eq!(
-            k(
-                400,
-                "ValidationException",
-                "Value 'a b' at 'streamName' failed to satisfy constraint"
+            classify(
+                &e(
+                    400,
+                    "ValidationException",
+                    "Value 'a b' at 'streamName' failed"
+                ),
+                false
             ),
             ErrorKind::Permanent
         );
-        assert!(ErrorKind::ClockSkew.is_retryable() && !ErrorKind::Permanent.is_retryable());
+    }
+
+    #[test]
+    fn the_default_limits_are_500_records_1_mib_each_5_mib_in_all() {
+        let record = |n: usize| vec![b'x'; n];
+        let of = |records: &[(Vec<u8>, &[u8])]| {
+            let mut b = Batch::new();
+            for (d, k) in records {
+                b.push(d, k);
+            }
+            beyond_default_limits(&b)
+        };
+        assert!(!of(&[(record(10), b"k")]));
+        // Data and key count together.
+        assert!(!of(&[(record(DEFAULT_MAX_RECORD_BYTES - 2), b"kk")]));
+        assert!(of(&[(record(DEFAULT_MAX_RECORD_BYTES - 1), b"kk")]));
+        assert!(of(&[
+            (record(10), b"k"),
+            (record(DEFAULT_MAX_RECORD_BYTES + 1), b"")
+        ]));
+        let mib = || (record(DEFAULT_MAX_RECORD_BYTES), &b""[..]);
+        assert!(!of(&[mib(), mib(), mib(), mib(), mib()]));
+        assert!(of(&[mib(), mib(), mib(), mib(), mib(), (record(1), b"")]));
+        let many: Vec<(Vec<u8>, &[u8])> = (0..MAX_RECORDS_PER_REQUEST)
+            .map(|_| (record(1), &b"k"[..]))
+            .collect();
+        assert!(!of(&many));
+        let mut too_many = many.clone();
+        too_many.push((record(1), b"k"));
+        assert!(of(&too_many));
+    }
+
+    #[test]
+    fn retry_after_is_milliseconds_in_digits_only() {
+        let ms = |v: &str| parse_retry_after(v.as_bytes());
+        assert_eq!(ms("0"), Some(Duration::ZERO));
+        assert_eq!(ms("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(ms(" 250 "), Some(Duration::from_millis(250)));
+        assert_eq!(ms("3600000"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            ms("18446744073709551615"),
+            Some(Duration::from_millis(u64::MAX))
+        );
+        // Beyond u64: saturates instead of overflowing or being ignored.
+        assert_eq!(ms(&"9".repeat(400)), Some(Duration::from_millis(u64::MAX)));
+        for bad in [
+            "",
+            " ",
+            "+5",
+            "-5",
+            "1.5",
+            "1e3",
+            "5s",
+            "0x10",
+            "1 000",
+            "٣",
+            "Fri, 31 Dec 1999 23:59:59 GMT",
+        ] {
+            assert_eq!(ms(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_retry_after(b"12\xff"), None);
     }
 
     #[test]

@@ -175,17 +175,11 @@ impl KinesisSink {
             .map_err(|e| network_failure(&e))?;
 
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let errortype = header("x-amzn-errortype");
-        let retry_after = header("x-amz-retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis);
+        let header = |name: &str| response.headers().get(name).map(|v| v.as_bytes());
+        let errortype = header("x-amzn-errortype").map(|v| String::from_utf8_lossy(v).into_owned());
+        let location = header("location").map(|v| String::from_utf8_lossy(v).into_owned());
+        // Asked for on any answer: a 200 with throttled records may carry it too.
+        let retry_after = header("x-amz-retry-after").and_then(kinesis::parse_retry_after);
         let mut answer = response.into_body();
         self.answer.clear();
         answer
@@ -203,6 +197,7 @@ impl KinesisSink {
                     failed: out.failed,
                     retry_after,
                 }),
+                // Nothing in it proves a delivery: the whole request is sent again.
                 Err(e) => Err(Failure {
                     kind: ErrorKind::Transient,
                     code: "MalformedResponse".into(),
@@ -211,9 +206,20 @@ impl KinesisSink {
                 }),
             };
         }
-        let err = kinesis::parse_error(status, errortype.as_deref(), body);
+        let mut err = kinesis::parse_error(status, errortype.as_deref(), body);
+        if (300..400).contains(&status) {
+            // The agent follows no redirect: a signed POST must not become an unsigned GET
+            // whose answer is read as this one's. The target's query may hold someone's token.
+            let target = location.as_deref().unwrap_or("nowhere");
+            let target = target.split(['?', '#']).next().unwrap_or_default();
+            err.message = format!(
+                "redirect to {} not followed",
+                kinesis::one_line(target, 200)
+            );
+        }
+        let beyond_limits = kinesis::beyond_default_limits(batch);
         Err(Failure {
-            kind: kinesis::classify(&err),
+            kind: kinesis::classify(&err, beyond_limits),
             message: err.to_string(),
             code: err.code,
             retry_after,

@@ -102,7 +102,10 @@ impl Request {
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
+    /// Sent unless `headers` has a `Content-Type` of its own.
     pub content_type: &'static str,
+    /// More headers, sent as they are (`Content-Length` is always the server's).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Close the connection without answering.
     pub hang_up: bool,
@@ -113,9 +116,28 @@ impl Response {
         Response {
             status,
             content_type,
+            headers: Vec::new(),
             body: body.into(),
             hang_up: false,
         }
+    }
+
+    /// The head: status line, headers, blank line.
+    fn head(&self) -> String {
+        let mut head = format!("HTTP/1.1 {} X\r\n", self.status);
+        let has = |name: &str| {
+            self.headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        if !has("content-type") {
+            head.push_str(&format!("Content-Type: {}\r\n", self.content_type));
+        }
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        head
     }
 }
 
@@ -234,14 +256,8 @@ fn serve<S: Read + Write>(conn: S, handler: &(dyn Fn(&Request) -> Response + Sen
         if resp.hang_up {
             return;
         }
-        let head = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-            resp.status,
-            resp.content_type,
-            resp.body.len()
-        );
         // One write: a second small one would wait for a delayed ACK (Nagle).
-        let mut out = head.into_bytes();
+        let mut out = resp.head().into_bytes();
         out.extend_from_slice(&resp.body);
         let writer = reader.get_mut();
         if writer

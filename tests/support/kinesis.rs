@@ -1,6 +1,7 @@
 //! A fake Kinesis (and STS AssumeRole) endpoint on 127.0.0.1 that checks every request
 //! (method, headers, SigV4 header shape, JSON, base64), records accepted lines, and answers as
-//! a test's behaviour says: accept, fail chosen records, or return an error.
+//! a test's behaviour says: accept, fail chosen records, return an error, or send any status,
+//! headers and body (a broken or hostile answer).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,11 +34,33 @@ pub enum Reply {
     HangUp { processed: bool },
     /// Answer only after this long (longer than the client waits), without processing.
     Slow(std::time::Duration),
+    /// Answer with exactly this status, these headers and this body (a broken or hostile
+    /// answer); the request's records count as received only if `received`.
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        received: bool,
+    },
+}
+
+impl Reply {
+    /// [`Reply::Raw`] with no extra header, the records not received.
+    pub fn raw(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply::Raw {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            received: false,
+        }
+    }
 }
 
 /// One PutRecords request as the fake server saw it.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
     pub records: Vec<(Vec<u8>, String)>,
     pub headers: HashMap<String, String>,
 }
@@ -109,25 +132,22 @@ impl FakeKinesis {
             stream.to_string(),
         );
         let handler = move |req: &Request| {
-            let (status, body) = if req
+            if req
                 .header("content-type")
                 .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
             {
-                fake_sts(req, &st)
-            } else {
-                handle(
-                    req,
-                    &stream,
-                    &st,
-                    &reg,
-                    &*behaviour,
-                    &counter,
-                    keep_requests,
-                )
-            };
-            let mut resp = Response::new(status, "application/x-amz-json-1.1", body);
-            resp.hang_up = status == HANG_UP;
-            resp
+                let (status, body) = fake_sts(req, &st);
+                return Response::new(status, JSON, body);
+            }
+            handle(
+                req,
+                &stream,
+                &st,
+                &reg,
+                &*behaviour,
+                &counter,
+                keep_requests,
+            )
         };
         let server = match (tls, port) {
             (None, 0) => Server::start(handler),
@@ -177,11 +197,15 @@ fn handle(
     behaviour: &Behaviour,
     counter: &AtomicUsize,
     keep: bool,
-) -> (u16, String) {
+) -> Response {
     let (mut problems, expired) = check_headers(req, registry);
     if expired {
         registry.expired_rejections.fetch_add(1, Ordering::SeqCst);
-        return (400, r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#.into());
+        return Response::new(
+            400,
+            JSON,
+            r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#,
+        );
     }
     let records = match parse_body(&req.body, stream) {
         Ok(r) => r,
@@ -191,6 +215,8 @@ fn handle(
         }
     };
     let seen = SeenRequest {
+        method: req.method.clone(),
+        path: req.path.clone(),
         records,
         headers: req.headers.clone(),
     };
@@ -205,8 +231,9 @@ fn handle(
             let results: Vec<Value> = (0..seen.records.len())
                 .map(|i| serde_json::json!({"SequenceNumber": format!("{n}-{i}"), "ShardId": "shardId-000000000000"}))
                 .collect();
-            (
+            Response::new(
                 200,
+                JSON,
                 serde_json::json!({"FailedRecordCount": 0, "Records": results}).to_string(),
             )
         }
@@ -224,27 +251,45 @@ fn handle(
                 .iter()
                 .filter(|r| r.get("ErrorCode").is_some())
                 .count();
-            (
+            Response::new(
                 200,
+                JSON,
                 serde_json::json!({"FailedRecordCount": failed_count, "Records": results})
                     .to_string(),
             )
         }
-        Reply::Error(status, body) => (*status, body.clone()),
+        Reply::Error(status, body) => Response::new(*status, JSON, body.clone()),
         Reply::HangUp { processed } => {
             if *processed {
                 st.received
                     .extend(seen.records.iter().map(|(d, _)| d.clone()));
             }
-            (HANG_UP, String::new())
+            let mut resp = Response::new(500, JSON, "");
+            resp.hang_up = true;
+            resp
         }
         Reply::Slow(wait) => {
             drop(st);
             std::thread::sleep(*wait);
-            return (
+            return Response::new(
                 500,
-                r#"{"__type":"InternalFailure","message":"too slow"}"#.into(),
+                JSON,
+                r#"{"__type":"InternalFailure","message":"too slow"}"#,
             );
+        }
+        Reply::Raw {
+            status,
+            headers,
+            body,
+            received,
+        } => {
+            if *received {
+                st.received
+                    .extend(seen.records.iter().map(|(d, _)| d.clone()));
+            }
+            let mut resp = Response::new(*status, JSON, body.clone());
+            resp.headers = headers.clone();
+            resp
         }
     };
     if keep {
@@ -253,8 +298,8 @@ fn handle(
     answer
 }
 
-/// A status no HTTP server sends: the handler's way to ask for a hang-up.
-const HANG_UP: u16 = 999;
+/// The content type of Kinesis's answers.
+const JSON: &str = "application/x-amz-json-1.1";
 
 /// The web identity token the fake STS accepts.
 pub const WEB_IDENTITY_TOKEN: &str = "eyJ-fake-web-identity-token-never-logged";

@@ -1,0 +1,906 @@
+//! Reading a 200 PutRecords answer, strictly: it proves delivery record by record or not at all.
+//!
+//! An answer from the network is hostile input. A 200 whose body does not account for every
+//! record sent (cut short, empty, a proxy's page, a list too short, a count that disagrees with
+//! the list) is a [`MalformedResponse`], which the sink turns into a failure to retry: records
+//! are counted as delivered only where the answer shows a sequence number for them.
+//!
+//! It runs on every request, so nothing is built for the common answer (every record accepted):
+//! a scanner of compact JSON proves that answer as AWS writes it, and anything else goes to a
+//! serde visitor over the borrowed body, which allocates only for failed records. The scanner
+//! never rejects: what it cannot prove, the visitor decides. Tests check that the scanner
+//! proves nothing the visitor would not accept, and the fuzz target checks every answer
+//! against a plain `serde_json::Value` reading.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::one_line;
+
+/// One record that a 200 answer reported as failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// Its position in the request.
+    pub index: usize,
+    /// The per-record error code, e.g. `ProvisionedThroughputExceededException`; never empty.
+    pub code: String,
+    /// The per-record message, possibly empty.
+    pub message: String,
+}
+
+/// What a 200 PutRecords answer says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutRecordsOutput {
+    /// The records that failed, in request order; empty when all were accepted.
+    pub failed: Vec<FailedRecord>,
+}
+
+/// A 200 answer that does not prove what happened to every record sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MalformedResponse(pub String);
+
+impl fmt::Display for MalformedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed PutRecords response: {}", self.0)
+    }
+}
+
+impl std::error::Error for MalformedResponse {}
+
+/// Reads a 200 PutRecords answer for a request of `sent` records.
+///
+/// The answer is read only when it is exactly one JSON object (whitespace around it) where:
+///
+/// - `Records` is an array with one entry per record sent, in request order;
+/// - each entry is an object with a non-empty string `SequenceNumber` (the record was
+///   accepted) or a non-empty string `ErrorCode` (it failed; `ErrorMessage`, if present, is a
+///   string). An entry with both counts as failed: sending it again costs at most a duplicate;
+/// - `FailedRecordCount` equals the number of failed entries. A missing one counts as 0, as
+///   AWS's SDKs read it, so it is accepted only beside a `Records` without failures;
+/// - no field read here appears twice.
+///
+/// `null` reads as an absent field, as in AWS's JSON deserializers. Other fields (`ShardId`,
+/// `EncryptionType`, …) are skipped whatever they hold. Anything else is a
+/// [`MalformedResponse`].
+pub fn parse_put_records_output(
+    body: &[u8],
+    sent: usize,
+) -> Result<PutRecordsOutput, MalformedResponse> {
+    if Compact::new(body).all_accepted(sent).is_some() {
+        return Ok(PutRecordsOutput::default());
+    }
+    read_any_layout(body, sent)
+}
+
+/// The general reader: any JSON layout, partial failures, and the reason an answer is malformed.
+fn read_any_layout(body: &[u8], sent: usize) -> Result<PutRecordsOutput, MalformedResponse> {
+    // JSON is UTF-8 throughout, skipped strings included.
+    let text =
+        std::str::from_utf8(body).map_err(|e| MalformedResponse(format!("not UTF-8 text: {e}")))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let failed = Answer { sent }
+        .deserialize(&mut de)
+        .and_then(|failed| de.end().map(|()| failed))
+        .map_err(|e| MalformedResponse(one_line(&e.to_string(), 300)))?;
+    Ok(PutRecordsOutput { failed })
+}
+
+/// A scanner for the all-accepted answer in compact JSON, as AWS writes it, in any key order:
+///
+/// `{"FailedRecordCount":0,"Records":[{"SequenceNumber":"…","ShardId":"…"},…],…}`
+///
+/// It proves the general reader's rules on a narrower grammar: no whitespace, strings of
+/// printable ASCII without escapes, every value a string except the count (`0`) and `Records`
+/// (exactly `sent` objects, each with one non-empty `SequenceNumber` and no `ErrorCode` or
+/// `ErrorMessage`), no known key twice, nothing after the object. Each step answers `None` for
+/// "not proven", and the general reader decides.
+struct Compact<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Compact<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Compact { rest: body }
+    }
+
+    /// The whole body is an answer accepting all `sent` records.
+    fn all_accepted(&mut self, sent: usize) -> Option<()> {
+        // Then no string holds an escape, a control character or anything but ASCII, and
+        // each ends at the next `"`.
+        printable_ascii(self.rest).then_some(())?;
+        let (mut count, mut records) = (false, false);
+        self.object(|s, key| match key {
+            b"FailedRecordCount" if !count => {
+                count = true;
+                s.byte(b'0')
+            }
+            b"Records" if !records => {
+                records = true;
+                s.records(sent)
+            }
+            b"FailedRecordCount" | b"Records" => None,
+            _ => s.string().map(drop),
+        })?;
+        (records && self.rest.is_empty()).then_some(())
+    }
+
+    /// `[`, exactly `sent` accepted entries, `]`.
+    fn records(&mut self, sent: usize) -> Option<()> {
+        self.byte(b'[')?;
+        if sent == 0 {
+            return self.byte(b']');
+        }
+        for i in 0..sent {
+            if i > 0 {
+                self.byte(b',')?;
+            }
+            self.accepted_entry()?;
+        }
+        self.byte(b']')
+    }
+
+    /// An object with one non-empty `SequenceNumber`, no error fields, only string values.
+    fn accepted_entry(&mut self) -> Option<()> {
+        let mut sequence_number = false;
+        self.object(|s, key| {
+            let value = s.string()?;
+            match key {
+                b"SequenceNumber" if !sequence_number && !value.is_empty() => {
+                    sequence_number = true;
+                    Some(())
+                }
+                b"SequenceNumber" | b"ErrorCode" | b"ErrorMessage" => None,
+                _ => Some(()),
+            }
+        })?;
+        sequence_number.then_some(())
+    }
+
+    /// `{`, members read by `member` after their key and colon, `}`.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.byte(b'{')?;
+        if self.byte(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.byte(b':')?;
+            member(self, key)?;
+            if self.byte(b',').is_none() {
+                return self.byte(b'}');
+            }
+        }
+    }
+
+    /// A string (of printable ASCII without escapes: see [`printable_ascii`]); its content.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.byte(b'"')?;
+        let end = find_quote(self.rest)?;
+        let text = &self.rest[..end];
+        self.rest = &self.rest[end + 1..];
+        Some(text)
+    }
+
+    /// Consumes the next byte if it is `b`.
+    fn byte(&mut self, b: u8) -> Option<()> {
+        match self.rest.split_first() {
+            Some((&first, rest)) if first == b => {
+                self.rest = rest;
+                Some(())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The position of the first `"` in `bytes`, looked for eight bytes at a time: strings here are
+/// short, too short for `memchr`'s set-up to pay off.
+fn find_quote(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        // A byte of `x` is zero where `word` holds a quote; the lowest flagged byte is the
+        // first zero (a borrow can only flag bytes above a zero one).
+        let x = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ QUOTES;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(at + zeros.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let tail = words.remainder();
+    tail.iter().position(|&b| b == b'"').map(|p| at + p)
+}
+
+/// Whether `bytes` are all printable ASCII (space to `~`) other than the backslash.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    // Branch-free within a chunk, so the compiler checks many bytes at a time.
+    bytes.chunks(64).all(|chunk| {
+        chunk.iter().fold(true, |plain, &b| {
+            plain & (b' '..=b'~').contains(&b) & (b != b'\\')
+        })
+    })
+}
+
+/// The top-level object of an answer to `sent` records; yields the failed records.
+struct Answer {
+    sent: usize,
+}
+
+const ANSWER_FIELDS: &[&str] = &["FailedRecordCount", "Records"];
+
+impl<'de> DeserializeSeed<'de> for Answer {
+    type Value = Vec<FailedRecord>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Answer {
+    type Value = Vec<FailedRecord>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a PutRecords output object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut count: Option<Option<u64>> = None;
+        let mut records: Option<Vec<FailedRecord>> = None;
+        while let Some(field) = map.next_key_seed(FieldIn(ANSWER_FIELDS))? {
+            match field {
+                Some(0) => once(&mut map, &mut count, ANSWER_FIELDS[0])?,
+                Some(_) => {
+                    if records.is_some() {
+                        return Err(de::Error::duplicate_field(ANSWER_FIELDS[1]));
+                    }
+                    records = Some(map.next_value_seed(Records { sent: self.sent })?);
+                }
+                None => {
+                    map.next_value::<AnyValue>()?;
+                }
+            }
+        }
+        let failed = records.ok_or_else(|| de::Error::missing_field(ANSWER_FIELDS[1]))?;
+        let count = count.flatten().unwrap_or(0);
+        if count != failed.len() as u64 {
+            return Err(de::Error::custom(format_args!(
+                "FailedRecordCount {count} but {} entries carry an ErrorCode",
+                failed.len()
+            )));
+        }
+        Ok(failed)
+    }
+}
+
+/// The `Records` array: exactly `sent` entries; yields the failed ones.
+struct Records {
+    sent: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Records {
+    type Value = Vec<FailedRecord>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Records {
+    type Value = Vec<FailedRecord>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a Records array of {} entries", self.sent)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut failed = Vec::new();
+        let mut index = 0;
+        while let Some(entry) = seq.next_element::<Entry>()? {
+            if index == self.sent {
+                return Err(de::Error::custom(format_args!(
+                    "more Records entries than the {} records sent",
+                    self.sent
+                )));
+            }
+            if let Entry::Failed { code, message } = entry {
+                failed.push(FailedRecord {
+                    index,
+                    code,
+                    message,
+                });
+            }
+            index += 1;
+        }
+        if index != self.sent {
+            return Err(de::Error::invalid_length(index, &self));
+        }
+        Ok(failed)
+    }
+}
+
+/// One entry of `Records`.
+enum Entry {
+    Accepted,
+    Failed { code: String, message: String },
+}
+
+const ENTRY_FIELDS: &[&str] = &["SequenceNumber", "ErrorCode", "ErrorMessage"];
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = Entry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Records entry object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+        let mut sequence_number: Option<Option<NonEmptyString>> = None;
+        let mut code: Option<Option<String>> = None;
+        let mut message: Option<Option<String>> = None;
+        while let Some(field) = map.next_key_seed(FieldIn(ENTRY_FIELDS))? {
+            match field {
+                Some(0) => once(&mut map, &mut sequence_number, ENTRY_FIELDS[0])?,
+                Some(1) => once(&mut map, &mut code, ENTRY_FIELDS[1])?,
+                Some(_) => once(&mut map, &mut message, ENTRY_FIELDS[2])?,
+                None => {
+                    map.next_value::<AnyValue>()?;
+                }
+            }
+        }
+        match (code.flatten(), sequence_number.flatten()) {
+            (Some(code), _) if code.is_empty() => Err(de::Error::custom("an empty ErrorCode")),
+            (Some(code), _) => Ok(Entry::Failed {
+                code,
+                message: message.flatten().unwrap_or_default(),
+            }),
+            (None, Some(NonEmptyString)) => Ok(Entry::Accepted),
+            (None, None) => Err(de::Error::custom(
+                "a Records entry with neither SequenceNumber nor ErrorCode",
+            )),
+        }
+    }
+}
+
+/// Reads the value of a field into `slot` (`Some(None)` for `null`); a second one is an error.
+fn once<'de, A, T>(
+    map: &mut A,
+    slot: &mut Option<Option<T>>,
+    name: &'static str,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// An object key, read as its position among the names the reader knows (`None`: another).
+struct FieldIn(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldIn {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldIn {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|&known| known == name))
+    }
+}
+
+/// Any JSON value, read in full and dropped: strings are unescaped and numbers parsed as a
+/// `serde_json::Value` would be, and nesting stops at serde_json's depth limit (128).
+struct AnyValue;
+
+impl<'de> Deserialize<'de> for AnyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyValue)
+    }
+}
+
+impl<'de> Visitor<'de> for AnyValue {
+    type Value = AnyValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(AnyValue)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<AnyValue>()?.is_some() {}
+        Ok(AnyValue)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<AnyValue, AnyValue>()?.is_some() {}
+        Ok(AnyValue)
+    }
+}
+
+/// A non-empty JSON string, not kept (a sequence number: only its presence matters).
+struct NonEmptyString;
+
+impl<'de> Deserialize<'de> for NonEmptyString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(NonEmptyString)
+    }
+}
+
+impl<'de> Visitor<'de> for NonEmptyString {
+    type Value = NonEmptyString;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-empty string")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if s.is_empty() {
+            return Err(E::invalid_length(0, &self));
+        }
+        Ok(NonEmptyString)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer like AWS's accepting `n` records.
+    fn all_accepted(n: usize) -> String {
+        let entries: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"SequenceNumber":"4954698668313554428650745793632167567570019247115678{i:04}","ShardId":"shardId-000000000000"}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"FailedRecordCount":0,"Records":[{}],"EncryptionType":"NONE"}}"#,
+            entries.join(",")
+        )
+    }
+
+    /// No failed record.
+    const NONE: [usize; 0] = [];
+
+    fn parse(body: &str, sent: usize) -> Result<PutRecordsOutput, MalformedResponse> {
+        parse_put_records_output(body.as_bytes(), sent)
+    }
+
+    fn failed_indices(body: &str, sent: usize) -> Vec<usize> {
+        let out = parse(body, sent).unwrap_or_else(|e| panic!("{e}: {body}"));
+        out.failed.iter().map(|f| f.index).collect()
+    }
+
+    /// Whether the compact scanner proves `body` alone.
+    fn proven_compact(body: &str, sent: usize) -> bool {
+        Compact::new(body.as_bytes()).all_accepted(sent).is_some()
+    }
+
+    #[test]
+    fn an_answer_like_aws_accepts_every_record() {
+        assert_eq!(failed_indices(&all_accepted(500), 500), NONE);
+        assert_eq!(failed_indices(&all_accepted(1), 1), NONE);
+    }
+
+    #[test]
+    fn the_compact_scanner_proves_the_common_answers_in_any_key_order() {
+        let proven = [
+            (all_accepted(500), 500),
+            (all_accepted(1), 1),
+            (r#"{"Records":[{"ShardId":"s","SequenceNumber":"1","Future":""}],"FailedRecordCount":0}"#.into(), 1),
+            (r#"{"EncryptionType":"KMS","Records":[{"SequenceNumber":"1"},{"SequenceNumber":"2"}]}"#.into(), 2),
+            (r#"{"Records":[]}"#.into(), 0),
+        ];
+        for (body, sent) in &proven {
+            assert!(proven_compact(body, *sent), "{body}");
+            assert_eq!(
+                read_any_layout(body.as_bytes(), *sent),
+                Ok(PutRecordsOutput::default())
+            );
+        }
+        // Left to the general reader, which accepts these...
+        let general = [
+            r#" {"Records":[{"SequenceNumber":"1"}]}"#,
+            r#"{"Records": [{"SequenceNumber":"1"}]}"#,
+            r#"{"Records":[{"SequenceNumber":"\u0031"}]}"#,
+            r#"{"Records":[{"SequenceNumber":"1","ShardId":"é"}]}"#,
+            r#"{"Records":[{"SequenceNumber":"1","ShardId":7}]}"#,
+            r#"{"Records":[{"SequenceNumber":"1","ErrorCode":null}]}"#,
+            r#"{"Records":[{"SequenceNumber":"1"}],"EncryptionType":null}"#,
+            r#"{"FailedRecordCount":null,"Records":[{"SequenceNumber":"1"}]}"#,
+        ];
+        for body in general {
+            assert!(!proven_compact(body, 1), "{body}");
+            assert_eq!(failed_indices(body, 1), NONE, "{body}");
+        }
+        // ...and rejects these.
+        let malformed = [
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#,
+                2,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"},{"SequenceNumber":"2"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":00,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":""}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}],"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}x"#,
+                1,
+            ),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]"#,
+                1,
+            ),
+            ("{\"Records\":[{\"SequenceNumber\":\"1\u{1}\"}]}", 1),
+        ];
+        for (body, sent) in malformed {
+            assert!(!proven_compact(body, sent), "{body}");
+            assert!(parse(body, sent).is_err(), "{body}");
+        }
+    }
+
+    /// Every answer one edit away from a compact one: what the scanner proves, the general
+    /// reader reads the same way.
+    #[test]
+    fn the_scanner_proves_nothing_the_general_reader_would_refuse() {
+        let answers = [
+            (all_accepted(3), 3),
+            (r#"{"Records":[{"SequenceNumber":"1"},{"ShardId":"s","SequenceNumber":"2"}],"FailedRecordCount":0}"#.to_string(), 2),
+        ];
+        let edits = b"\"\\ ,:{}[]0x\n\x01\xff";
+        let mut proven = 0;
+        for (answer, sent) in &answers {
+            let answer = answer.as_bytes();
+            for at in 0..=answer.len() {
+                let mut variants = Vec::new();
+                if at < answer.len() {
+                    variants.push([&answer[..at], &answer[at + 1..]].concat());
+                }
+                for &b in edits {
+                    variants.push([&answer[..at], &[b], &answer[at..]].concat());
+                    if at < answer.len() {
+                        variants.push([&answer[..at], &[b], &answer[at + 1..]].concat());
+                    }
+                }
+                for body in &variants {
+                    for n in [sent - 1, *sent, sent + 1] {
+                        if Compact::new(body).all_accepted(n).is_some() {
+                            proven += 1;
+                            let general = read_any_layout(body, n);
+                            assert_eq!(
+                                general,
+                                Ok(PutRecordsOutput::default()),
+                                "{}",
+                                String::from_utf8_lossy(body)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(proven > 100, "{proven}");
+    }
+
+    #[test]
+    fn partial_failure_lists_the_failed_records_in_order() {
+        let body = r#"{"FailedRecordCount":2,"Records":[
+            {"SequenceNumber":"1","ShardId":"s"},
+            {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded for shard"},
+            {"SequenceNumber":"2","ShardId":"s"},
+            {"ErrorCode":"InternalFailure","ErrorMessage":"Internal service failure."}]}"#;
+        let out = parse(body, 4).unwrap();
+        assert_eq!(
+            out.failed,
+            [
+                FailedRecord {
+                    index: 1,
+                    code: "ProvisionedThroughputExceededException".into(),
+                    message: "Rate exceeded for shard".into(),
+                },
+                FailedRecord {
+                    index: 3,
+                    code: "InternalFailure".into(),
+                    message: "Internal service failure.".into(),
+                },
+            ]
+        );
+        // Every record failed; a message is optional.
+        let body = r#"{"FailedRecordCount":2,"Records":[{"ErrorCode":"A"},{"ErrorCode":"B","ErrorMessage":null}]}"#;
+        assert_eq!(failed_indices(body, 2), [0, 1]);
+        assert_eq!(parse(body, 2).unwrap().failed[1].message, "");
+    }
+
+    #[test]
+    fn extra_fields_whitespace_key_order_and_escapes_are_read() {
+        let body = " \n{ \"EncryptionType\" : \"KMS\",\r\n\t\"Records\" : [ { \"ShardId\" : \"s\" , \"SequenceNumber\" : \"1\" , \"Extra\" : { \"a\" : [ 1 , { } , null , true ] } } ,\n {\"ErrorMessage\":\"m\",\"ErrorCode\":\"X\",\"ShardId\":7} ] ,\n\"FailedRecordCount\" : 1 , \"Future\" : [[[]]] } \n\t";
+        assert_eq!(failed_indices(body, 2), [1]);
+        // Escaped keys and values mean what they spell.
+        let body = r#"{"Failed\u0052ecordCount":1,"Rec\u006frds":[{"Sequence\u004eumber":"4\u00e9\"\\"},{"ErrorCode":"Provisioned\u0054hroughputExceededException","ErrorMessage":"Rate \"exceeded\"\n\u00e9 \ud83d\ude00"}]}"#;
+        let out = parse(body, 2).unwrap();
+        assert_eq!(out.failed[0].index, 1);
+        assert_eq!(out.failed[0].code, "ProvisionedThroughputExceededException");
+        assert_eq!(out.failed[0].message, "Rate \"exceeded\"\n\u{e9} \u{1f600}");
+    }
+
+    /// Unread fields are read in full, as far as serde_json's depth limit.
+    #[test]
+    fn nested_extra_fields_are_read_to_serde_jsons_depth_limit() {
+        let nested = |depth: usize| {
+            let value = format!("{}0{}", "[{\"a\":".repeat(depth), "}]".repeat(depth));
+            format!(r#"{{"x":{value},"Records":[{{"y":{value},"SequenceNumber":"1"}}]}}"#)
+        };
+        assert_eq!(failed_indices(&nested(60), 1), NONE);
+        // Deeper is refused, and costs no stack.
+        assert!(parse(&nested(20_000), 1).is_err());
+        // Skipped strings are checked as any other.
+        assert!(parse(r#"{"x":"\ud800","Records":[{"SequenceNumber":"1"}]}"#, 1).is_err());
+        assert!(parse(r#"{"x":"\q","Records":[{"SequenceNumber":"1"}]}"#, 1).is_err());
+        assert!(parse(r#"{"x":1e400,"Records":[{"SequenceNumber":"1"}]}"#, 1).is_err());
+        let not_utf8 = b"{\"Records\":[{\"SequenceNumber\":\"1\",\"ShardId\":\"\xccs\"}]}";
+        assert!(parse_put_records_output(not_utf8, 1).is_err());
+    }
+
+    #[test]
+    fn a_missing_or_null_count_is_zero_and_must_agree() {
+        let body = r#"{"Records":[{"SequenceNumber":"1","ShardId":"s"}]}"#;
+        assert_eq!(failed_indices(body, 1), NONE);
+        let body = r#"{"FailedRecordCount":null,"Records":[{"SequenceNumber":"1"}]}"#;
+        assert_eq!(failed_indices(body, 1), NONE);
+        // With failed entries, a missing count disagrees with them.
+        let body = r#"{"Records":[{"SequenceNumber":"1"},{"ErrorCode":"InternalFailure"}]}"#;
+        assert!(parse(body, 2).is_err());
+    }
+
+    #[test]
+    fn null_reads_as_absent_and_an_error_code_beats_a_sequence_number() {
+        let body = r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1","ErrorCode":null,"ErrorMessage":null}]}"#;
+        assert_eq!(failed_indices(body, 1), NONE);
+        // Both: the record counts as failed (sending it again costs at most a duplicate).
+        let body = r#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1","ErrorCode":"InternalFailure"}]}"#;
+        assert_eq!(failed_indices(body, 1), [0]);
+    }
+
+    /// Each of these was once read as "every record accepted".
+    #[test]
+    fn answers_that_do_not_account_for_every_record_are_malformed() {
+        let short = all_accepted(490);
+        let cases: &[(&str, &str, usize)] = &[
+            ("an empty object", "{}", 3),
+            ("null", "null", 3),
+            ("an empty array", "[]", 3),
+            ("a count alone", r#"{"FailedRecordCount":0}"#, 3),
+            ("cut after the count", r#"{"FailedRecordCount":0"#, 3),
+            (
+                "cut after the count's comma",
+                r#"{"FailedRecordCount":0,"#,
+                3,
+            ),
+            (
+                "cut inside Records",
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}"#,
+                1,
+            ),
+            ("Records 10 short", &short, 500),
+            (
+                "a count of 0 beside 3 ErrorCodes",
+                r#"{"FailedRecordCount":0,"Records":[{"ErrorCode":"A"},{"ErrorCode":"B"},{"ErrorCode":"C"}]}"#,
+                3,
+            ),
+            (
+                "an empty Records",
+                r#"{"FailedRecordCount":0,"Records":[]}"#,
+                3,
+            ),
+        ];
+        for (what, body, sent) in cases {
+            let err = parse(body, *sent).expect_err(what);
+            assert!(err
+                .to_string()
+                .starts_with("malformed PutRecords response: "));
+        }
+    }
+
+    #[test]
+    fn anything_else_off_the_shape_is_malformed() {
+        let cases: &[(&str, &str, usize)] = &[
+            ("empty", "", 1),
+            ("html", "<html><body>OK</body></html>", 1),
+            ("a string", r#""FailedRecordCount":0"#, 1),
+            (
+                "Records null",
+                r#"{"FailedRecordCount":0,"Records":null}"#,
+                1,
+            ),
+            (
+                "Records an object",
+                r#"{"Records":{"0":{"SequenceNumber":"1"}}}"#,
+                1,
+            ),
+            (
+                "one result too many",
+                r#"{"Records":[{"SequenceNumber":"1"},{"SequenceNumber":"2"}]}"#,
+                1,
+            ),
+            ("an empty entry", r#"{"Records":[{}]}"#, 1),
+            (
+                "an entry that is a string",
+                r#"{"Records":["SequenceNumber"]}"#,
+                1,
+            ),
+            ("an entry that is null", r#"{"Records":[null]}"#, 1),
+            (
+                "a numeric SequenceNumber",
+                r#"{"Records":[{"SequenceNumber":1}]}"#,
+                1,
+            ),
+            (
+                "a null SequenceNumber",
+                r#"{"Records":[{"SequenceNumber":null}]}"#,
+                1,
+            ),
+            (
+                "an empty ErrorCode",
+                r#"{"FailedRecordCount":1,"Records":[{"ErrorCode":""}]}"#,
+                1,
+            ),
+            (
+                "an empty ErrorCode beside a sequence number",
+                r#"{"Records":[{"SequenceNumber":"1","ErrorCode":""}]}"#,
+                1,
+            ),
+            (
+                "a numeric ErrorCode",
+                r#"{"FailedRecordCount":1,"Records":[{"ErrorCode":5}]}"#,
+                1,
+            ),
+            (
+                "a numeric ErrorMessage",
+                r#"{"FailedRecordCount":1,"Records":[{"ErrorCode":"A","ErrorMessage":5}]}"#,
+                1,
+            ),
+            (
+                "a count too high",
+                r#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "a count as a string",
+                r#"{"FailedRecordCount":"0","Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "a negative count",
+                r#"{"FailedRecordCount":-1,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "a fractional count",
+                r#"{"FailedRecordCount":0.0,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "Records twice",
+                r#"{"Records":[{"ErrorCode":"A"}],"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "the count twice",
+                r#"{"FailedRecordCount":1,"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "SequenceNumber twice",
+                r#"{"Records":[{"SequenceNumber":"1","SequenceNumber":"2"}]}"#,
+                1,
+            ),
+            (
+                "ErrorCode twice",
+                r#"{"FailedRecordCount":0,"Records":[{"ErrorCode":"A","ErrorCode":null,"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+            (
+                "something after the object",
+                r#"{"Records":[{"SequenceNumber":"1"}]} {}"#,
+                1,
+            ),
+            (
+                "a trailing comma",
+                r#"{"Records":[{"SequenceNumber":"1"},]}"#,
+                1,
+            ),
+            (
+                "invalid UTF-8 in a sequence number",
+                "{\"Records\":[{\"SequenceNumber\":\"\u{0}\"}]}",
+                1,
+            ),
+            (
+                "keys differ in case",
+                r#"{"records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
+        ];
+        for (what, body, sent) in cases {
+            assert!(parse(body, *sent).is_err(), "{what}: {body}");
+        }
+        assert!(
+            parse_put_records_output(b"{\"Records\":[{\"SequenceNumber\":\"\xff\"}]}", 1).is_err()
+        );
+    }
+
+    #[test]
+    fn messages_are_one_short_line() {
+        let body = format!(r#"{{"Records":"{}\n{}"}}"#, "x".repeat(10_000), "y");
+        let err = parse(&body, 1).unwrap_err();
+        assert!(err.0.chars().count() <= 301, "{}", err.0.len());
+        assert!(!err.0.contains('\n'));
+    }
+}
