@@ -115,7 +115,9 @@ impl World {
         (daemon, fifo)
     }
 
-    /// Runs the daemon, writes `lines`, waits for `done` in its log, stops it, returns its log.
+    /// Runs the daemon, writes `lines`, waits for `done` in its log, stops it, checks its exit
+    /// status is `exit`, returns its log.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         name: &str,
@@ -123,6 +125,7 @@ impl World {
         extra: &[&str],
         lines: &[Vec<u8>],
         done: &str,
+        exit: i32,
     ) -> String {
         let dir = TempDir::new(name);
         let (mut daemon, fifo) = self.start(&dir, env, extra);
@@ -131,7 +134,7 @@ impl World {
         daemon.signal(Signal::SIGTERM);
         let status = daemon.wait_exit(LONG);
         let log = daemon.stderr();
-        assert!(status.success(), "{log}");
+        assert_eq!(status.code(), Some(exit), "{log}");
         assert!(
             !log.contains(&self.secret),
             "the IAM secret leaked into the log"
@@ -185,7 +188,7 @@ fn iam_user_keys_from_the_environment_are_accepted() {
     env.push(("AWS_ACCESS_KEY_ID".into(), w.id.clone()));
     env.push(("AWS_SECRET_ACCESS_KEY".into(), w.secret.clone()));
     let sent = lines("env");
-    w.run("moto-env", &env, &[], &sent, &sent_marker(sent.len()));
+    w.run("moto-env", &env, &[], &sent, &sent_marker(sent.len()), 0);
     assert_eq!(w.client().read_all(STREAM), sent);
 }
 
@@ -197,7 +200,15 @@ fn a_wrong_secret_is_rejected_and_logged_with_its_code() {
     let wrong = format!("{}x", w.secret);
     env.push(("AWS_ACCESS_KEY_ID".into(), w.id.clone()));
     env.push(("AWS_SECRET_ACCESS_KEY".into(), wrong.clone()));
-    let log = w.run("moto-wrong", &env, &[], &lines("wrong"), "dropped 25 lines");
+    // No failed-attempts directory: the refused lines are counted as lost, exit status 1.
+    let log = w.run(
+        "moto-wrong",
+        &env,
+        &[],
+        &lines("wrong"),
+        "dropped 25 lines",
+        1,
+    );
     assert!(log.contains("SignatureDoesNotMatch"), "{log}");
     assert!(!log.contains(&wrong));
     assert_eq!(w.client().read_all(STREAM), Vec::<Vec<u8>>::new());
@@ -222,6 +233,7 @@ fn role_arn_assumes_the_role_at_moto_sts() {
         ],
         &sent,
         &sent_marker(sent.len()),
+        0,
     );
     assert!(
         log.contains(
@@ -253,7 +265,14 @@ fn profile_role_with_source_profile_at_moto_sts() {
     let mut env = w.env(&home);
     env.push(("AWS_PROFILE".into(), "ci".into()));
     let sent = lines("profile");
-    let log = w.run("moto-profile", &env, &[], &sent, &sent_marker(sent.len()));
+    let log = w.run(
+        "moto-profile",
+        &env,
+        &[],
+        &sent,
+        &sent_marker(sent.len()),
+        0,
+    );
     assert!(log.contains("credentials: profile \"ci\""), "{log}");
     assert_eq!(w.client().read_all(STREAM), sent);
 }

@@ -157,7 +157,7 @@ fn the_metrics_file_parses_and_matches_what_happened() {
     let (heads, samples) = parse_metrics(&metrics);
 
     let gauges = ["fifo2kinesis_buffered_bytes", "fifo2kinesis_spool_bytes"];
-    assert_eq!(heads.len(), 16, "{heads:?}");
+    assert_eq!(heads.len(), 17, "{heads:?}");
     for (name, kind, help) in &heads {
         assert!(name.starts_with("fifo2kinesis_"), "{name}");
         let want = if gauges.contains(&name.as_str()) {
@@ -179,6 +179,7 @@ fn the_metrics_file_parses_and_matches_what_happened() {
         ("fifo2kinesis_requests_total", calls.load(Ordering::SeqCst)),
         ("fifo2kinesis_retries_total", 2),
         ("fifo2kinesis_throttled_records_total", 2),
+        ("fifo2kinesis_failed_records_total", 0),
         ("fifo2kinesis_lines_spooled_total", 1),
         ("fifo2kinesis_lines_replayed_total", 0),
         ("fifo2kinesis_lines_dropped_total", 0),

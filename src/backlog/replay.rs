@@ -39,9 +39,10 @@ pub enum Item<'a> {
 pub struct FileLines<R> {
     source: R,
     max_line: usize,
+    /// Read buffer; the unread bytes are `buf[start..end]`.
     buf: Vec<u8>,
-    /// Unread bytes are `buf[start..]`.
     start: usize,
+    end: usize,
     /// The file offset of `buf[start]`.
     offset: u64,
     eof: bool,
@@ -57,6 +58,7 @@ impl<R: Read> FileLines<R> {
             max_line,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             offset,
             eof: false,
             long: None,
@@ -76,7 +78,7 @@ impl<R: Read> FileLines<R> {
             if let Some(len) = self.long {
                 return self.continue_long(len).map(Some);
             }
-            let unread = &self.buf[self.start..];
+            let unread = &self.buf[self.start..self.end];
             if let Some(nl) = memchr::memchr(b'\n', unread) {
                 if nl == 0 {
                     self.consume(1);
@@ -125,10 +127,10 @@ impl<R: Read> FileLines<R> {
 
     /// Hands out what is buffered of a long line, up to its newline or the end of the file.
     fn continue_long(&mut self, len: u64) -> io::Result<Item<'_>> {
-        if self.start == self.buf.len() && !self.eof {
+        if self.start == self.end && !self.eof {
             self.fill()?;
         }
-        let unread = &self.buf[self.start..];
+        let unread = &self.buf[self.start..self.end];
         match memchr::memchr(b'\n', unread) {
             Some(0) => {
                 self.consume(1);
@@ -157,28 +159,25 @@ impl<R: Read> FileLines<R> {
         Item::LongPiece(&self.buf[at..at + n])
     }
 
-    /// Reads another chunk, keeping the unread bytes.
+    /// Reads another chunk, keeping the unread bytes (moved to the front). The buffer grows
+    /// only while a line does not fit in it, up to `max_line` plus a chunk.
     fn fill(&mut self) -> io::Result<()> {
-        self.buf.drain(..self.start);
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
         self.start = 0;
-        let have = self.buf.len();
-        self.buf.resize(have + CHUNK, 0);
+        if self.buf.len() - self.end < CHUNK {
+            self.buf.resize(self.end + CHUNK, 0);
+        }
         let n = loop {
-            match self.source.read(&mut self.buf[have..]) {
+            match self.source.read(&mut self.buf[self.end..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
-        self.buf.truncate(have + n);
+        self.end += n;
         if n == 0 {
             self.eof = true;
-        }
-        if self.buf.capacity() > 4 * (self.max_line + CHUNK) {
-            self.buf.shrink_to(self.max_line + 2 * CHUNK);
         }
         Ok(())
     }
@@ -278,7 +277,7 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
-            assert!(r.buf.capacity() <= 4 * (1000 + CHUNK) + CHUNK);
+            assert!(r.buf.capacity() <= 1000 + 2 * CHUNK);
         }
         assert_eq!(total, data.len());
     }
