@@ -2,7 +2,8 @@
 //! `\n`-separated pieces, writing lines and reading them back gives them again, a file cut
 //! short yields only lines that were followed by a newline, and the streaming replay reader
 //! gives the same lines in any read size, passing lines over its limit on in pieces, with
-//! offsets that end lines. Leading bytes choose the read size and the line limit.
+//! offsets that end lines. Leading bytes choose the read size, the reader's buffer chunk and
+//! the line limit.
 #![no_main]
 
 use std::io::{self, Read};
@@ -23,10 +24,11 @@ impl Read for Trickle<'_> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&[chunk, limit], content)) = input.split_first_chunk::<2>() else {
+    let Some((&[chunk, buffer, limit], content)) = input.split_first_chunk::<3>() else {
         return;
     };
     let chunk = usize::from(chunk).max(1);
+    let buffer = usize::from(buffer).max(1);
     let max_line = usize::from(limit).max(1);
     let lines = split_lines(content);
     let naive: Vec<Vec<u8>> = content.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
@@ -42,7 +44,7 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(&lines[..recovered.len()], &recovered[..]);
 
     // The streaming reader: every line, in order, short ones whole and long ones in pieces.
-    let mut reader = FileLines::new(Trickle(content, chunk), 0, max_line);
+    let mut reader = FileLines::with_chunk(Trickle(content, chunk), 0, max_line, buffer);
     let mut got: Vec<Vec<u8>> = Vec::new();
     let mut long: Option<Vec<u8>> = None;
     loop {

@@ -43,22 +43,34 @@ pub struct FileLines<R> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// How many unread bytes are known to hold no newline (not searched again).
+    searched: usize,
     /// The file offset of `buf[start]`.
     offset: u64,
     eof: bool,
     /// In a long line: its length so far.
     long: Option<u64>,
+    /// The most asked of the source at once.
+    chunk: usize,
 }
 
 impl<R: Read> FileLines<R> {
     /// Reads `source`, whose first byte is at `offset` in the file.
     pub fn new(source: R, offset: u64, max_line: usize) -> Self {
+        FileLines::with_chunk(source, offset, max_line, CHUNK)
+    }
+
+    /// Like [`FileLines::new`], reading at most `chunk` bytes at once (at least 1): small
+    /// chunks reach the buffer's edge cases in tests.
+    pub fn with_chunk(source: R, offset: u64, max_line: usize, chunk: usize) -> Self {
         FileLines {
+            chunk: chunk.max(1),
             source,
             max_line,
             buf: Vec::new(),
             start: 0,
             end: 0,
+            searched: 0,
             offset,
             eof: false,
             long: None,
@@ -79,7 +91,10 @@ impl<R: Read> FileLines<R> {
                 return self.continue_long(len).map(Some);
             }
             let unread = &self.buf[self.start..self.end];
-            if let Some(nl) = memchr::memchr(b'\n', unread) {
+            let from = self.searched.min(unread.len());
+            let found = memchr::memchr(b'\n', &unread[from..]).map(|i| i + from);
+            self.searched = found.unwrap_or(unread.len());
+            if let Some(nl) = found {
                 if nl == 0 {
                     self.consume(1);
                     continue;
@@ -123,6 +138,7 @@ impl<R: Read> FileLines<R> {
     fn consume(&mut self, n: usize) {
         self.start += n;
         self.offset += n as u64;
+        self.searched = self.searched.saturating_sub(n);
     }
 
     /// Hands out what is buffered of a long line, up to its newline or the end of the file.
@@ -159,14 +175,17 @@ impl<R: Read> FileLines<R> {
         Item::LongPiece(&self.buf[at..at + n])
     }
 
-    /// Reads another chunk, keeping the unread bytes (moved to the front). The buffer grows
+    /// Reads another chunk, keeping the unread bytes (moved to the front when the room after
+    /// them runs short). The buffer grows
     /// only while a line does not fit in it, up to `max_line` plus a chunk.
     fn fill(&mut self) -> io::Result<()> {
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        if self.buf.len() - self.end < CHUNK {
-            self.buf.resize(self.end + CHUNK, 0);
+        if self.buf.len() - self.end < self.chunk {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < self.chunk {
+                self.buf.resize(self.end + self.chunk, 0);
+            }
         }
         let n = loop {
             match self.source.read(&mut self.buf[self.end..]) {
