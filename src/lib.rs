@@ -2,9 +2,11 @@
 //! Data Stream.
 //!
 //! The binary is a thin wrapper around [`run`]: one poll loop on the main thread reads the
-//! FIFO ([`fifo`]), splits lines ([`lines`]) and fills batches ([`batch`]); a sender thread
-//! ([`sender`]) signs ([`sigv4`]) and sends them ([`sink`], [`kinesis`]), retrying what can be
-//! retried and keeping what cannot in the failed-attempts directory ([`spool`]).
+//! FIFO ([`fifo`]), splits lines ([`lines`]) and fills batches ([`batch`]), which the backlog
+//! ([`backlog`]) owns until they are accepted — the memory budget, the failed-attempts
+//! directory, replay; a sender thread ([`sender`]) takes them from a bounded channel, delivers
+//! each as [`delivery`] decides, signs ([`sigv4`]) and sends them ([`sink`], [`kinesis`]), and
+//! reports back how each ended.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

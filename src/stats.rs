@@ -91,11 +91,6 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Subtracts `n` from a counter.
-    pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Ordering::Relaxed);
-    }
-
     /// Counts a failed request under its error code.
     pub fn count_error(&self, code: &str) {
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());

@@ -199,7 +199,8 @@ impl Spool {
         })
     }
 
-    /// Appends bytes that move from a spool file into `file` (see [`Spool::add_moved`]).
+    /// Appends bytes that move from a spool file into `file`: they are already counted in the
+    /// spool, so they need no room, and are released with the file they came from.
     pub fn write_moved(&self, file: &mut NewFile, bytes: &[u8]) -> io::Result<()> {
         file.write(bytes)?;
         self.add_moved(bytes.len() as u64);
