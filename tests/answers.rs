@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -18,26 +18,13 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// `n` distinct lines of `size` bytes.
 fn lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut l = format!("{tag}-{i:08}-").into_bytes();
-            l.resize(size.max(l.len()), b'a' + (i % 26) as u8);
-            l
-        })
-        .collect()
+    numbered_lines(tag, n, size)
 }
 
 /// Writes `lines` into the FIFO from another thread (it blocks while the daemon pauses reading).
 fn writer(fifo: &Path, lines: Vec<Vec<u8>>) -> JoinHandle<()> {
-    let fifo = fifo.to_path_buf();
-    thread::spawn(move || {
-        let mut w = open_writer(&fifo, LONG);
-        for chunk in lines.chunks(100) {
-            write_lines_atomically(&mut w, chunk);
-        }
-    })
+    spawn_writer(fifo, lines, 100, LONG)
 }
 
 fn start(dir: &TempDir, server: &FakeKinesis, extra: &[&str]) -> (Daemon, PathBuf) {

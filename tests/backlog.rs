@@ -23,9 +23,7 @@ use support::*;
 const LONG: Duration = Duration::from_secs(120);
 
 fn lines(tag: &str, n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("{tag}-{i:06}").into_bytes())
-        .collect()
+    numbered_lines(tag, n, 0)
 }
 
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -134,77 +132,84 @@ fn the_failed_attempts_cap_holds_while_an_endless_line_streams_in() {
     println!("largest size of the directory: {most} bytes (cap {cap})");
 }
 
+/// A daemon with a failed-attempts directory, in front of a server that refuses every request
+/// (AccessDeniedException) until `refuse` is cleared.
+struct Refused {
+    /// Kept for the life of the test; removed when dropped.
+    _dir: TempDir,
+    failed: std::path::PathBuf,
+    fifo: std::path::PathBuf,
+    refuse: Arc<AtomicBool>,
+    server: FakeKinesis,
+    daemon: Daemon,
+}
+
+impl Refused {
+    fn start(name: &str, extra: &[&str]) -> Refused {
+        let dir = TempDir::new(name);
+        let failed = dir.join("failed");
+        let fifo = dir.join("in.pipe");
+        let refuse = Arc::new(AtomicBool::new(true));
+        let server = refusing_server(&refuse);
+        let mut args = vec![
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--flush-interval",
+            "50ms",
+        ];
+        args.extend_from_slice(extra);
+        let daemon = start_daemon(&dir, &fifo, &server, &args);
+        wait_until(LONG, "the directory", || failed.is_dir());
+        Refused {
+            _dir: dir,
+            failed,
+            fifo,
+            refuse,
+            server,
+            daemon,
+        }
+    }
+}
+
 /// Hole 6: a write error other than "full" (here: the directory replaced by a file) dropped
 /// the lines of a batch set aside for a permanent error. They are held in memory, and kept on
 /// disk or delivered once that works again.
 #[test]
 fn lines_set_aside_are_held_in_memory_when_the_directory_cannot_be_written() {
-    let dir = TempDir::new("unwritable");
-    let failed = dir.join("failed");
-    let fifo = dir.join("in.pipe");
-    let refuse = Arc::new(AtomicBool::new(true));
-    let server = refusing_server(&refuse);
-    let mut daemon = start_daemon(
-        &dir,
-        &fifo,
-        &server,
-        &[
-            "--failed-attempts-dir",
-            failed.to_str().unwrap(),
-            "--retry-interval",
-            "1s",
-            "--flush-interval",
-            "50ms",
-        ],
-    );
-    wait_until(LONG, "the directory", || failed.is_dir());
-    fs::remove_dir_all(&failed).unwrap();
-    fs::write(&failed, b"not a directory").unwrap();
+    let mut r = Refused::start("unwritable", &["--retry-interval", "1s"]);
+    fs::remove_dir_all(&r.failed).unwrap();
+    fs::write(&r.failed, b"not a directory").unwrap();
     let sent = lines("held", 300);
-    write_lines_atomically(&mut open_writer(&fifo, LONG), &sent);
-    daemon.wait_log("holding them in memory", LONG);
-    fs::remove_file(&failed).unwrap();
-    refuse.store(false, Ordering::SeqCst);
-    wait_until(LONG, "every line", || server.received_count() >= sent.len());
-    daemon.signal(Signal::SIGTERM);
-    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
-    assert_eq!(sorted(server.received()), sorted(sent));
-    assert!(daemon.stderr().contains("lines_dropped=0 "));
+    write_lines_atomically(&mut open_writer(&r.fifo, LONG), &sent);
+    r.daemon.wait_log("holding them in memory", LONG);
+    fs::remove_file(&r.failed).unwrap();
+    r.refuse.store(false, Ordering::SeqCst);
+    wait_until(LONG, "every line", || {
+        r.server.received_count() >= sent.len()
+    });
+    r.daemon.signal(Signal::SIGTERM);
+    assert!(r.daemon.wait_exit(LONG).success(), "{}", r.daemon.stderr());
+    assert_eq!(sorted(r.server.received()), sorted(sent));
+    assert!(r.daemon.stderr().contains("lines_dropped=0 "));
 }
 
 /// Hole 6, the directory removed: it is created again and the lines are kept in it.
 #[test]
 fn a_removed_failed_attempts_dir_is_created_again() {
-    let dir = TempDir::new("removed-dir");
-    let failed = dir.join("failed");
-    let fifo = dir.join("in.pipe");
-    let refuse = Arc::new(AtomicBool::new(true));
-    let server = refusing_server(&refuse);
-    let mut daemon = start_daemon(
-        &dir,
-        &fifo,
-        &server,
-        &[
-            "--failed-attempts-dir",
-            failed.to_str().unwrap(),
-            "--flush-interval",
-            "50ms",
-        ],
-    );
-    wait_until(LONG, "the directory", || failed.is_dir());
-    fs::remove_dir_all(&failed).unwrap();
+    let mut r = Refused::start("removed-dir", &[]);
+    fs::remove_dir_all(&r.failed).unwrap();
     let sent = lines("removed", 300);
-    write_lines_atomically(&mut open_writer(&fifo, LONG), &sent);
+    write_lines_atomically(&mut open_writer(&r.fifo, LONG), &sent);
     wait_until(LONG, "the lines kept on disk", || {
-        let kept: usize = spool_files(&failed)
+        let kept: usize = spool_files(&r.failed)
             .iter()
             .map(|p| read_or_empty(p).split(|&b| b == b'\n').count())
             .sum();
         kept == sent.len()
     });
-    daemon.signal(Signal::SIGTERM);
-    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
-    assert!(daemon.stderr().contains("lines_dropped=0 "));
+    r.daemon.signal(Signal::SIGTERM);
+    assert!(r.daemon.wait_exit(LONG).success(), "{}", r.daemon.stderr());
+    assert!(r.daemon.stderr().contains("lines_dropped=0 "));
 }
 
 /// Hole 7: a replayed line longer than a record was dropped, and its file deleted, when moving

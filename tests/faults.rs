@@ -23,24 +23,12 @@ const N: usize = 100_000;
 const LONG: Duration = Duration::from_secs(180);
 
 fn lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut l = format!("{tag}-{i:08}-").into_bytes();
-            l.resize(size.max(l.len()), b'a' + (i % 26) as u8);
-            l
-        })
-        .collect()
+    numbered_lines(tag, n, size)
 }
 
-/// Writes `lines` into the FIFO from another thread (it blocks when the daemon pauses reading).
+/// Writes `lines` into the FIFO from another thread (it blocks while the daemon pauses reading).
 fn writer(fifo: &Path, lines: Vec<Vec<u8>>) -> JoinHandle<()> {
-    let fifo = fifo.to_path_buf();
-    thread::spawn(move || {
-        let mut w = open_writer(&fifo, LONG);
-        for chunk in lines.chunks(1000) {
-            write_lines_atomically(&mut w, chunk);
-        }
-    })
+    spawn_writer(fifo, lines, 1000, LONG)
 }
 
 /// Checks that every line arrived at least once and nothing else did; returns the duplicates.

@@ -28,6 +28,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// `n` distinct lines of at least `size` bytes: `tag-<number>-` padded with one letter.
+pub fn numbered_lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut l = format!("{tag}-{i:08}-").into_bytes();
+            l.resize(size.max(l.len()), b'a' + (i % 26) as u8);
+            l
+        })
+        .collect()
+}
+
+/// Writes `lines` into the FIFO from another thread, `per_write` lines a write (the thread
+/// blocks while the daemon pauses reading).
+pub fn spawn_writer(
+    fifo: &Path,
+    lines: Vec<Vec<u8>>,
+    per_write: usize,
+    timeout: Duration,
+) -> thread::JoinHandle<()> {
+    let fifo = fifo.to_path_buf();
+    thread::spawn(move || {
+        let mut w = open_writer(&fifo, timeout);
+        for chunk in lines.chunks(per_write) {
+            write_lines_atomically(&mut w, chunk);
+        }
+    })
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
 
