@@ -19,9 +19,7 @@ pub mod replay;
 pub mod spool;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +30,7 @@ use crate::log;
 use crate::sender::{Job, Report};
 use crate::stats::Stats;
 use policy::{Disposal, Memory, Room, Schedule};
-use replay::{FileLines, Item};
+use replay::Replaying;
 use spool::{NewFile, Spool, SpoolError};
 
 /// How often a warning about a full or failing directory is repeated.
@@ -71,18 +69,6 @@ struct InFlight {
     lines: u64,
     memory: u64,
     origin: Origin,
-}
-
-/// The spool file being replayed.
-struct Replaying {
-    path: PathBuf,
-    lines: FileLines<File>,
-    /// Everything before this offset was delivered (or moved to `oversized/`).
-    delivered: u64,
-    /// The reader reached the end of the file.
-    read_all: bool,
-    /// A batch of this file is with the sender.
-    in_flight: bool,
 }
 
 /// An over-long line being streamed to `oversized/`.
@@ -559,244 +545,6 @@ impl Backlog {
         self.lose(lost);
         lost
     }
-
-    /// Makes a job from the next lines of the oldest spool file.
-    fn next_replay_job(&mut self, now: Instant) -> Option<Job> {
-        if self.replaying.as_ref().is_some_and(|r| r.in_flight) {
-            return None;
-        }
-        if self.replaying.is_none() && !self.open_next_file(now) {
-            return None;
-        }
-        match self.replay_batch() {
-            Ok(Some((batch, end))) => {
-                if let Some(r) = self.replaying.as_mut() {
-                    r.in_flight = true;
-                }
-                Some(self.job(batch, Origin::Replay { end }))
-            }
-            Ok(None) => {
-                // Nothing left to send in this file.
-                self.finish_file(now);
-                self.schedule.continue_now(now);
-                None
-            }
-            Err(e) => {
-                let path = self.replaying.take().map(|r| r.path).unwrap_or_default();
-                self.unreadable_file(path, &e, now);
-                None
-            }
-        }
-    }
-
-    /// Opens the oldest file to replay; false if there is none (or none can be opened now).
-    fn open_next_file(&mut self, now: Instant) -> bool {
-        let Some(spool) = &self.spool else {
-            self.schedule.idle();
-            return false;
-        };
-        let files = match spool.pending_files() {
-            Ok(f) => f,
-            Err(e) => {
-                log!(Error, "cannot list {}: {e}", spool.dir().display());
-                self.schedule.later(now);
-                return false;
-            }
-        };
-        let mut bad = Vec::new();
-        let mut opened = None;
-        for path in files {
-            if self.delivered_files.contains(&path) {
-                if spool.remove(&path).is_ok() {
-                    self.delivered_files.remove(&path);
-                }
-                continue;
-            }
-            if self.unreadable.contains(&path) {
-                continue;
-            }
-            match open_at_progress(spool, &path, self.limits.max_line) {
-                Ok(lines) => {
-                    opened = Some((path, lines));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => bad.push((path, e)),
-            }
-        }
-        for (path, e) in bad {
-            self.unreadable_file(path, &e, now);
-        }
-        if let Some((path, lines)) = opened {
-            let delivered = lines.offset();
-            self.replaying = Some(Replaying {
-                path,
-                lines,
-                delivered,
-                read_all: false,
-                in_flight: false,
-            });
-            return true;
-        }
-        if self.unreadable.is_empty() && self.delivered_files.is_empty() {
-            self.schedule.idle();
-        } else {
-            // Try those again later, without spinning.
-            self.unreadable.clear();
-            self.schedule.block(now);
-        }
-        false
-    }
-
-    /// A file that cannot be read: renamed aside, or if even that fails, skipped for now.
-    fn unreadable_file(&mut self, path: PathBuf, e: &io::Error, now: Instant) {
-        let Some(spool) = &self.spool else { return };
-        match spool.set_aside_unreadable(&path) {
-            Ok(bad) => log!(
-                Error,
-                "cannot read failed-attempts file {}: {e}; renamed it to {}",
-                path.display(),
-                bad.display()
-            ),
-            Err(e2) => {
-                if self.unreadable.insert(path.clone()) {
-                    log!(
-                        Error,
-                        "cannot read failed-attempts file {}: {e}, nor rename it aside: {e2}; skipping it",
-                        path.display()
-                    );
-                }
-                self.schedule.later(now);
-            }
-        }
-    }
-
-    /// The next batch of the file being replayed, with the offset just past it; lines too long
-    /// for a record are moved to `oversized/` on the way. `None` at the end of the file.
-    fn replay_batch(&mut self) -> io::Result<Option<(Batch, u64)>> {
-        let limits = self.limits;
-        let key_len = self.keys.key_len();
-        let r = self.replaying.as_mut().expect("a file is open");
-        let spool = self.spool.as_ref().expect("replay needs a directory");
-        let mut batch = Batch::new();
-        let mut end = r.lines.offset();
-        while batch.len() < limits.max_records {
-            let room = limits
-                .max_request_bytes
-                .saturating_sub(batch.size() + key_len)
-                .min(limits.max_line);
-            match r.lines.next_if(room)? {
-                None => break,
-                Some(Item::Line { line, end: e }) => {
-                    self.key_buf.clear();
-                    self.keys.fill(&mut self.key_buf);
-                    batch.push(line, &self.key_buf);
-                    end = e;
-                }
-                Some(Item::LongPiece(piece)) => {
-                    if self.long.as_ref().is_none_or(|l| l.file.is_none()) {
-                        self.long = Some(LongLine {
-                            file: spool.begin_oversized().ok(),
-                            refused: None,
-                        });
-                    }
-                    if let Some(f) = self.long.as_mut().and_then(|l| l.file.as_mut()) {
-                        spool.write_moved(f, piece)?;
-                    }
-                }
-                Some(Item::LongEnd { len, end: e }) => {
-                    let file = self.long.take().and_then(|l| l.file);
-                    let file =
-                        file.ok_or_else(|| io::Error::other("cannot create a file in oversized/"))?;
-                    let path = spool
-                        .commit_oversized(file)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                    Stats::add(&self.stats.oversized_lines, 1);
-                    log!(Warn, "a replayed line of {len} bytes is longer than the {} bytes a record leaves for data; moved it to {}", limits.max_line, path.display());
-                    end = e;
-                }
-                Some(Item::End) => {
-                    r.read_all = true;
-                    break;
-                }
-            }
-        }
-        if batch.is_empty() {
-            if end > r.delivered {
-                // Only over-long lines were passed: they are kept, so the file moves on.
-                r.delivered = end;
-                spool.set_progress(&r.path, end)?;
-            }
-            if r.read_all {
-                return Ok(None);
-            }
-        }
-        Ok(Some((batch, end)))
-    }
-
-    /// A replayed batch came back.
-    fn replay_reported(&mut self, end: u64, finish: crate::delivery::Finish, now: Instant) {
-        Stats::add(&self.stats.lines_replayed, finish.accepted);
-        let Some(r) = self.replaying.as_mut() else {
-            return;
-        };
-        r.in_flight = false;
-        match finish.undelivered {
-            None => {
-                r.delivered = end;
-                let (path, read_all) = (r.path.clone(), r.read_all);
-                if let Some(spool) = &self.spool {
-                    if let Err(e) = spool.set_progress(&path, end) {
-                        log!(
-                            Warn,
-                            "cannot record replay progress of {}: {e}",
-                            path.display()
-                        );
-                    }
-                }
-                if read_all {
-                    self.finish_file(now);
-                }
-                self.schedule.continue_now(now);
-            }
-            Some(u) => {
-                // The file still holds them: read again from what was delivered, later.
-                log!(
-                    Debug,
-                    "{} replayed lines came back undelivered ({}); they stay in {}",
-                    u.batch.len(),
-                    u.reason,
-                    r.path.display()
-                );
-                self.replaying = None;
-                if u.permanent {
-                    self.schedule.block(now);
-                } else {
-                    self.schedule.later(now);
-                }
-            }
-        }
-    }
-
-    /// The open file was delivered whole: remove it (or remember it, if that fails).
-    fn finish_file(&mut self, now: Instant) {
-        let Some(r) = self.replaying.take() else {
-            return;
-        };
-        let Some(spool) = &self.spool else { return };
-        match spool.remove(&r.path) {
-            Ok(()) => log!(Debug, "replayed {}", r.path.display()),
-            Err(e) => {
-                log!(
-                    Error,
-                    "cannot remove the delivered file {}: {e}; it will not be sent again",
-                    r.path.display()
-                );
-                self.delivered_files.insert(r.path);
-                self.schedule.later(now);
-            }
-        }
-    }
 }
 
 /// Logs a warning at most every [`WARN_EVERY`].
@@ -821,30 +569,6 @@ fn write_batch(spool: &Spool, batch: &Batch) -> Result<PathBuf, SpoolError> {
         }
         other => other,
     }
-}
-
-/// Opens a spool file where its replay left off. A progress record that does not point just
-/// past a newline inside the file is ignored: the file is sent from the start (duplicates
-/// rather than loss).
-fn open_at_progress(
-    spool: &Spool,
-    path: &std::path::Path,
-    max_line: usize,
-) -> io::Result<FileLines<File>> {
-    let mut f = spool::open_regular(path)?;
-    let len = f.metadata()?.len();
-    let mut offset = spool.progress(path);
-    if offset > 0 {
-        let mut byte = [0u8];
-        let valid =
-            offset <= len && f.read_exact_at(&mut byte, offset - 1).is_ok() && byte[0] == b'\n';
-        if !valid {
-            log!(Warn, "ignoring the replay progress of {}: it does not end a line; sending the file from the start", path.display());
-            offset = 0;
-        }
-    }
-    f.seek(SeekFrom::Start(offset))?;
-    Ok(FileLines::new(f, offset, max_line))
 }
 
 #[cfg(test)]
