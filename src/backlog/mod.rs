@@ -738,6 +738,7 @@ mod tests {
         let mut sent = 0;
         while let Some(job) = b.next_job(t0) {
             assert!(b.next_job(t0).is_none(), "one replayed batch at a time");
+            assert_eq!(b.deadline(), None, "no wake-up while it is with the sender");
             sent += job.batch.len();
             assert!(file.exists());
             b.on_report(

@@ -144,6 +144,12 @@ impl Schedule {
     pub fn idle(&mut self) {
         self.next = None;
     }
+
+    /// A kept batch is with the sender: nothing is due until it reports (then
+    /// [`Schedule::continue_now`], [`Schedule::later`] or [`Schedule::block`]).
+    pub fn await_report(&mut self) {
+        self.next = None;
+    }
 }
 
 /// What a stop does next.

@@ -94,6 +94,19 @@ impl<R: Read> FileLines<R> {
         }
     }
 
+    /// Whether everything was handed out (reads ahead if it must to know).
+    pub fn at_end(&mut self) -> io::Result<bool> {
+        loop {
+            if self.long.is_some() || self.start < self.end {
+                return Ok(false);
+            }
+            if self.eof {
+                return Ok(true);
+            }
+            self.fill()?;
+        }
+    }
+
     /// The offset of the first byte not yet handed out.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -245,6 +258,8 @@ impl Backlog {
                 if let Some(r) = self.replaying.as_mut() {
                     r.in_flight = true;
                 }
+                // No wake-ups while it is out: the report brings the next one on.
+                self.schedule.await_report();
                 Some(self.job(batch, Origin::Replay { end }))
             }
             Ok(None) => {
@@ -393,6 +408,11 @@ impl Backlog {
                 }
             }
         }
+        // A file that ends with this batch is removed once it is accepted, with no progress
+        // record in between.
+        if !r.read_all && r.lines.at_end()? {
+            r.read_all = true;
+        }
         if batch.is_empty() {
             if end > r.delivered {
                 // Only over-long lines were passed: they are kept, so the file moves on.
@@ -416,18 +436,16 @@ impl Backlog {
         match finish.undelivered {
             None => {
                 r.delivered = end;
-                let (path, read_all) = (r.path.clone(), r.read_all);
-                if let Some(spool) = &self.spool {
-                    if let Err(e) = spool.set_progress(&path, end) {
+                if r.read_all {
+                    self.finish_file(now);
+                } else if let Some(spool) = &self.spool {
+                    if let Err(e) = spool.set_progress(&r.path, end) {
                         log!(
                             Warn,
                             "cannot record replay progress of {}: {e}",
-                            path.display()
+                            r.path.display()
                         );
                     }
-                }
-                if read_all {
-                    self.finish_file(now);
                 }
                 self.schedule.continue_now(now);
             }
