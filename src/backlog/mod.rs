@@ -160,7 +160,10 @@ impl Backlog {
         if self.stopping {
             return None;
         }
-        match (self.schedule.next(), self.spill_paused_until) {
+        // While batches wait for room in the sender's channel, its next report wakes the loop:
+        // kept lines come after them anyway.
+        let retry = self.schedule.next().filter(|_| !self.has_waiting());
+        match (retry, self.spill_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -260,6 +263,8 @@ impl Backlog {
         if self.memory > 0
             && self.memory + self.limits.max_request_bytes as u64 > self.limits.budget
         {
+            // Memory is short: try again later (an accepted delivery brings it on sooner).
+            self.schedule.later(now);
             return None;
         }
         self.next_replay_job(now)
@@ -653,6 +658,34 @@ mod tests {
             Stats::get(&stats.lines_spooled) as usize,
             lines_on_disk(&dir)
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_wake_up_is_due_while_batches_wait_for_the_sender_or_memory_is_short() {
+        let t0 = Instant::now();
+        let dir = temp("no-spin");
+        spool::prepare_dir(&dir).unwrap();
+        std::fs::write(dir.join("fifo2kinesis-20200101000000-000001-1"), b"kept").unwrap();
+        let (mut b, _) = backlog(Some(&dir), 1 << 20, 3 << 20, t0);
+        b.push(batch("w", 3));
+        assert_eq!(
+            b.deadline(),
+            None,
+            "a waiting batch: the sender's report wakes the loop"
+        );
+        let live = b.next_job(t0).unwrap();
+        // Memory short (a live batch of 2 MiB in flight, 1 MiB requests, 3 MiB budget).
+        let mut big = Batch::new();
+        big.push(&vec![b'x'; 2 << 20], b"");
+        b.push(big);
+        let _big = b.next_job(t0).unwrap();
+        assert!(b.next_job(t0).is_none(), "no replay while memory is short");
+        assert!(
+            b.deadline().is_some_and(|d| d > t0),
+            "and no wake-up due at once"
+        );
+        drop(live);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
