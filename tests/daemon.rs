@@ -413,6 +413,27 @@ fn logger_handler_prints_records_and_needs_no_aws() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Go-era service files say `-h logger`: `-h` is `--flush-handler` there, not the help.
+#[test]
+fn go_short_h_logger_runs_the_logger_handler_instead_of_printing_help() {
+    let dir = TempDir::new("short-h");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &["-f", fifo.to_str().unwrap(), "-h", "logger", "-i", "100ms"],
+        &[],
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"from a go unit\n").unwrap();
+    drop(w);
+    wait_until(LONG, "stdout", || {
+        read_or_empty(&daemon.stdout_path) == b"from a go unit\n"
+    });
+    daemon.signal(Signal::SIGINT);
+    assert!(daemon.wait_exit(LONG).success());
+}
+
 #[test]
 fn stdin_is_read_to_its_end_then_the_daemon_exits_zero() {
     let out = Command::new(BIN)
