@@ -29,6 +29,7 @@ pub mod imds;
 pub mod ini;
 pub mod kinesis;
 pub mod lines;
+pub mod lock;
 pub mod metrics;
 pub mod process;
 pub mod profile;
@@ -80,6 +81,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     // Before any thread exists, so that every thread inherits the blocked signals.
     let signals = signals::block()
         .map_err(|e| Error::Setup(format!("cannot set up signal handling: {e}")))?;
+    let _locks = take_locks(&config)?;
     let spool = match &config.failed_attempts_dir {
         None => None,
         Some(dir) => Some(
@@ -104,6 +106,33 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         },
     )
     .map_err(Error::Runtime)
+}
+
+/// Locks the FIFO (`<fifo>.lock`) and the failed-attempts directory (`<dir>/.lock`) for this
+/// run, before either is touched, so that a second daemon on either is refused. Standard input
+/// is this process's own and needs no lock.
+fn take_locks(config: &Config) -> Result<Vec<lock::Lock>, Error> {
+    let mut locks = Vec::new();
+    let setup = |option: &str, e: lock::LockError| Error::Setup(format!("{option}: {e}"));
+    if let config::Input::Fifo(fifo) = &config.input {
+        let path = lock::fifo_lock_path(fifo);
+        match lock::acquire(&path) {
+            Ok(l) => locks.push(l),
+            // A FIFO made beforehand in a directory this user may not write to worked before
+            // there was a lock; it still does, unguarded.
+            Err(e) if e.is_not_permitted() => {
+                log!(Warn, "{e}; running without the one-daemon-per-FIFO check")
+            }
+            Err(e) => return Err(setup("--fifo-name", e)),
+        }
+    }
+    if let Some(dir) = &config.failed_attempts_dir {
+        backlog::spool::prepare_dir(dir)
+            .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
+        let path = dir.join(lock::DIR_LOCK_NAME);
+        locks.push(lock::acquire(&path).map_err(|e| setup("--failed-attempts-dir", e))?);
+    }
+    Ok(locks)
 }
 
 /// Builds the flush handler the configuration names; for Kinesis, resolves region, endpoint
