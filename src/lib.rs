@@ -113,26 +113,35 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
 /// is this process's own and needs no lock.
 fn take_locks(config: &Config) -> Result<Vec<lock::Lock>, Error> {
     let mut locks = Vec::new();
-    let setup = |option: &str, e: lock::LockError| Error::Setup(format!("{option}: {e}"));
     if let config::Input::Fifo(fifo) = &config.input {
-        let path = lock::fifo_lock_path(fifo);
-        match lock::acquire(&path) {
-            Ok(l) => locks.push(l),
-            // A FIFO made beforehand in a directory this user may not write to worked before
-            // there was a lock; it still does, unguarded.
-            Err(e) if e.is_not_permitted() => {
-                log!(Warn, "{e}; running without the one-daemon-per-FIFO check")
-            }
-            Err(e) => return Err(setup("--fifo-name", e)),
-        }
+        locks.extend(take_lock("--fifo-name", &lock::fifo_lock_path(fifo))?);
     }
     if let Some(dir) = &config.failed_attempts_dir {
         backlog::spool::prepare_dir(dir)
             .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
-        let path = dir.join(lock::DIR_LOCK_NAME);
-        locks.push(lock::acquire(&path).map_err(|e| setup("--failed-attempts-dir", e))?);
+        locks.extend(take_lock(
+            "--failed-attempts-dir",
+            &dir.join(lock::DIR_LOCK_NAME),
+        )?);
     }
     Ok(locks)
+}
+
+/// One lock; `None` where the lock file cannot be created for want of permission (a FIFO
+/// made beforehand in a directory this user may not write to, a read-only failed-attempts
+/// directory): those ran before there were locks, and still do, unguarded.
+fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<lock::Lock>, Error> {
+    match lock::acquire(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.is_not_permitted() => {
+            log!(
+                Warn,
+                "{e}; running without the one-daemon check for {option}"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::Setup(format!("{option}: {e}"))),
+    }
 }
 
 /// Builds the flush handler the configuration names; for Kinesis, resolves region, endpoint

@@ -9,8 +9,9 @@
 //! of its holder, for the refusal message. The kernel releases a flock when its holder dies, so
 //! a lock file left by a killed daemon does not stop the next one; it is never removed, as
 //! removing it could let a third daemon lock a new file while the second holds the old one.
-//! A lock file that cannot be created for want of permission is the caller's to judge: a FIFO
-//! made beforehand in a directory the daemon may not write to is read unguarded, as before.
+//! A lock file that cannot be created for want of permission is the caller's to judge
+//! ([`LockError::is_not_permitted`]): a FIFO made beforehand in a directory the daemon may not
+//! write to, or a read-only failed-attempts directory, is used unguarded, as before.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
