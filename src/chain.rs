@@ -178,7 +178,7 @@ fn default_chain(
     }
 
     if let Some(c) = ContainerCredentials::from_env(ctx.env, ctx.http)? {
-        let what = format!("container credentials at {}", c.url());
+        let what = format!("container credentials at {}", c.shown_url());
         return Ok((Box::new(Refreshing::new(c)), what));
     }
     tried.push("container (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI not set)".into());

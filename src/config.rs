@@ -3,8 +3,9 @@
 //! Every option has a long form, most a short form, and an environment variable
 //! `FIFO2KINESIS_<OPTION_IN_CAPS_WITH_UNDERSCORES>`; the command line beats the environment,
 //! and a blank environment value counts as unset. Options, short letters, variables and
-//! defaults are those of the Go fifo2kinesis, so existing service files keep working, except
-//! that `-h` is `--help`. Any bad value is a [`ConfigError`] naming the option and what it
+//! defaults are those of the Go fifo2kinesis, so existing service files keep working: `-h NAME`
+//! is `--flush-handler NAME`, as there. Only a bare `-h`, with no value after it, prints the
+//! help, as `--help` does; a Go service file never has one. Any bad value is a [`ConfigError`] naming the option and what it
 //! accepts; the binary turns it into exit status 2.
 
 use std::ffi::{OsStr, OsString};
@@ -38,7 +39,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { long: "buffer-queue-limit", short: Some('l'), value: "N", default: "500", help: "Records in a batch before it is flushed (1..=500 with kinesis)" },
     OptionSpec { long: "failed-attempts-dir", short: Some('D'), value: "DIR", default: "none", help: "Directory that keeps lines that could not be delivered" },
     OptionSpec { long: "flush-interval", short: Some('i'), value: "DURATION", default: "5", help: "Seconds (or 250ms, 1.5s) after a batch's first line before it is flushed; 0 disables the timer" },
-    OptionSpec { long: "flush-handler", short: None, value: "NAME", default: "kinesis", help: "Where batches go: kinesis, or logger (standard output, no AWS needed)" },
+    OptionSpec { long: "flush-handler", short: Some('h'), value: "NAME", default: "kinesis", help: "Where batches go: kinesis, or logger (standard output, no AWS needed)" },
     OptionSpec { long: "region", short: Some('R'), value: "REGION", default: "AWS_REGION, AWS_DEFAULT_REGION, the profile's, the instance's", help: "The AWS region of the stream" },
     OptionSpec { long: "role-arn", short: Some('r'), value: "ARN", default: "none", help: "A role to assume with STS before publishing" },
     OptionSpec { long: "role-session-name", short: Some('S'), value: "NAME", default: "fifo2kinesis-<unix seconds>", help: "The session name used when assuming --role-arn" },
@@ -91,7 +92,10 @@ pub fn help_text() -> String {
             o.default
         ));
     }
-    out.push_str("  -h, --help\n        Print this help and exit\n  -V, --version\n        Print the version and exit\n");
+    out.push_str(
+        "      --help\n        Print this help and exit; so does -h with no value after it\n  \
+         -V, --version\n        Print the version and exit\n",
+    );
     out
 }
 
@@ -313,7 +317,14 @@ where
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         let spec = match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('h') => match flush_handler_after_h(&mut parser)? {
+                Some(name) => {
+                    raw.set("flush-handler", name);
+                    continue;
+                }
+                None => return Ok(Command::Help),
+            },
+            Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Short('d') | Long("debug") => {
                 raw.debug = Some(parser.optional_value().unwrap_or_else(|| "true".into()));
@@ -335,6 +346,17 @@ where
         raw.set(spec.long, value);
     }
     build(raw, &env).map(|c| Command::Run(Box::new(c)))
+}
+
+/// The value of a `-h`, which is `--flush-handler` as in the Go tool: attached (`-hNAME`,
+/// `-h=NAME`) or the next argument unless that is an option. `None` (a bare `-h`, last or
+/// before another option) asks for the help, as `--help` does.
+fn flush_handler_after_h(parser: &mut lexopt::Parser) -> Result<Option<OsString>, ConfigError> {
+    if let Some(v) = parser.optional_value() {
+        return Ok(Some(v));
+    }
+    let is_option = |a: &OsStr| a.len() > 1 && a.as_encoded_bytes()[0] == b'-';
+    Ok(parser.raw_args()?.next_if(|a| !is_option(a)))
 }
 
 /// Looks an option up: command line first, then its environment variable. Blank is unset.
@@ -929,6 +951,51 @@ mod tests {
             assert!(help.contains(&format!("--{}", o.long)), "{}", o.long);
             assert!(help.contains(&env_name(o.long)), "{}", o.long);
         }
+    }
+
+    #[test]
+    fn short_h_with_a_value_is_the_flush_handler_as_in_go_service_files() {
+        for form in [
+            &["-h", "logger"][..],
+            &["-hlogger"][..],
+            &["-h=logger"][..],
+            &["--flush-handler", "logger"][..],
+        ] {
+            let mut a = vec!["-f", "/p"];
+            a.extend(form);
+            assert_eq!(run(&a, &[]).unwrap().handler, Handler::Logger, "{form:?}");
+        }
+        let mut a = BASE.to_vec();
+        a.extend(["-h", "kinesis"]);
+        assert_eq!(run(&a, &[]).unwrap().handler, Handler::Kinesis);
+        let long = {
+            let mut a = BASE.to_vec();
+            a.extend(["--flush-handler", "kafka"]);
+            err(&a, &[])
+        };
+        assert!(
+            long.starts_with("--flush-handler: invalid value \"kafka\""),
+            "{long}"
+        );
+        for form in [&["-h", "kafka"][..], &["-hkafka"][..], &["-h=kafka"][..]] {
+            let mut a = BASE.to_vec();
+            a.extend(form);
+            assert_eq!(err(&a, &[]), long, "{form:?}");
+        }
+    }
+
+    #[test]
+    fn bare_short_h_prints_the_help() {
+        let none = |_: &str| None;
+        assert_eq!(parse(["-h"], none).unwrap(), Command::Help);
+        assert_eq!(parse(["-f", "/p", "-h"], none).unwrap(), Command::Help);
+        assert_eq!(parse(["-h", "-f", "/p"], none).unwrap(), Command::Help);
+        assert_eq!(
+            parse(["-h", "--fifo-name", "/p"], none).unwrap(),
+            Command::Help
+        );
+        assert_eq!(parse(["--help", "logger"], none).unwrap(), Command::Help);
+        assert!(help_text().contains("-h, --flush-handler NAME"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ const ATTEMPTS: usize = 3;
 /// The container credentials endpoint.
 pub struct ContainerCredentials {
     url: String,
+    /// `url` as it may be logged ([`loggable_url`]).
+    shown_url: String,
     token_file: Option<PathBuf>,
     token: Option<String>,
     agent: Agent,
@@ -44,6 +46,7 @@ impl ContainerCredentials {
             return Ok(None);
         };
         Ok(Some(ContainerCredentials {
+            shown_url: loggable_url(&url),
             url,
             token_file: env
                 .get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
@@ -55,9 +58,9 @@ impl ContainerCredentials {
         }))
     }
 
-    /// The URL asked.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The URL asked, as it may be logged: without user-info, query or fragment.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     fn authorization(&self) -> Result<Option<String>, String> {
@@ -88,7 +91,13 @@ impl ContainerCredentials {
         if let Some(auth) = self.authorization()? {
             req = req.header("authorization", auth);
         }
-        let mut resp = req.call().map_err(|e| e.to_string())?;
+        let mut resp = req.call().map_err(|e| match e {
+            // These quote the URL whole, secrets and all.
+            ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => {
+                format!("{}: the URL cannot be used", self.shown_url)
+            }
+            e => format!("{}: {e}", self.shown_url),
+        })?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -97,7 +106,7 @@ impl ContainerCredentials {
             .read_to_vec()
             .map_err(|e| e.to_string())?;
         if status != 200 {
-            return Err(format!("{} answered HTTP {status}", self.url));
+            return Err(format!("{} answered HTTP {status}", self.shown_url));
         }
         parse_json_credentials(&body, "Token", "container")
     }
@@ -116,23 +125,46 @@ impl Fetch for ContainerCredentials {
     }
 }
 
+/// `url` as it may be logged or put in an error: scheme, host, port and path. User-info, query
+/// and fragment may hold secrets (a password, a signed token) and are left out; a URL that does
+/// not parse is not shown at all, as there is no telling which part of it is secret.
+pub fn loggable_url(url: &str) -> String {
+    const UNPARSEABLE: &str = "(a URL that cannot be parsed)";
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return UNPARSEABLE.into();
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some(scheme), Some(host)) => {
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", uri.path())
+        }
+        _ => UNPARSEABLE.into(),
+    }
+}
+
 /// Whether a full URI may be used: any https URL, or http to a loopback or the ECS/EKS hosts.
 pub fn check_full_uri(uri: &str) -> Result<(), String> {
     if uri.starts_with("https://") {
         return Ok(());
     }
     let refuse = || {
-        Err(format!("AWS_CONTAINER_CREDENTIALS_FULL_URI {uri:?} is not https and not a loopback or container host"))
+        Err(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {:?} is not https and not a loopback or container host",
+            loggable_url(uri)
+        ))
     };
-    let Some(rest) = uri.strip_prefix("http://") else {
+    if !uri.starts_with("http://") {
+        return refuse();
+    }
+    // The host the request goes to, as ureq will read it: after any user-info.
+    let Ok(parsed) = uri.parse::<ureq::http::Uri>() else {
         return refuse();
     };
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
+    let host = parsed.host().unwrap_or("");
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host == "localhost" {
         return Ok(());
     }
@@ -154,6 +186,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loggable_urls_keep_scheme_host_port_and_path_only() {
+        for (url, shown) in [
+            (
+                "https://user:pass@host:8443/path?token=x#f",
+                "https://host:8443/path",
+            ),
+            (
+                "http://127.0.0.1:9/creds?sig=s3cret",
+                "http://127.0.0.1:9/creds",
+            ),
+            (
+                "http://169.254.170.2/v2/credentials/abc",
+                "http://169.254.170.2/v2/credentials/abc",
+            ),
+            (
+                "http://[fd00:ec2::23]/v1/credentials",
+                "http://[fd00:ec2::23]/v1/credentials",
+            ),
+            ("http://token@localhost/", "http://localhost/"),
+            ("https://host#frag", "https://host/"),
+            ("ftp://u:p@example.com/x?y", "ftp://example.com/x"),
+        ] {
+            assert_eq!(loggable_url(url), shown, "{url}");
+        }
+        for unparseable in [
+            "no scheme?secret",
+            "http://u:p?q@host/",
+            "http://a b/?secret",
+            "",
+        ] {
+            let shown = loggable_url(unparseable);
+            assert!(
+                !shown.contains("secret") && !shown.contains("p?q"),
+                "{shown}"
+            );
+        }
+        let e = check_full_uri("http://user:pw@10.0.0.1/creds?token=tok").unwrap_err();
+        assert!(
+            !e.contains("pw") && !e.contains("tok") && e.contains("10.0.0.1"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn allowed_full_uris() {
         for ok in [
             "https://example.com/creds",
@@ -164,6 +240,7 @@ mod tests {
             "http://169.254.170.2/v2/credentials",
             "http://169.254.170.23/v1/credentials",
             "http://[fd00:ec2::23]/v1/credentials",
+            "http://user:pw@127.0.0.1:9/creds?token=t",
         ] {
             assert_eq!(check_full_uri(ok), Ok(()), "{ok}");
         }
@@ -172,6 +249,7 @@ mod tests {
             "http://example.com/",
             "ftp://127.0.0.1/",
             "http://169.254.169.254/",
+            "http://127.0.0.1:80@example.com/creds",
         ] {
             assert!(check_full_uri(bad).is_err(), "{bad}");
         }

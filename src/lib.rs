@@ -29,6 +29,7 @@ pub mod imds;
 pub mod ini;
 pub mod kinesis;
 pub mod lines;
+pub mod lock;
 pub mod metrics;
 pub mod process;
 pub mod profile;
@@ -80,6 +81,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     // Before any thread exists, so that every thread inherits the blocked signals.
     let signals = signals::block()
         .map_err(|e| Error::Setup(format!("cannot set up signal handling: {e}")))?;
+    let _locks = take_locks(&config)?;
     let spool = match &config.failed_attempts_dir {
         None => None,
         Some(dir) => Some(
@@ -104,6 +106,42 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         },
     )
     .map_err(Error::Runtime)
+}
+
+/// Locks the FIFO (`<fifo>.lock`) and the failed-attempts directory (`<dir>/.lock`) for this
+/// run, before either is touched, so that a second daemon on either is refused. Standard input
+/// is this process's own and needs no lock.
+fn take_locks(config: &Config) -> Result<Vec<lock::Lock>, Error> {
+    let mut locks = Vec::new();
+    if let config::Input::Fifo(fifo) = &config.input {
+        locks.extend(take_lock("--fifo-name", &lock::fifo_lock_path(fifo))?);
+    }
+    if let Some(dir) = &config.failed_attempts_dir {
+        backlog::spool::prepare_dir(dir)
+            .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
+        locks.extend(take_lock(
+            "--failed-attempts-dir",
+            &dir.join(lock::DIR_LOCK_NAME),
+        )?);
+    }
+    Ok(locks)
+}
+
+/// One lock; `None` where the lock file cannot be created for want of permission (a FIFO
+/// made beforehand in a directory this user may not write to, a read-only failed-attempts
+/// directory): those ran before there were locks, and still do, unguarded.
+fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<lock::Lock>, Error> {
+    match lock::acquire(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.is_not_permitted() => {
+            log!(
+                Warn,
+                "{e}; running without the one-daemon check for {option}"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(Error::Setup(format!("{option}: {e}"))),
+    }
 }
 
 /// Builds the flush handler the configuration names; for Kinesis, resolves region, endpoint

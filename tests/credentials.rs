@@ -374,6 +374,49 @@ fn container_credentials_expiring_every_minute_are_refreshed_while_lines_flow() 
     });
 }
 
+/// A container credentials URL with a password in its user-info and a token in its query was
+/// logged whole at start-up ("credentials: container credentials at ...").
+#[test]
+fn container_url_user_info_and_query_are_kept_out_of_the_log() {
+    const SECRET: &str = "made-up-url-secret-4711";
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let container = FakeContainer::start(
+        Arc::clone(&server.registry),
+        Duration::from_secs(3600),
+        "Bearer pod-token",
+    );
+    let home = TempDir::new("home-container-url");
+    let port = container.server.url.rsplit(':').next().unwrap();
+    let mut env = base_env(&server, &home);
+    env.push((
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+        format!("http://user:{SECRET}@127.0.0.1:{port}/creds?token={SECRET}#{SECRET}"),
+    ));
+    env.push((
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN".into(),
+        "Bearer pod-token".into(),
+    ));
+    let dir = TempDir::new("container-url");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_daemon_with_env(&dir, &fifo, &["--flush-interval", "100ms"], &env);
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"arrives".to_vec()]);
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    let log = daemon.stderr();
+    assert!(
+        log.contains(&format!(
+            "container credentials at http://127.0.0.1:{port}/creds"
+        )),
+        "{log}"
+    );
+    assert!(
+        !log.contains(SECRET),
+        "the URL's secret leaked into the log:\n{log}"
+    );
+    assert!(container.credential_fetches.load(Ordering::SeqCst) >= 1);
+}
+
 /// ExpiredTokenException (credentials that went stale before their stated expiry) forces one
 /// refresh and one retry; nothing is lost.
 #[test]

@@ -413,6 +413,84 @@ fn logger_handler_prints_records_and_needs_no_aws() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Go-era service files say `-h logger`: `-h` is `--flush-handler` there, not the help.
+#[test]
+fn go_short_h_logger_runs_the_logger_handler_instead_of_printing_help() {
+    let dir = TempDir::new("short-h");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(
+        &dir,
+        &["-f", fifo.to_str().unwrap(), "-h", "logger", "-i", "100ms"],
+        &[],
+    );
+    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"from a go unit\n").unwrap();
+    drop(w);
+    wait_until(LONG, "stdout", || {
+        read_or_empty(&daemon.stdout_path) == b"from a go unit\n"
+    });
+    daemon.signal(Signal::SIGINT);
+    assert!(daemon.wait_exit(LONG).success());
+}
+
+/// A second daemon on the same FIFO would split its lines, and one on the same failed-attempts
+/// directory would race on its files: both are refused, until the holder is gone.
+#[test]
+fn a_second_daemon_on_the_same_fifo_or_failed_attempts_dir_is_refused() {
+    let dir = TempDir::new("one-daemon");
+    let fifo = dir.join("in.pipe");
+    let other_fifo = dir.join("other.pipe");
+    let spool = dir.join("failed");
+    let (fifo_s, other_s, spool_s) = (
+        fifo.to_str().unwrap(),
+        other_fifo.to_str().unwrap(),
+        spool.to_str().unwrap(),
+    );
+    let args = |f: &str| -> Vec<String> {
+        ["-f", f, "-h", "logger", "-i", "100ms", "-D", spool_s]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let first_args = args(fifo_s);
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let mut first = Daemon::start(&dir, &first_args, &[]);
+    wait_until(LONG, "the FIFO", || fifo.exists());
+
+    let refused = |args: &[&str], lock: &std::path::Path| {
+        let logs = TempDir::new("one-daemon-refused");
+        let mut second = Daemon::start(&logs, args, &[]);
+        let status = second.wait_exit(LONG);
+        let stderr = second.stderr();
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let holder = format!("pid {}", first.pid());
+        assert!(
+            stderr.contains(lock.to_str().unwrap()) && stderr.contains(&holder),
+            "{stderr}"
+        );
+    };
+    refused(&first_args, &dir.join("in.pipe.lock"));
+    let second = args(other_s);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    refused(&second, &spool.join(".lock"));
+    assert!(!other_fifo.exists(), "the refused daemon made its FIFO");
+
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(LONG);
+    let again_dir = TempDir::new("one-daemon-again");
+    let mut again = Daemon::start(&again_dir, &first_args, &[]);
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"after the kill\n").unwrap();
+    drop(w);
+    wait_until(LONG, "stdout", || {
+        read_or_empty(&again.stdout_path) == b"after the kill\n"
+    });
+    again.signal(Signal::SIGINT);
+    assert!(again.wait_exit(LONG).success(), "{}", again.stderr());
+}
+
 #[test]
 fn stdin_is_read_to_its_end_then_the_daemon_exits_zero() {
     let out = Command::new(BIN)

@@ -123,7 +123,7 @@ impl FakeImds {
     }
 }
 
-/// A fake container credentials endpoint at `/creds`, requiring `Authorization: <auth>`.
+/// A fake container credentials endpoint at `/creds` (any query), requiring `Authorization: <auth>`.
 pub struct FakeContainer {
     pub server: Server,
     pub credential_fetches: Arc<AtomicUsize>,
@@ -134,7 +134,8 @@ impl FakeContainer {
         let fetches = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&fetches);
         let server = Server::start(move |req| {
-            if req.path != "/creds" {
+            // A query (which may carry a secret) is the caller's; the path is ours.
+            if req.path.split('?').next() != Some("/creds") {
                 return Response::new(404, "application/json", "{}");
             }
             if req.header("authorization") != Some(auth) {
