@@ -1,38 +1,33 @@
-//! Batches of records and the rules that decide when a batch is flushed.
+//! Batches of lines and the rules that decide when a batch is flushed.
 //!
-//! A [`Batch`] keeps its records back to back in one buffer (data, then partition key), so a
-//! line costs one copy and no allocation of its own. The [`Batcher`] seals the batch it is
-//! filling when it holds `max_records` records, when the next record would push it past
-//! `max_bytes` (data plus key bytes, as Kinesis counts a request), or when `interval` has
-//! passed since its first record entered. Time is passed in, so tests drive it.
+//! A [`Batch`] keeps its lines back to back in one buffer, so a line costs one copy and no
+//! allocation of its own; it knows nothing of any destination. What a destination adds to each
+//! line (a partition key) is a number of bytes the [`Batcher`] is told, and the request body is
+//! made by the destination's encoder ([`crate::sink::Encoder`]) and carried with the batch as
+//! opaque bytes. The [`Batcher`] seals the batch it is filling when it holds `max_records`
+//! lines, when the next line would push it past `max_bytes` (counting each line's overhead, as
+//! the destination counts a request), or when `interval` has passed since its first line
+//! entered. Time is passed in, so tests drive it.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{PartitionKey, RANDOM_KEY_LEN};
-use crate::random::Rng;
-
-/// Where one record lies in the batch's buffer (12 bytes: batches stay far below 4 GiB).
+/// Where one line lies in the batch's buffer (8 bytes: batches stay far below 4 GiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     start: u32,
-    data_len: u32,
-    key_len: u16,
+    len: u32,
 }
 
 impl Span {
-    fn data(&self) -> Range<usize> {
+    fn range(&self) -> Range<usize> {
         let start = self.start as usize;
-        start..start + self.data_len as usize
-    }
-    fn key(&self) -> Range<usize> {
-        let start = self.start as usize + self.data_len as usize;
-        start..start + self.key_len as usize
+        start..start + self.len as usize
     }
 }
 
-/// Records ready to be sent together, in the order they were read.
+/// Lines ready to be sent together, in the order they were read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
     bytes: Vec<u8>,
@@ -40,8 +35,8 @@ pub struct Batch {
     prepared: Option<Box<Prepared>>,
 }
 
-/// A request body made from a batch ahead of time, with its SHA-256 (lowercase hex), so the
-/// sender only signs and sends it.
+/// A request body an encoder made from a batch ahead of time, with its SHA-256 (lowercase
+/// hex), so the sender only signs and sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
     /// The body.
@@ -56,32 +51,36 @@ impl Batch {
         Batch::default()
     }
 
-    /// Adds a record.
-    pub fn push(&mut self, data: &[u8], key: &[u8]) {
+    /// Adds a line.
+    pub fn push(&mut self, line: &[u8]) {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(data);
-        self.bytes.extend_from_slice(key);
-        // Records are at most 10 MiB and keys 256 characters (1 KiB), validated upstream.
+        self.bytes.extend_from_slice(line);
+        // Lines are at most 10 MiB and batches at most 10 MiB, validated upstream.
         self.spans.push(Span {
             start: start as u32,
-            data_len: data.len() as u32,
-            key_len: key.len() as u16,
+            len: line.len() as u32,
         });
     }
 
-    /// The number of records.
+    /// The number of lines.
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
-    /// Whether there are no records.
+    /// Whether there are no lines.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
-    /// The size as Kinesis counts it: data bytes plus partition key bytes of every record.
+    /// The bytes of all lines.
     pub fn size(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The size as a destination counts it that adds `overhead` bytes (a partition key) to
+    /// every line.
+    pub fn size_with(&self, overhead: usize) -> usize {
+        self.bytes.len() + self.spans.len() * overhead
     }
 
     /// The memory the batch holds (its buffers' capacities), as the memory budget counts it.
@@ -101,33 +100,29 @@ impl Batch {
         self.prepared.as_deref()
     }
 
-    /// Record `i`: its data and its partition key.
-    pub fn record(&self, i: usize) -> (&[u8], &[u8]) {
-        let s = &self.spans[i];
-        (&self.bytes[s.data()], &self.bytes[s.key()])
+    /// Line `i`.
+    pub fn line(&self, i: usize) -> &[u8] {
+        &self.bytes[self.spans[i].range()]
     }
 
-    /// All records in order.
-    pub fn records(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans
-            .iter()
-            .map(|s| (&self.bytes[s.data()], &self.bytes[s.key()]))
+    /// All lines in order.
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.spans.iter().map(|s| &self.bytes[s.range()])
     }
 
-    /// A new batch with only the records at `indices` (ascending), in their original order.
+    /// A new batch with only the lines at `indices` (ascending), in their original order.
     pub fn subset(&self, indices: &[usize]) -> Batch {
         let mut b = Batch::new();
         for &i in indices {
-            let (d, k) = self.record(i);
-            b.push(d, k);
+            b.push(self.line(i));
         }
         b
     }
 
-    /// The records' data joined by `\n`: the failed-attempts file format.
+    /// The lines joined by `\n`: the failed-attempts file format.
     pub fn joined_lines(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size() + self.len());
-        for (i, (d, _)) in self.records().enumerate() {
+        for (i, d) in self.lines().enumerate() {
             if i > 0 {
                 out.push(b'\n');
             }
@@ -142,49 +137,10 @@ impl Batch {
 pub struct Limits {
     /// Records per batch.
     pub max_records: usize,
-    /// Data plus key bytes per batch.
+    /// Bytes per batch, counting each line's overhead.
     pub max_bytes: usize,
     /// Time from a batch's first record to its flush; `None`: no timer.
     pub interval: Option<Duration>,
-}
-
-/// Where partition keys come from.
-#[derive(Debug)]
-pub enum Keys {
-    /// The same key for every record.
-    Fixed(Vec<u8>),
-    /// A random alphanumeric key per record.
-    Random(Rng),
-    /// No key (the logger handler).
-    None,
-}
-
-impl Keys {
-    /// The keys a configured policy gives.
-    pub fn from_config(key: &PartitionKey, rng: Rng) -> Keys {
-        match key {
-            PartitionKey::Fixed(k) => Keys::Fixed(k.as_bytes().to_vec()),
-            PartitionKey::Random => Keys::Random(rng),
-        }
-    }
-
-    /// The length of every key these give.
-    pub fn key_len(&self) -> usize {
-        match self {
-            Keys::Fixed(k) => k.len(),
-            Keys::Random(_) => RANDOM_KEY_LEN,
-            Keys::None => 0,
-        }
-    }
-
-    /// Appends the next record's key to `out`.
-    pub fn fill(&mut self, out: &mut Vec<u8>) {
-        match self {
-            Keys::Fixed(k) => out.extend_from_slice(k),
-            Keys::Random(rng) => rng.push_alphanumeric(out, RANDOM_KEY_LEN),
-            Keys::None => {}
-        }
-    }
 }
 
 /// Spare buffers the batches and request bodies of delivered batches leave behind, for the
@@ -242,23 +198,23 @@ impl Buffers {
 #[derive(Debug)]
 pub struct Batcher {
     limits: Limits,
-    keys: Keys,
+    /// Bytes the destination adds to each line (its partition key).
+    overhead: usize,
     current: Batch,
     first_at: Option<Instant>,
-    key_buf: Vec<u8>,
     buffers: Buffers,
 }
 
 impl Batcher {
-    /// A batcher; `limits.max_bytes` must be at least one largest record.
-    pub fn new(limits: Limits, keys: Keys) -> Self {
-        assert!(limits.max_records > 0, "a batch holds at least one record");
+    /// A batcher for a destination that adds `overhead` bytes to each line;
+    /// `limits.max_bytes` must be at least one largest line plus its overhead.
+    pub fn new(limits: Limits, overhead: usize) -> Self {
+        assert!(limits.max_records > 0, "a batch holds at least one line");
         Batcher {
             limits,
-            keys,
+            overhead,
             current: Batch::new(),
             first_at: None,
-            key_buf: Vec::with_capacity(RANDOM_KEY_LEN),
             buffers: Buffers::default(),
         }
     }
@@ -268,23 +224,18 @@ impl Batcher {
         &self.buffers
     }
 
-    /// The partition key length every record carries.
-    pub fn key_len(&self) -> usize {
-        self.keys.key_len()
-    }
-
     /// Adds a line read at `now`, passing each batch this seals to `sealed`.
     pub fn push(&mut self, line: &[u8], now: Instant, sealed: &mut impl FnMut(Batch)) {
-        let record = line.len() + self.keys.key_len();
-        if !self.current.is_empty() && self.current.size() + record > self.limits.max_bytes {
+        let record = line.len() + self.overhead;
+        if !self.current.is_empty()
+            && self.current.size_with(self.overhead) + record > self.limits.max_bytes
+        {
             sealed(self.take_current());
         }
-        self.key_buf.clear();
-        self.keys.fill(&mut self.key_buf);
         if self.current.is_empty() {
             self.first_at = Some(now);
         }
-        self.current.push(line, &self.key_buf);
+        self.current.push(line);
         if self.current.len() >= self.limits.max_records {
             sealed(self.take_current());
         }
@@ -335,7 +286,7 @@ mod tests {
         max_records: usize,
         max_bytes: usize,
         interval: Option<Duration>,
-        keys: Keys,
+        overhead: usize,
     ) -> Batcher {
         Batcher::new(
             Limits {
@@ -343,19 +294,19 @@ mod tests {
                 max_bytes,
                 interval,
             },
-            keys,
+            overhead,
         )
     }
 
     fn data(b: &Batch) -> Vec<String> {
-        b.records()
-            .map(|(d, _)| String::from_utf8(d.to_vec()).unwrap())
+        b.lines()
+            .map(|d| String::from_utf8(d.to_vec()).unwrap())
             .collect()
     }
 
     #[test]
     fn seals_on_record_count() {
-        let mut b = batcher(3, 1000, None, Keys::None);
+        let mut b = batcher(3, 1000, None, 0);
         let mut out = Vec::new();
         let now = Instant::now();
         for l in ["a", "b", "c", "d"] {
@@ -368,9 +319,9 @@ mod tests {
     }
 
     #[test]
-    fn seals_before_a_record_would_pass_the_byte_limit_counting_keys() {
-        // Each record is 3 data + 2 key = 5 bytes; 12 bytes hold two.
-        let mut b = batcher(500, 12, None, Keys::Fixed(b"pk".to_vec()));
+    fn seals_before_a_line_would_pass_the_byte_limit_counting_its_overhead() {
+        // Each line is 3 bytes + 2 of overhead = 5 bytes; 12 bytes hold two.
+        let mut b = batcher(500, 12, None, 2);
         let mut out = Vec::new();
         let now = Instant::now();
         for l in ["aaa", "bbb", "ccc", "ddd", "eeeeeee"] {
@@ -380,15 +331,15 @@ mod tests {
             out.iter().map(data).collect::<Vec<_>>(),
             vec![vec!["aaa", "bbb"], vec!["ccc", "ddd"]]
         );
-        assert!(out.iter().all(|x| x.size() <= 12));
-        assert_eq!(out[0].record(1), (&b"bbb"[..], &b"pk"[..]));
+        assert!(out.iter().all(|x| x.size_with(2) <= 12));
+        assert_eq!(out[0].line(1), b"bbb");
         let last = b.take().unwrap();
-        assert_eq!(last.size(), 9);
+        assert_eq!((last.size(), last.size_with(2)), (7, 9));
     }
 
     #[test]
     fn exactly_full_by_bytes_stays_open_until_next_record() {
-        let mut b = batcher(500, 10, None, Keys::None);
+        let mut b = batcher(500, 10, None, 0);
         let mut out = Vec::new();
         let now = Instant::now();
         b.push(b"0123456789", now, &mut |x| out.push(x));
@@ -400,7 +351,7 @@ mod tests {
 
     #[test]
     fn limit_of_one_with_byte_overflow_seals_both() {
-        let mut b = batcher(1, 5, None, Keys::None);
+        let mut b = batcher(1, 5, None, 0);
         let mut out = Vec::new();
         let now = Instant::now();
         b.push(b"abc", now, &mut |x| out.push(x));
@@ -412,7 +363,7 @@ mod tests {
     fn timer_runs_from_the_first_record() {
         let t0 = Instant::now();
         let i = Duration::from_secs(5);
-        let mut b = batcher(500, 1000, Some(i), Keys::None);
+        let mut b = batcher(500, 1000, Some(i), 0);
         assert_eq!(b.deadline(), None);
         let mut out = Vec::new();
         b.push(b"a", t0, &mut |x| out.push(x));
@@ -428,7 +379,7 @@ mod tests {
 
     #[test]
     fn no_timer_when_interval_is_off() {
-        let mut b = batcher(500, 1000, None, Keys::None);
+        let mut b = batcher(500, 1000, None, 0);
         b.push(b"a", Instant::now(), &mut |_| {});
         assert_eq!(b.deadline(), None);
         assert!(b
@@ -437,31 +388,13 @@ mod tests {
     }
 
     #[test]
-    fn random_keys_are_twelve_alphanumerics_per_record() {
-        let mut b = batcher(500, 10_000, None, Keys::Random(Rng::with_seed(3)));
-        b.push(b"x", Instant::now(), &mut |_| {});
-        b.push(b"y", Instant::now(), &mut |_| {});
-        let batch = b.take().unwrap();
-        let (d0, k0) = batch.record(0);
-        let (_, k1) = batch.record(1);
-        assert_eq!(d0, b"x");
-        assert_eq!(k0.len(), 12);
-        assert!(k0.iter().all(u8::is_ascii_alphanumeric));
-        assert_ne!(k0, k1);
-        assert_eq!(batch.size(), 26);
-    }
-
-    #[test]
     fn subset_keeps_order_and_joined_lines_is_the_file_format() {
         let mut batch = Batch::new();
-        for (d, k) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
-            batch.push(d.as_bytes(), k.as_bytes());
+        for d in ["a", "b", "c", "d"] {
+            batch.push(d.as_bytes());
         }
         let s = batch.subset(&[1, 3]);
-        assert_eq!(
-            s.records().collect::<Vec<_>>(),
-            vec![(&b"b"[..], &b"2"[..]), (&b"d"[..], &b"4"[..])]
-        );
+        assert_eq!(s.lines().collect::<Vec<_>>(), vec![&b"b"[..], &b"d"[..]]);
         assert_eq!(batch.joined_lines(), b"a\nb\nc\nd");
     }
 
@@ -470,7 +403,7 @@ mod tests {
         let buffers = Buffers::default();
         for _ in 0..SPARE_BUFFERS + 2 {
             let mut b = Batch::new();
-            b.push(b"line", b"key");
+            b.push(b"line");
             buffers.recycle(b);
         }
         assert_eq!(buffers.spare(), SPARE_BUFFERS, "kept beyond the limit");
@@ -480,7 +413,7 @@ mod tests {
 
         let big = Buffers::default();
         let mut b = Batch::new();
-        b.push(&vec![b'x'; SPARE_BUFFER_MAX + 1], b"k");
+        b.push(&vec![b'x'; SPARE_BUFFER_MAX + 1]);
         big.recycle(b);
         assert_eq!(big.spare(), 0, "a large buffer was kept");
     }

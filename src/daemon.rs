@@ -26,15 +26,14 @@ use nix::sys::signalfd::SignalFd;
 use crate::backlog::policy::{stop_step, StopStep};
 use crate::backlog::spool::Spool;
 use crate::backlog::{self, Backlog};
-use crate::batch::{Batch, Batcher, Buffers, Keys, Limits};
-use crate::config::{Config, Handler};
+use crate::batch::{Batch, Batcher, Buffers, Limits};
+use crate::config::Config;
 use crate::delivery::Backoff;
 use crate::fifo::{Input, ReadOutcome};
 use crate::lines::{LineSplitter, Piece};
 use crate::log;
-use crate::random::Rng;
 use crate::sender::Sender;
-use crate::sink::Sink;
+use crate::sink::{Encoder, Sink};
 use crate::stats::Stats;
 use crate::stop::StopSignal;
 
@@ -127,20 +126,18 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         mio::Interest::READABLE,
     )?;
 
-    let keys = || match config.handler {
-        Handler::Kinesis => Keys::from_config(&config.partition_key, Rng::from_entropy()),
-        Handler::Logger => Keys::None,
-    };
+    // Bodies are built here, on the reading thread, while the sender is busy.
+    let encoder = sink.encoder();
+    let overhead = encoder.as_ref().map_or(0, |e| e.line_overhead());
     let batcher = Batcher::new(
         Limits {
             max_records: config.buffer_queue_limit,
             max_bytes: config.max_request_bytes,
             interval: config.flush_interval,
         },
-        keys(),
+        overhead,
     );
-    let key_len = batcher.key_len();
-    let max_line = config.max_record_bytes - key_len;
+    let max_line = config.max_record_bytes - overhead;
     let buffers = batcher.buffers().clone();
     let sender = Sender::spawn(
         sink,
@@ -157,8 +154,8 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
             max_records: config.buffer_queue_limit,
             max_request_bytes: config.max_request_bytes,
             max_line,
+            overhead,
         },
-        keys(),
         spool,
         Arc::clone(&stats),
         Instant::now(),
@@ -169,7 +166,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         backlog,
         stats: Arc::clone(&stats),
         max_line,
-        prepare_for: config.kinesis.as_ref().map(|k| k.stream_name.clone()),
+        encoder,
         buffers,
     };
 
@@ -184,7 +181,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         input_ready: true,
         stopping: None,
         buf: vec![0; READ_SIZE],
-        read_reserve: (READ_SIZE + READ_SIZE / 2 * key_len) as u64,
+        read_reserve: (READ_SIZE + READ_SIZE / 2 * overhead) as u64,
         next_report: first_report,
         metrics_failing: false,
         path_check_at: None,
@@ -588,8 +585,8 @@ struct Intake {
     stats: Arc<Stats>,
     /// The longest line a record holds next to its key.
     max_line: usize,
-    /// The stream whose request bodies are made here, ahead of sending (Kinesis only).
-    prepare_for: Option<String>,
+    /// The sink's encoder, which makes request bodies here, ahead of sending.
+    encoder: Option<Box<dyn Encoder>>,
     /// Spare buffers for the request bodies (the batcher's, shared with the sender).
     buffers: Buffers,
 }
@@ -611,7 +608,7 @@ impl Intake {
 
     /// Hands a sealed batch to the backlog, with its request body made here.
     fn seal(&mut self, batch: Batch) {
-        let batch = prepare(batch, self.prepare_for.as_deref(), &self.buffers);
+        let batch = encode(batch, &mut self.encoder, &self.buffers);
         self.backlog.push(batch);
     }
 
@@ -623,12 +620,12 @@ impl Intake {
                 let Intake {
                     batcher,
                     backlog,
-                    prepare_for,
+                    encoder,
                     buffers,
                     ..
                 } = self;
                 batcher.push(line, now, &mut |b| {
-                    backlog.push(prepare(b, prepare_for.as_deref(), buffers))
+                    backlog.push(encode(b, encoder, buffers))
                 });
             }
             Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
@@ -639,11 +636,11 @@ impl Intake {
     }
 }
 
-/// Makes the request body of a sealed batch (if it goes to a stream) in a spare buffer.
+/// Makes the request body of a sealed batch (if its sink sends bodies) in a spare buffer.
 /// Encoding and hashing here overlap with the sender's sending.
-fn prepare(mut batch: Batch, stream: Option<&str>, buffers: &Buffers) -> Batch {
-    if let Some(stream) = stream {
-        let prepared = crate::kinesis::prepare(stream, &batch, buffers.take(0));
+fn encode(mut batch: Batch, encoder: &mut Option<Box<dyn Encoder>>, buffers: &Buffers) -> Batch {
+    if let Some(encoder) = encoder {
+        let prepared = encoder.encode(&batch, buffers.take(0));
         batch.set_prepared(prepared);
     }
     batch

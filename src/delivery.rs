@@ -25,8 +25,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
-use crate::kinesis::{self, ErrorKind, FailedRecord};
 use crate::random::Rng;
+use crate::sink::kinesis::classify_record;
+use crate::sink::{ErrorKind, FailedRecord};
 use crate::sink::{Failure, PutResult};
 
 /// Full-jitter exponential backoff: a random wait in `0..min(cap, base * 2^attempt)`.
@@ -215,7 +216,7 @@ impl Delivery {
             } => {
                 let throttled = failed
                     .iter()
-                    .filter(|f| kinesis::classify_record(&f.code) == ErrorKind::Throttled)
+                    .filter(|f| classify_record(&f.code) == ErrorKind::Throttled)
                     .count();
                 let accepted = sent - failed.len();
                 self.finish.accepted += accepted as u64;
@@ -258,7 +259,7 @@ impl Delivery {
                 let front = self.pieces.pop_front().expect("an attempt was made");
                 self.attempt = 0;
                 if front.len() == 1 {
-                    self.finish.oversized.push(front.record(0).0.to_vec());
+                    self.finish.oversized.push(front.line(0).to_vec());
                     if self.pieces.is_empty() {
                         self.done = true;
                     }
@@ -288,8 +289,8 @@ impl Delivery {
     fn give_up(&mut self, reason: String, permanent: bool) {
         let mut left = self.pieces.pop_front().unwrap_or_default();
         for piece in self.pieces.drain(..) {
-            for (d, k) in piece.records() {
-                left.push(d, k);
+            for d in piece.lines() {
+                left.push(d);
             }
         }
         if !left.is_empty() {
@@ -316,14 +317,14 @@ mod tests {
     fn batch(n: usize) -> Batch {
         let mut b = Batch::new();
         for i in 0..n {
-            b.push(format!("line {i}").as_bytes(), b"k");
+            b.push(format!("line {i}").as_bytes());
         }
         b
     }
 
     fn lines(b: &Batch) -> Vec<String> {
-        b.records()
-            .map(|(d, _)| String::from_utf8(d.to_vec()).unwrap())
+        b.lines()
+            .map(|d| String::from_utf8(d.to_vec()).unwrap())
             .collect()
     }
 

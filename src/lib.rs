@@ -5,7 +5,7 @@
 //! FIFO ([`fifo`]), splits lines ([`lines`]) and fills batches ([`batch`]), which the backlog
 //! ([`backlog`]) owns until they are accepted — the memory budget, the failed-attempts
 //! directory, replay; a sender thread ([`sender`]) takes them from a bounded channel, delivers
-//! each as [`delivery`] decides, signs ([`sigv4`]) and sends them ([`sink`], [`kinesis`]), and
+//! each as [`delivery`] decides, signs ([`sigv4`]) and sends them ([`sink`]), and
 //! reports back how each ended.
 
 #![forbid(unsafe_code)]
@@ -27,7 +27,6 @@ pub mod fifo;
 pub mod http;
 pub mod imds;
 pub mod ini;
-pub mod kinesis;
 pub mod lines;
 pub mod lock;
 pub mod metrics;
@@ -47,7 +46,9 @@ use std::sync::Arc;
 
 use config::{Config, Handler};
 use daemon::{Outcome, Parts};
-use sink::{HttpTimeouts, KinesisSink, LoggerSink, Sink};
+use sink::kinesis::{HttpTimeouts, Keys, KinesisSink};
+use sink::logger::LoggerSink;
+use sink::Sink;
 
 /// Why a run could not start or had to end.
 #[derive(Debug)]
@@ -186,6 +187,7 @@ pub fn make_sink(
                 &aws.endpoint,
                 &aws.region,
                 &k.stream_name,
+                Keys::from_config(&config.partition_key, random::Rng::from_entropy()),
                 Box::new(
                     credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(|e| {
                         Error::Setup(format!("cannot start the credentials thread: {e}"))

@@ -77,3 +77,16 @@ macro_rules! log {
         $crate::log::write($crate::log::Level::$level, format_args!($($arg)+))
     };
 }
+
+/// Shortens untrusted text to one line of at most `max` characters for the log.
+pub fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}

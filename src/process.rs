@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
-use crate::kinesis::one_line;
+use crate::log::one_line;
 
 /// How long the command may run.
 pub const TIMEOUT: Duration = Duration::from_secs(60);

@@ -26,9 +26,10 @@ use mio::Waker;
 
 use crate::batch::{Batch, Buffers};
 use crate::delivery::{Backoff, Decision, Delivery, Finish, Step};
-use crate::kinesis::{self, ErrorKind};
 use crate::log;
+use crate::log::one_line;
 use crate::random::Rng;
+use crate::sink::ErrorKind;
 use crate::sink::{Failure, Sink};
 use crate::stats::Stats;
 use crate::stop::StopSignal;
@@ -244,7 +245,7 @@ impl Worker {
                         "{} of {records} records failed ({throttled} throttled; first: {}: {}); resending them{}",
                         failed.len(),
                         first.code,
-                        kinesis::one_line(&first.message, 200),
+                        one_line(&first.message, 200),
                         asked_wait(*asked, *wait)
                     ),
                 );
@@ -291,7 +292,7 @@ impl Worker {
                     Warn,
                     "a record is too large for the stream ({}: {}); keeping it as an oversized line",
                     f.code,
-                    kinesis::one_line(&f.message, 200)
+                    one_line(&f.message, 200)
                 );
             }
             Decision::GiveUp(f) => {
@@ -383,7 +384,7 @@ mod tests {
     fn batch(n: usize) -> Batch {
         let mut b = Batch::new();
         for i in 0..n {
-            b.push(format!("{i}").as_bytes(), b"k");
+            b.push(format!("{i}").as_bytes());
         }
         b
     }

@@ -15,7 +15,7 @@ use ureq::Agent;
 use crate::clock;
 use crate::credentials::{Credentials, CredentialsError, Fetch, Provider};
 use crate::http::HttpSettings;
-use crate::kinesis::one_line;
+use crate::log::one_line;
 use crate::sigv4;
 
 /// The regional STS endpoint: `https://sts.{region}.amazonaws.com` (`.com.cn` in China).

@@ -15,10 +15,11 @@
 
 use std::time::Duration;
 
-use fifo2kinesis::kinesis::{
+use fifo2kinesis::sink::kinesis::{
     classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
-    sanitize_code, ErrorKind, PutRecordsOutput,
+    sanitize_code, PutRecordsOutput,
 };
+use fifo2kinesis::sink::ErrorKind;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, Keys};
+use crate::batch::Batch;
 use crate::log;
 use crate::sender::{Job, Report};
 use crate::stats::Stats;
@@ -47,10 +47,12 @@ pub struct Limits {
     pub retry_interval: Duration,
     /// Records per request.
     pub max_records: usize,
-    /// Data plus key bytes per request.
+    /// Bytes per request, counting each line's overhead.
     pub max_request_bytes: usize,
-    /// The longest line a record holds next to its key.
+    /// The longest line a record holds next to its overhead.
     pub max_line: usize,
+    /// The bytes the destination adds to each line (its partition key).
+    pub overhead: usize,
 }
 
 /// Where a job's records came from, and so where they go if they come back.
@@ -81,8 +83,6 @@ struct LongLine {
 /// The owner of every line not yet accepted.
 pub struct Backlog {
     limits: Limits,
-    keys: Keys,
-    key_buf: Vec<u8>,
     stats: Arc<Stats>,
     spool: Option<Spool>,
     /// Bytes of every batch owned: waiting, unsent, in flight, held.
@@ -106,21 +106,13 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// A backlog; `keys` makes partition keys for replayed lines.
-    pub fn new(
-        limits: Limits,
-        keys: Keys,
-        spool: Option<Spool>,
-        stats: Arc<Stats>,
-        now: Instant,
-    ) -> Backlog {
+    /// A backlog.
+    pub fn new(limits: Limits, spool: Option<Spool>, stats: Arc<Stats>, now: Instant) -> Backlog {
         let pending = spool
             .as_ref()
             .is_some_and(|s| s.pending_files().is_ok_and(|f| !f.is_empty()));
         Backlog {
             limits,
-            keys,
-            key_buf: Vec::new(),
             stats,
             spool,
             memory: 0,
@@ -594,13 +586,14 @@ mod tests {
             max_records: 500,
             max_request_bytes: 1 << 20,
             max_line: 1000,
+            overhead: 0,
         }
     }
 
     fn batch(tag: &str, n: usize) -> Batch {
         let mut b = Batch::new();
         for i in 0..n {
-            b.push(format!("{tag}{i:-<60}").as_bytes(), b"");
+            b.push(format!("{tag}{i:-<60}").as_bytes());
         }
         b
     }
@@ -608,7 +601,7 @@ mod tests {
     fn backlog(dir: Option<&PathBuf>, cap: u64, budget: u64, t0: Instant) -> (Backlog, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let spool = dir.map(|d| Spool::open(d, cap).unwrap());
-        let b = Backlog::new(limits(budget), Keys::None, spool, Arc::clone(&stats), t0);
+        let b = Backlog::new(limits(budget), spool, Arc::clone(&stats), t0);
         (b, stats)
     }
 
@@ -677,7 +670,7 @@ mod tests {
         let live = b.next_job(t0).unwrap();
         // Memory short (a live batch of 2 MiB in flight, 1 MiB requests, 3 MiB budget).
         let mut big = Batch::new();
-        big.push(&vec![b'x'; 2 << 20], b"");
+        big.push(&vec![b'x'; 2 << 20]);
         b.push(big);
         let _big = b.next_job(t0).unwrap();
         assert!(b.next_job(t0).is_none(), "no replay while memory is short");

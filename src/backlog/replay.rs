@@ -362,7 +362,7 @@ impl Backlog {
     /// for a record are moved to `oversized/` on the way. `None` at the end of the file.
     fn replay_batch(&mut self) -> io::Result<Option<(Batch, u64)>> {
         let limits = self.limits;
-        let key_len = self.keys.key_len();
+        let overhead = limits.overhead;
         let r = self.replaying.as_mut().expect("a file is open");
         let spool = self.spool.as_ref().expect("replay needs a directory");
         let mut batch = Batch::new();
@@ -370,14 +370,12 @@ impl Backlog {
         while batch.len() < limits.max_records {
             let room = limits
                 .max_request_bytes
-                .saturating_sub(batch.size() + key_len)
+                .saturating_sub(batch.size_with(overhead) + overhead)
                 .min(limits.max_line);
             match r.lines.next_if(room)? {
                 None => break,
                 Some(Item::Line { line, end: e }) => {
-                    self.key_buf.clear();
-                    self.keys.fill(&mut self.key_buf);
-                    batch.push(line, &self.key_buf);
+                    batch.push(line);
                     end = e;
                 }
                 Some(Item::LongPiece(piece)) => {

@@ -151,7 +151,7 @@ impl Spool {
 
     /// Writes `batch`'s lines to a new file and returns its path.
     pub fn write_batch(&self, batch: &Batch) -> Result<PathBuf, SpoolError> {
-        self.write_lines(batch.records().map(|(d, _)| d))
+        self.write_lines(batch.lines())
     }
 
     /// Writes lines to a new file (joined by `\n`) and returns its path. Room is reserved
@@ -541,8 +541,8 @@ mod tests {
             0o700
         );
         let mut b = Batch::new();
-        b.push(b"one", b"k");
-        b.push(b"two\0", b"k");
+        b.push(b"one");
+        b.push(b"two\0");
         let p1 = spool.write_batch(&b).unwrap();
         let p2 = spool.write_batch(&b).unwrap();
         assert!(p1 < p2, "names sort in write order");
@@ -579,7 +579,7 @@ mod tests {
         let dir = temp("cap");
         let spool = Spool::open(&dir, 10).unwrap();
         let mut b = Batch::new();
-        b.push(b"123456", b"");
+        b.push(b"123456");
         spool.write_batch(&b).unwrap();
         assert!(matches!(spool.write_batch(&b), Err(SpoolError::Full)));
         assert_eq!(spool.pending_files().unwrap().len(), 1);

@@ -1,58 +1,39 @@
-//! Flush handlers: where a batch goes, one attempt at a time.
+//! The Kinesis Data Streams destination: signed PutRecords requests to one stream.
 //!
-//! A [`Sink`] makes one attempt to deliver a batch and says what happened ([`PutResult`]);
-//! retrying, backoff and keeping failed lines are the sender's business. Two sinks exist:
-//! [`KinesisSink`] (signed PutRecords over one kept-alive HTTPS connection) and [`LoggerSink`]
-//! (each record on standard output, one per line).
+//! [`KinesisSink`] makes one attempt per call over one kept-alive HTTPS connection; its
+//! [`KinesisEncoder`] builds the request bodies (on the reading thread, see
+//! [`crate::sink::Encoder`]); [`output`] reads a 200 answer strictly, record by record, and
+//! [`errors`] reads and classifies every other answer. Every answer is hostile input: one that
+//! does not prove success is a failure to retry, never a delivery.
 
-use std::io::{self, Read, Write};
+mod encoder;
+mod errors;
+mod output;
+
+use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
 use crate::batch::Batch;
 use crate::credentials::Provider;
-use crate::kinesis::{self, ErrorKind, FailedRecord};
-use crate::sigv4;
+use crate::log::one_line;
+use crate::sigv4::{self, sha256_hex};
+use crate::sink::{Encoder, ErrorKind, Failure, PutResult, Sink};
 
-/// The outcome of one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PutResult {
-    /// Every record was accepted.
-    Accepted,
-    /// These records failed (ascending indices); the others were accepted.
-    Partial {
-        /// The failed records, in request order.
-        failed: Vec<FailedRecord>,
-        /// How long the service asked us to wait (`x-amz-retry-after`), uncapped.
-        retry_after: Option<Duration>,
-    },
-    /// The whole attempt failed.
-    Failed(Failure),
-}
+pub use encoder::{Keys, KinesisEncoder};
+pub use errors::{
+    beyond_default_limits, classify, classify_record, parse_error, parse_retry_after,
+    sanitize_code, ServiceError, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+};
+pub use output::{parse_put_records_output, FailedRecord, MalformedResponse, PutRecordsOutput};
 
-/// Why a whole attempt failed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// What the failure means for the data.
-    pub kind: ErrorKind,
-    /// The error code (`ResourceNotFoundException`, `connection`, …), for logs and grouping.
-    pub code: String,
-    /// A one-line description with no secret in it.
-    pub message: String,
-    /// How long the service asked us to wait, if it did.
-    pub retry_after: Option<Duration>,
-}
-
-/// Somewhere batches can be delivered.
-pub trait Sink: Send {
-    /// Makes one attempt to deliver `batch`, giving up at `deadline` if one is set.
-    fn put(&mut self, batch: &Batch, deadline: Option<Instant>) -> PutResult;
-    /// What the destination is called in log lines.
-    fn describe(&self) -> String;
-    /// Called when the service said the credentials expired.
-    fn credentials_expired(&mut self) {}
-}
+/// The JSON protocol version Kinesis speaks.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The operation header for PutRecords.
+pub const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
+/// The SigV4 service name.
+pub const SIGNING_SERVICE: &str = "kinesis";
 
 /// Timeouts for Kinesis requests.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +62,7 @@ pub struct KinesisSink {
     url: String,
     region: String,
     stream: String,
+    encoder: KinesisEncoder,
     credentials: Box<dyn Provider>,
     timeouts: HttpTimeouts,
     body: Vec<u8>,
@@ -89,13 +71,14 @@ pub struct KinesisSink {
 }
 
 impl KinesisSink {
-    /// A sink for `stream` at `endpoint` in `region`, sending with `agent` (which must answer
-    /// 4xx/5xx as responses; see [`crate::http`]).
+    /// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
+    /// `agent` (which must answer 4xx/5xx as responses; see [`crate::http`]).
     pub fn new(
         agent: Agent,
         endpoint: &str,
         region: &str,
         stream: &str,
+        keys: Keys,
         credentials: Box<dyn Provider>,
         timeouts: HttpTimeouts,
     ) -> Self {
@@ -104,6 +87,7 @@ impl KinesisSink {
             url: format!("{}/", endpoint.trim_end_matches('/')),
             region: region.to_string(),
             stream: stream.to_string(),
+            encoder: KinesisEncoder::new(stream, keys),
             credentials,
             timeouts,
             body: Vec::new(),
@@ -122,8 +106,8 @@ impl KinesisSink {
                 retry_after: None,
             })?;
         let headers = [
-            ("content-type", kinesis::CONTENT_TYPE),
-            ("x-amz-target", kinesis::PUT_RECORDS_TARGET),
+            ("content-type", CONTENT_TYPE),
+            ("x-amz-target", PUT_RECORDS_TARGET),
         ];
         let now = SystemTime::now();
         // A body prepared by the reading thread is sent as it is; otherwise (a resend of some
@@ -132,15 +116,15 @@ impl KinesisSink {
         let (body, body_sha256) = match batch.prepared() {
             Some(p) => (&p.body[..], p.sha256_hex.as_str()),
             None => {
-                kinesis::put_records_body(&self.stream, batch, &mut self.body);
-                made_here = kinesis::sha256_hex(&self.body);
+                self.encoder.body(batch, &mut self.body);
+                made_here = sha256_hex(&self.body);
                 (&self.body[..], made_here.as_str())
             }
         };
         let signed = sigv4::sign_hashed(
             &creds,
             &self.region,
-            kinesis::SIGNING_SERVICE,
+            SIGNING_SERVICE,
             &self.url,
             &headers,
             body_sha256,
@@ -179,7 +163,7 @@ impl KinesisSink {
         let errortype = header("x-amzn-errortype").map(|v| String::from_utf8_lossy(v).into_owned());
         let location = header("location").map(|v| String::from_utf8_lossy(v).into_owned());
         // Asked for on any answer: a 200 with throttled records may carry it too.
-        let retry_after = header("x-amz-retry-after").and_then(kinesis::parse_retry_after);
+        let retry_after = header("x-amz-retry-after").and_then(parse_retry_after);
         let mut answer = response.into_body();
         self.answer.clear();
         answer
@@ -191,7 +175,7 @@ impl KinesisSink {
         let body = &self.answer[..];
 
         if status == 200 {
-            return match kinesis::parse_put_records_output(body, batch.len()) {
+            return match parse_put_records_output(body, batch.len()) {
                 Ok(out) if out.failed.is_empty() => Ok(PutResult::Accepted),
                 Ok(out) => Ok(PutResult::Partial {
                     failed: out.failed,
@@ -206,20 +190,17 @@ impl KinesisSink {
                 }),
             };
         }
-        let mut err = kinesis::parse_error(status, errortype.as_deref(), body);
+        let mut err = parse_error(status, errortype.as_deref(), body);
         if (300..400).contains(&status) {
             // The agent follows no redirect: a signed POST must not become an unsigned GET
             // whose answer is read as this one's. The target's query may hold someone's token.
             let target = location.as_deref().unwrap_or("nowhere");
             let target = target.split(['?', '#']).next().unwrap_or_default();
-            err.message = format!(
-                "redirect to {} not followed",
-                kinesis::one_line(target, 200)
-            );
+            err.message = format!("redirect to {} not followed", one_line(target, 200));
         }
-        let beyond_limits = kinesis::beyond_default_limits(batch);
+        let beyond_limits = beyond_default_limits(batch, self.encoder.key_len());
         Err(Failure {
-            kind: kinesis::classify(&err, beyond_limits),
+            kind: classify(&err, beyond_limits),
             message: err.to_string(),
             code: err.code,
             retry_after,
@@ -249,7 +230,7 @@ fn network_failure(e: &ureq::Error) -> Failure {
     Failure {
         kind: ErrorKind::Transient,
         code: code.into(),
-        message: format!("{}{hint}", kinesis::one_line(&text, 300)),
+        message: format!("{}{hint}", one_line(&text, 300)),
         retry_after: None,
     }
 }
@@ -267,69 +248,8 @@ impl Sink for KinesisSink {
     fn credentials_expired(&mut self) {
         self.credentials.invalidate();
     }
-}
 
-/// Writes each record's data to a writer (standard output), one per line.
-pub struct LoggerSink<W: Write + Send> {
-    out: W,
-    buf: Vec<u8>,
-}
-
-impl LoggerSink<io::Stdout> {
-    /// A sink writing to standard output.
-    pub fn stdout() -> Self {
-        LoggerSink::new(io::stdout())
-    }
-}
-
-impl<W: Write + Send> LoggerSink<W> {
-    /// A sink writing to `out`.
-    pub fn new(out: W) -> Self {
-        LoggerSink {
-            out,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl<W: Write + Send> Sink for LoggerSink<W> {
-    fn put(&mut self, batch: &Batch, _deadline: Option<Instant>) -> PutResult {
-        self.buf.clear();
-        for (data, _) in batch.records() {
-            self.buf.extend_from_slice(data);
-            self.buf.push(b'\n');
-        }
-        match self
-            .out
-            .write_all(&self.buf)
-            .and_then(|()| self.out.flush())
-        {
-            Ok(()) => PutResult::Accepted,
-            Err(e) => PutResult::Failed(Failure {
-                kind: ErrorKind::Permanent,
-                code: "stdout".into(),
-                message: format!("writing to standard output failed: {e}"),
-                retry_after: None,
-            }),
-        }
-    }
-
-    fn describe(&self) -> String {
-        "standard output".into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logger_writes_one_record_per_line() {
-        let mut b = Batch::new();
-        b.push(b".flush", b"");
-        b.push(b"x\0y", b"");
-        let mut sink = LoggerSink::new(Vec::new());
-        assert_eq!(sink.put(&b, None), PutResult::Accepted);
-        assert_eq!(sink.out, b".flush\nx\0y\n");
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(self.encoder.boxed_clone())
     }
 }

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::one_line;
+use crate::log::one_line;
 
 /// One record that a 200 answer reported as failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,114 +1,19 @@
-//! The Kinesis PutRecords wire format and the rules for reading its answers.
+//! Reading Kinesis error answers: the code and message of a 4xx/5xx (sanitized as the AWS
+//! JSON protocols do), the wait an answer asks for, and what each error means for the data
+//! ([`ErrorKind`]). Pure functions, unit-tested against canned answers.
 //!
-//! Pure functions only: the request body from a [`Batch`], the per-record outcome of a 200
-//! answer (strictly: see [`parse_put_records_output`]), the error code and message of a 4xx/5xx
-//! answer (sanitized as the AWS JSON protocols do), the wait an answer asks for, and what each
-//! error means for the sender ([`ErrorKind`]). No I/O happens here, so every rule is unit-tested
-//! against canned answers.
-//!
-//! Every answer is hostile input: one that does not prove success is a failure to retry, never
-//! a delivery. Errors are classified by their code and the request's size, never by the words
-//! of a message.
-
-mod output;
+//! Errors are classified by their code and the request's size, never by the words of a
+//! message.
 
 use std::fmt;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 
-use sha2::{Digest, Sha256};
-
-use crate::batch::{Batch, Prepared};
+use crate::batch::Batch;
 use crate::config::MAX_RECORDS_PER_REQUEST;
-
-pub use output::{parse_put_records_output, FailedRecord, MalformedResponse, PutRecordsOutput};
-
-/// The JSON protocol version Kinesis speaks.
-pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// The operation header for PutRecords.
-pub const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
-/// The SigV4 service name.
-pub const SIGNING_SERVICE: &str = "kinesis";
-
-/// Writes the PutRecords JSON for `batch` into `out` (cleared first).
-pub fn put_records_body(stream: &str, batch: &Batch, out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(batch.size() * 4 / 3 + batch.len() * 48 + stream.len() + 32);
-    out.extend_from_slice(b"{\"StreamName\":");
-    write_json_str(out, stream.as_bytes());
-    out.extend_from_slice(b",\"Records\":[");
-    for (i, (data, key)) in batch.records().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"Data\":\"");
-        let at = out.len();
-        let n =
-            base64::encoded_len(data.len(), true).expect("record sizes are far below usize::MAX");
-        out.resize(at + n, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(data, &mut out[at..])
-            .expect("the buffer was sized by encoded_len");
-        debug_assert_eq!(written, n);
-        out.extend_from_slice(b"\",\"PartitionKey\":");
-        write_json_str(out, key);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-}
-
-/// The request body for `batch` with its SHA-256, made ahead of sending (on the reading thread,
-/// while the sender is busy with the previous request), in `body` (a reused buffer).
-pub fn prepare(stream: &str, batch: &Batch, mut body: Vec<u8>) -> Prepared {
-    put_records_body(stream, batch, &mut body);
-    let sha256_hex = sha256_hex(&body);
-    Prepared { body, sha256_hex }
-}
-
-/// SHA-256 of a request body, lowercase hex (what SigV4 signs).
-pub fn sha256_hex(body: &[u8]) -> String {
-    hex(&Sha256::digest(body))
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
-
-/// The bytes a JSON string holds as they are, without escaping (those of random keys and
-/// stream names among them).
-static PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
-        b += 1;
-    }
-    t
-};
-
-/// Writes `s` as a JSON string. Keys and stream names are UTF-8 by construction; anything else
-/// is written lossily rather than producing invalid JSON.
-fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
-    let plain = s.iter().all(|&b| PLAIN[usize::from(b)]);
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(s);
-        out.push(b'"');
-    } else {
-        let text = String::from_utf8_lossy(s);
-        serde_json::to_writer(&mut *out, &text).expect("writing to a Vec cannot fail");
-    }
-}
+use crate::log::one_line;
+use crate::sink::ErrorKind;
 
 /// An error answer (HTTP 4xx/5xx) from Kinesis or something in front of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,50 +90,6 @@ pub fn sanitize_code(raw: &str) -> String {
     after_hash.trim().to_string()
 }
 
-/// Shortens untrusted text to one line of at most `max` characters for the log.
-pub fn one_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
-/// What an error means for the data it concerns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Throttling: retry with backoff.
-    Throttled,
-    /// A passing fault (5xx, internal failure, network): retry with backoff.
-    Transient,
-    /// The credentials expired: refresh them and retry.
-    ExpiredCredentials,
-    /// The request's signature time is too far from the service's clock: retry later.
-    ClockSkew,
-    /// A request beyond the default limits was refused as invalid: split it, or set a single
-    /// record aside.
-    TooLarge,
-    /// Retrying now will not help (no such stream, access denied…): keep the data aside.
-    Permanent,
-}
-
-impl ErrorKind {
-    /// Whether the same request may succeed if sent again soon.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Throttled
-                | ErrorKind::Transient
-                | ErrorKind::ExpiredCredentials
-                | ErrorKind::ClockSkew
-        )
-    }
-}
-
 const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -268,16 +129,17 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// The request size limit (data plus partition keys of all records) every stream accepts.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 
-/// Whether `batch` is beyond what every stream accepts: more than 500 records, a record over
+/// Whether `batch`, each of its lines sent with a partition key of `key_len` bytes, is beyond
+/// what every stream accepts: more than 500 records, a record over
 /// [`DEFAULT_MAX_RECORD_BYTES`], or more than [`DEFAULT_MAX_REQUEST_BYTES`] in all. Only such a
 /// request can be refused for its size (`--max-record-bytes` and `--max-request-bytes` go up to
 /// 10 MiB for streams whose limit was raised).
-pub fn beyond_default_limits(batch: &Batch) -> bool {
+pub fn beyond_default_limits(batch: &Batch, key_len: usize) -> bool {
     batch.len() > MAX_RECORDS_PER_REQUEST
-        || batch.size() > DEFAULT_MAX_REQUEST_BYTES
+        || batch.size_with(key_len) > DEFAULT_MAX_REQUEST_BYTES
         || batch
-            .records()
-            .any(|(data, key)| data.len() + key.len() > DEFAULT_MAX_RECORD_BYTES)
+            .lines()
+            .any(|data| data.len() + key_len > DEFAULT_MAX_RECORD_BYTES)
 }
 
 /// Whether `status` is an error answer (4xx or 5xx).
@@ -339,49 +201,9 @@ fn is_clock_skew_message(m: &str) -> bool {
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    fn batch(records: &[(&str, &str)]) -> Batch {
-        let mut b = Batch::new();
-        for (d, k) in records {
-            b.push(d.as_bytes(), k.as_bytes());
-        }
-        b
-    }
-
-    #[test]
-    fn body_bytes_are_exact() {
-        let mut out = Vec::new();
-        put_records_body("s", &batch(&[("hi", "k")]), &mut out);
-        assert_eq!(
-            out,
-            br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
-        );
-        let mut b = Batch::new();
-        b.push(b"\0\xff\n", b"key \"q\"");
-        b.push(b"", b"k2");
-        put_records_body("my.stream-1", &b, &mut out);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            r#"{"StreamName":"my.stream-1","Records":[{"Data":"AP8K","PartitionKey":"key \"q\""},{"Data":"","PartitionKey":"k2"}]}"#
-        );
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["Records"][0]["PartitionKey"], "key \"q\"");
-    }
-
-    #[test]
-    fn prepared_bodies_carry_their_sha256() {
-        let p = prepare("s", &batch(&[("hi", "k")]), b"old".to_vec());
-        assert_eq!(
-            p.body,
-            br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
-        );
-        // sha256 of the body above, as `sha256sum` prints it.
-        assert_eq!(p.sha256_hex.len(), 64);
-        assert_eq!(p.sha256_hex, hex(&Sha256::digest(&p.body)));
-        assert_eq!(hex(&[0x00, 0x9f, 0xff]), "009fff");
-    }
 
     #[test]
     fn error_codes_are_sanitized_from_header_type_or_code() {
@@ -530,31 +352,30 @@ mod tests {
     #[test]
     fn the_default_limits_are_500_records_1_mib_each_5_mib_in_all() {
         let record = |n: usize| vec![b'x'; n];
-        let of = |records: &[(Vec<u8>, &[u8])]| {
+        let of = |lines: &[Vec<u8>], key_len: usize| {
             let mut b = Batch::new();
-            for (d, k) in records {
-                b.push(d, k);
+            for d in lines {
+                b.push(d);
             }
-            beyond_default_limits(&b)
+            beyond_default_limits(&b, key_len)
         };
-        assert!(!of(&[(record(10), b"k")]));
+        assert!(!of(&[record(10)], 1));
         // Data and key count together.
-        assert!(!of(&[(record(DEFAULT_MAX_RECORD_BYTES - 2), b"kk")]));
-        assert!(of(&[(record(DEFAULT_MAX_RECORD_BYTES - 1), b"kk")]));
-        assert!(of(&[
-            (record(10), b"k"),
-            (record(DEFAULT_MAX_RECORD_BYTES + 1), b"")
-        ]));
-        let mib = || (record(DEFAULT_MAX_RECORD_BYTES), &b""[..]);
-        assert!(!of(&[mib(), mib(), mib(), mib(), mib()]));
-        assert!(of(&[mib(), mib(), mib(), mib(), mib(), (record(1), b"")]));
-        let many: Vec<(Vec<u8>, &[u8])> = (0..MAX_RECORDS_PER_REQUEST)
-            .map(|_| (record(1), &b"k"[..]))
-            .collect();
-        assert!(!of(&many));
+        assert!(!of(&[record(DEFAULT_MAX_RECORD_BYTES - 2)], 2));
+        assert!(of(&[record(DEFAULT_MAX_RECORD_BYTES - 1)], 2));
+        assert!(of(&[record(10), record(DEFAULT_MAX_RECORD_BYTES + 1)], 0));
+        let mib = || record(DEFAULT_MAX_RECORD_BYTES);
+        assert!(!of(&[mib(), mib(), mib(), mib(), mib()], 0));
+        assert!(of(&[mib(), mib(), mib(), mib(), mib(), record(1)], 0));
+        // Keys count in the request's total too.
+        let full = || record(DEFAULT_MAX_RECORD_BYTES - 1);
+        assert!(!of(&[full(), full(), full(), full(), full()], 1));
+        assert!(of(&[full(), full(), full(), full(), full(), record(0)], 1));
+        let many: Vec<Vec<u8>> = (0..MAX_RECORDS_PER_REQUEST).map(|_| record(1)).collect();
+        assert!(!of(&many, 1));
         let mut too_many = many.clone();
-        too_many.push((record(1), b"k"));
-        assert!(of(&too_many));
+        too_many.push(record(1));
+        assert!(of(&too_many, 1));
     }
 
     #[test]

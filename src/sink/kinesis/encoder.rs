@@ -1,0 +1,221 @@
+//! The PutRecords request body: a batch of lines with their partition keys, as JSON.
+//!
+//! [`KinesisEncoder`] is what the Kinesis sink hands to the poll loop: it builds each sealed
+//! batch's body (and its SHA-256, which SigV4 signs) on the reading thread while the sender is
+//! busy with the previous request. It also tells the batcher how many bytes Kinesis counts for
+//! each line beyond its data: the partition key. The sender keeps a copy for the bodies it
+//! makes itself (resends of some records, replayed files).
+
+use base64::Engine as _;
+
+use crate::batch::{Batch, Prepared};
+use crate::config::{PartitionKey, RANDOM_KEY_LEN};
+use crate::random::Rng;
+use crate::sigv4::sha256_hex;
+use crate::sink::Encoder;
+
+/// Where partition keys come from.
+#[derive(Clone, Debug)]
+pub enum Keys {
+    /// The same key for every record.
+    Fixed(Vec<u8>),
+    /// A random alphanumeric key of [`RANDOM_KEY_LEN`] characters per record.
+    Random(Rng),
+}
+
+impl Keys {
+    /// The keys a configured policy gives; random keys come from `rng`.
+    pub fn from_config(key: &PartitionKey, rng: Rng) -> Keys {
+        match key {
+            PartitionKey::Fixed(k) => Keys::Fixed(k.as_bytes().to_vec()),
+            PartitionKey::Random => Keys::Random(rng),
+        }
+    }
+
+    /// The length of every key these give.
+    pub fn key_len(&self) -> usize {
+        match self {
+            Keys::Fixed(k) => k.len(),
+            Keys::Random(_) => RANDOM_KEY_LEN,
+        }
+    }
+
+    /// Appends the next record's key to `out`.
+    fn fill(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Keys::Fixed(k) => out.extend_from_slice(k),
+            Keys::Random(rng) => rng.push_alphanumeric(out, RANDOM_KEY_LEN),
+        }
+    }
+}
+
+/// Builds PutRecords bodies for one stream, one record per line.
+#[derive(Clone, Debug)]
+pub struct KinesisEncoder {
+    stream: String,
+    keys: Keys,
+    key: Vec<u8>,
+}
+
+impl KinesisEncoder {
+    /// An encoder for `stream` whose records carry `keys`.
+    pub fn new(stream: &str, keys: Keys) -> Self {
+        KinesisEncoder {
+            stream: stream.to_string(),
+            keys,
+            key: Vec::with_capacity(RANDOM_KEY_LEN),
+        }
+    }
+
+    /// The length of every record's partition key.
+    pub fn key_len(&self) -> usize {
+        self.keys.key_len()
+    }
+
+    /// Writes the PutRecords JSON for `batch` into `out` (cleared first).
+    pub fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(
+            batch.size() * 4 / 3 + batch.len() * (48 + self.key_len()) + self.stream.len() + 32,
+        );
+        out.extend_from_slice(b"{\"StreamName\":");
+        write_json_str(out, self.stream.as_bytes());
+        out.extend_from_slice(b",\"Records\":[");
+        for (i, data) in batch.lines().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"Data\":\"");
+            let at = out.len();
+            let n = base64::encoded_len(data.len(), true)
+                .expect("record sizes are far below usize::MAX");
+            out.resize(at + n, 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(data, &mut out[at..])
+                .expect("the buffer was sized by encoded_len");
+            debug_assert_eq!(written, n);
+            out.extend_from_slice(b"\",\"PartitionKey\":");
+            self.key.clear();
+            self.keys.fill(&mut self.key);
+            write_json_str(out, &self.key);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+}
+
+impl Encoder for KinesisEncoder {
+    fn line_overhead(&self) -> usize {
+        self.key_len()
+    }
+
+    fn encode(&mut self, batch: &Batch, mut body: Vec<u8>) -> Prepared {
+        self.body(batch, &mut body);
+        let sha256_hex = sha256_hex(&body);
+        Prepared { body, sha256_hex }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Encoder> {
+        let mut copy = self.clone();
+        if let Keys::Random(_) = copy.keys {
+            // Another thread's copy draws its own keys.
+            copy.keys = Keys::Random(Rng::from_entropy());
+        }
+        Box::new(copy)
+    }
+}
+
+/// The bytes a JSON string holds as they are, without escaping (those of random keys and
+/// stream names among them).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
+        b += 1;
+    }
+    t
+};
+
+/// Writes `s` as a JSON string. Keys and stream names are UTF-8 by construction; anything else
+/// is written lossily rather than producing invalid JSON.
+fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
+    let plain = s.iter().all(|&b| PLAIN[usize::from(b)]);
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+    } else {
+        let text = String::from_utf8_lossy(s);
+        serde_json::to_writer(&mut *out, &text).expect("writing to a Vec cannot fail");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn batch(lines: &[&str]) -> Batch {
+        let mut b = Batch::new();
+        for d in lines {
+            b.push(d.as_bytes());
+        }
+        b
+    }
+
+    fn fixed(stream: &str, key: &str) -> KinesisEncoder {
+        KinesisEncoder::new(stream, Keys::Fixed(key.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn body_bytes_are_exact() {
+        let mut out = Vec::new();
+        fixed("s", "k").body(&batch(&["hi"]), &mut out);
+        assert_eq!(
+            out,
+            br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
+        );
+        let mut b = Batch::new();
+        b.push(b"\0\xff\n");
+        b.push(b"");
+        fixed("my.stream-1", "key \"q\"").body(&b, &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"StreamName":"my.stream-1","Records":[{"Data":"AP8K","PartitionKey":"key \"q\""},{"Data":"","PartitionKey":"key \"q\""}]}"#
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["Records"][0]["PartitionKey"], "key \"q\"");
+    }
+
+    #[test]
+    fn prepared_bodies_carry_their_sha256() {
+        let p = fixed("s", "k").encode(&batch(&["hi"]), b"old".to_vec());
+        assert_eq!(
+            p.body,
+            br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
+        );
+        assert_eq!(p.sha256_hex, sha256_hex(&p.body));
+    }
+
+    #[test]
+    fn random_keys_are_twelve_alphanumerics_per_record() {
+        let mut e = KinesisEncoder::new("s", Keys::Random(Rng::with_seed(3)));
+        assert_eq!(e.line_overhead(), RANDOM_KEY_LEN);
+        let p = e.encode(&batch(&["x", "y"]), Vec::new());
+        let v: Value = serde_json::from_slice(&p.body).unwrap();
+        let key = |i: usize| {
+            v["Records"][i]["PartitionKey"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(v["Records"][0]["Data"], "eA==");
+        for k in [key(0), key(1)] {
+            assert_eq!(k.len(), RANDOM_KEY_LEN);
+            assert!(k.bytes().all(|b| b.is_ascii_alphanumeric()));
+        }
+        assert_ne!(key(0), key(1));
+    }
+}

@@ -1,0 +1,103 @@
+//! Destinations (flush handlers): where a batch goes, one attempt at a time, and how it is
+//! encoded on the way.
+//!
+//! A [`Sink`] makes one attempt to deliver a batch and says what happened ([`PutResult`]);
+//! retrying, backoff and keeping failed lines are the sender's business. A sink that sends
+//! request bodies hands the poll loop an [`Encoder`], so bodies are built on the reading
+//! thread while the sender is busy; a batch knows nothing of any destination. Two sinks exist:
+//! [`kinesis::KinesisSink`] (signed PutRecords) and [`logger::LoggerSink`] (each line on
+//! standard output).
+
+pub mod kinesis;
+pub mod logger;
+
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, Prepared};
+
+pub use kinesis::FailedRecord;
+
+/// The outcome of one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PutResult {
+    /// Every record was accepted.
+    Accepted,
+    /// These records failed (ascending indices); the others were accepted.
+    Partial {
+        /// The failed records, in request order.
+        failed: Vec<FailedRecord>,
+        /// How long the service asked us to wait (`x-amz-retry-after`), uncapped.
+        retry_after: Option<Duration>,
+    },
+    /// The whole attempt failed.
+    Failed(Failure),
+}
+
+/// Why a whole attempt failed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What the failure means for the data.
+    pub kind: ErrorKind,
+    /// The error code (`ResourceNotFoundException`, `connection`, …), for logs and grouping.
+    pub code: String,
+    /// A one-line description with no secret in it.
+    pub message: String,
+    /// How long the service asked us to wait, if it did.
+    pub retry_after: Option<Duration>,
+}
+
+/// Somewhere batches can be delivered.
+pub trait Sink: Send {
+    /// Makes one attempt to deliver `batch`, giving up at `deadline` if one is set.
+    fn put(&mut self, batch: &Batch, deadline: Option<Instant>) -> PutResult;
+    /// What the destination is called in log lines.
+    fn describe(&self) -> String;
+    /// Called when the service said the credentials expired.
+    fn credentials_expired(&mut self) {}
+    /// The encoder the poll loop builds this sink's request bodies with, if it sends any.
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        None
+    }
+}
+
+/// Turns batches of lines into one destination's request bodies.
+pub trait Encoder: Send {
+    /// The bytes the destination counts for each line beyond its own (a partition key), which
+    /// the batcher and the record size limit count too.
+    fn line_overhead(&self) -> usize;
+    /// The request body for `batch`, made in `body` (a reused buffer, cleared first).
+    fn encode(&mut self, batch: &Batch, body: Vec<u8>) -> Prepared;
+    /// A copy for another thread.
+    fn boxed_clone(&self) -> Box<dyn Encoder>;
+}
+
+/// What an error means for the data it concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling: retry with backoff.
+    Throttled,
+    /// A passing fault (5xx, internal failure, network): retry with backoff.
+    Transient,
+    /// The credentials expired: refresh them and retry.
+    ExpiredCredentials,
+    /// The request's signature time is too far from the service's clock: retry later.
+    ClockSkew,
+    /// A request beyond the default limits was refused as invalid: split it, or set a single
+    /// record aside.
+    TooLarge,
+    /// Retrying now will not help (no such stream, access denied…): keep the data aside.
+    Permanent,
+}
+
+impl ErrorKind {
+    /// Whether the same request may succeed if sent again soon.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Throttled
+                | ErrorKind::Transient
+                | ErrorKind::ExpiredCredentials
+                | ErrorKind::ClockSkew
+        )
+    }
+}
