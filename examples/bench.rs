@@ -9,10 +9,10 @@
 //! `FIFO2KINESIS_BENCH_REPEAT` times (default 3); the row printed is the run of median
 //! throughput, with the lowest and highest daemon CPU of all of them beside it.
 
-#[path = "../tests/support/http.rs"]
+#[path = "../tests/it/support/http.rs"]
 #[allow(dead_code)]
 mod http;
-#[path = "../tests/support/process.rs"]
+#[path = "../tests/it/support/process.rs"]
 #[allow(dead_code)]
 mod process;
 

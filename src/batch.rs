@@ -33,6 +33,10 @@ pub struct Batch {
     bytes: Vec<u8>,
     spans: Vec<Span>,
     prepared: Option<Box<Prepared>>,
+    /// Bytes an encoder attached to every line (`attached_each` per line, in line order), kept
+    /// through [`Batch::subset`] so that a resend is encoded as the first attempt was.
+    attached: Vec<u8>,
+    attached_each: usize,
 }
 
 /// A request body an encoder made from a batch ahead of time, with its SHA-256 (lowercase
@@ -87,7 +91,29 @@ impl Batch {
     pub fn memory(&self) -> usize {
         self.bytes.capacity()
             + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.attached.capacity()
             + self.prepared.as_ref().map_or(0, |p| p.body.capacity())
+    }
+
+    /// Attaches `each` bytes to every line (`bytes` holds them in line order), for the encoder
+    /// that made them to use again when some of the lines are sent again.
+    pub fn attach(&mut self, each: usize, bytes: Vec<u8>) {
+        assert_eq!(
+            bytes.len(),
+            each * self.len(),
+            "attached bytes for every line"
+        );
+        self.attached = bytes;
+        self.attached_each = each;
+    }
+
+    /// The bytes attached to line `i`, if any were.
+    pub fn attached(&self, i: usize) -> Option<&[u8]> {
+        if self.attached.is_empty() {
+            return None;
+        }
+        let each = self.attached_each;
+        Some(&self.attached[i * each..(i + 1) * each])
     }
 
     /// Attaches a request body made from this batch.
@@ -110,12 +136,17 @@ impl Batch {
         self.spans.iter().map(|s| &self.bytes[s.range()])
     }
 
-    /// A new batch with only the lines at `indices` (ascending), in their original order.
+    /// A new batch with only the lines at `indices` (ascending), in their original order, and
+    /// what was attached to them.
     pub fn subset(&self, indices: &[usize]) -> Batch {
         let mut b = Batch::new();
         for &i in indices {
             b.push(self.line(i));
+            if let Some(a) = self.attached(i) {
+                b.attached.extend_from_slice(a);
+            }
         }
+        b.attached_each = self.attached_each;
         b
     }
 
@@ -271,7 +302,7 @@ impl Batcher {
         let mut next = Batch {
             bytes: self.buffers.take(cap),
             spans: Vec::with_capacity(records),
-            prepared: None,
+            ..Batch::default()
         };
         std::mem::swap(&mut next, &mut self.current);
         next
@@ -395,6 +426,14 @@ mod tests {
         }
         let s = batch.subset(&[1, 3]);
         assert_eq!(s.lines().collect::<Vec<_>>(), vec![&b"b"[..], &b"d"[..]]);
+        assert_eq!(s.attached(0), None);
+        batch.attach(2, b"k1k2k3k4".to_vec());
+        let s = batch.subset(&[1, 3]);
+        assert_eq!(
+            (s.attached(0), s.attached(1)),
+            (Some(&b"k2"[..]), Some(&b"k4"[..]))
+        );
+        assert_eq!(s.subset(&[1]).attached(0), Some(&b"k4"[..]));
         assert_eq!(batch.joined_lines(), b"a\nb\nc\nd");
     }
 

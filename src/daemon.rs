@@ -29,8 +29,8 @@ use crate::backlog::{self, Backlog};
 use crate::batch::{Batch, Batcher, Buffers, Limits};
 use crate::config::Config;
 use crate::delivery::Backoff;
-use crate::fifo::{Input, ReadOutcome};
-use crate::lines::{LineSplitter, Piece};
+use crate::input::lines::{LineSplitter, Piece};
+use crate::input::{Input, ReadOutcome};
 use crate::log;
 use crate::sender::Sender;
 use crate::sink::{Encoder, Sink};
@@ -287,7 +287,11 @@ impl Daemon {
     /// Offers the sender jobs while its channel takes them.
     fn hand_over(&mut self) {
         let now = Instant::now();
-        while let Some(job) = self.intake.backlog.next_job(now) {
+        while let Some(mut job) = self.intake.backlog.next_job(now) {
+            if job.batch.prepared().is_none() {
+                // A replayed file's lines, or lines held back: their body is made here too.
+                job.batch = encode(job.batch, &mut self.intake.encoder, &self.intake.buffers);
+            }
             if let Err(job) = self.sender.try_send(job) {
                 self.intake.backlog.put_back(job);
                 return;
@@ -640,7 +644,7 @@ impl Intake {
 /// Encoding and hashing here overlap with the sender's sending.
 fn encode(mut batch: Batch, encoder: &mut Option<Box<dyn Encoder>>, buffers: &Buffers) -> Batch {
     if let Some(encoder) = encoder {
-        let prepared = encoder.encode(&batch, buffers.take(0));
+        let prepared = encoder.encode(&mut batch, buffers.take(0));
         batch.set_prepared(prepared);
     }
     batch

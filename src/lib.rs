@@ -23,12 +23,10 @@ pub mod credentials;
 pub mod daemon;
 pub mod delivery;
 pub mod env;
-pub mod fifo;
 pub mod http;
 pub mod imds;
 pub mod ini;
-pub mod lines;
-pub mod lock;
+pub mod input;
 pub mod metrics;
 pub mod process;
 pub mod profile;
@@ -93,7 +91,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     };
     let stop = Arc::new(stop::StopSignal::default());
     let sink = make_sink(&config, &env::Env::from_process(), &stop)?;
-    let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
+    let input = input::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
         config,
@@ -112,17 +110,20 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
 /// Locks the FIFO (`<fifo>.lock`) and the failed-attempts directory (`<dir>/.lock`) for this
 /// run, before either is touched, so that a second daemon on either is refused. Standard input
 /// is this process's own and needs no lock.
-fn take_locks(config: &Config) -> Result<Vec<lock::Lock>, Error> {
+fn take_locks(config: &Config) -> Result<Vec<input::lock::Lock>, Error> {
     let mut locks = Vec::new();
     if let config::Input::Fifo(fifo) = &config.input {
-        locks.extend(take_lock("--fifo-name", &lock::fifo_lock_path(fifo))?);
+        locks.extend(take_lock(
+            "--fifo-name",
+            &input::lock::fifo_lock_path(fifo),
+        )?);
     }
     if let Some(dir) = &config.failed_attempts_dir {
         backlog::spool::prepare_dir(dir)
             .map_err(|e| Error::Setup(format!("--failed-attempts-dir: {}: {e}", dir.display())))?;
         locks.extend(take_lock(
             "--failed-attempts-dir",
-            &dir.join(lock::DIR_LOCK_NAME),
+            &dir.join(input::lock::DIR_LOCK_NAME),
         )?);
     }
     Ok(locks)
@@ -131,8 +132,8 @@ fn take_locks(config: &Config) -> Result<Vec<lock::Lock>, Error> {
 /// One lock; `None` where the lock file cannot be created for want of permission (a FIFO
 /// made beforehand in a directory this user may not write to, a read-only failed-attempts
 /// directory): those ran before there were locks, and still do, unguarded.
-fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<lock::Lock>, Error> {
-    match lock::acquire(path) {
+fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<input::lock::Lock>, Error> {
+    match input::lock::acquire(path) {
         Ok(l) => Ok(Some(l)),
         Err(e) if e.is_not_permitted() => {
             log!(

@@ -65,8 +65,10 @@ pub trait Encoder: Send {
     /// The bytes the destination counts for each line beyond its own (a partition key), which
     /// the batcher and the record size limit count too.
     fn line_overhead(&self) -> usize;
-    /// The request body for `batch`, made in `body` (a reused buffer, cleared first).
-    fn encode(&mut self, batch: &Batch, body: Vec<u8>) -> Prepared;
+    /// The request body for `batch`, made in `body` (a reused buffer, cleared first). What the
+    /// encoder chose for each line (a random partition key) is attached to the batch, so that
+    /// a resend of some of its lines carries the same.
+    fn encode(&mut self, batch: &mut Batch, body: Vec<u8>) -> Prepared;
     /// A copy for another thread.
     fn boxed_clone(&self) -> Box<dyn Encoder>;
 }

@@ -72,7 +72,22 @@ impl KinesisEncoder {
         self.keys.key_len()
     }
 
-    /// Writes the PutRecords JSON for `batch` into `out` (cleared first).
+    /// Attaches a random key to every line of `batch` that has none yet, so that the body and
+    /// any resend of some of its lines use the same keys. A fixed key needs no attaching.
+    fn attach_keys(&mut self, batch: &mut Batch) {
+        if let Keys::Random(rng) = &mut self.keys {
+            if batch.attached(0).is_none() && !batch.is_empty() {
+                let mut keys = Vec::with_capacity(batch.len() * RANDOM_KEY_LEN);
+                for _ in 0..batch.len() {
+                    rng.push_alphanumeric(&mut keys, RANDOM_KEY_LEN);
+                }
+                batch.attach(RANDOM_KEY_LEN, keys);
+            }
+        }
+    }
+
+    /// Writes the PutRecords JSON for `batch` into `out` (cleared first): each line with the
+    /// key attached to it, or a fresh one.
     pub fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
         out.clear();
         out.reserve(
@@ -95,9 +110,14 @@ impl KinesisEncoder {
                 .expect("the buffer was sized by encoded_len");
             debug_assert_eq!(written, n);
             out.extend_from_slice(b"\",\"PartitionKey\":");
-            self.key.clear();
-            self.keys.fill(&mut self.key);
-            write_json_str(out, &self.key);
+            match batch.attached(i) {
+                Some(key) => write_json_str(out, key),
+                None => {
+                    self.key.clear();
+                    self.keys.fill(&mut self.key);
+                    write_json_str(out, &self.key);
+                }
+            }
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
@@ -109,7 +129,8 @@ impl Encoder for KinesisEncoder {
         self.key_len()
     }
 
-    fn encode(&mut self, batch: &Batch, mut body: Vec<u8>) -> Prepared {
+    fn encode(&mut self, batch: &mut Batch, mut body: Vec<u8>) -> Prepared {
+        self.attach_keys(batch);
         self.body(batch, &mut body);
         let sha256_hex = sha256_hex(&body);
         Prepared { body, sha256_hex }
@@ -191,7 +212,7 @@ mod tests {
 
     #[test]
     fn prepared_bodies_carry_their_sha256() {
-        let p = fixed("s", "k").encode(&batch(&["hi"]), b"old".to_vec());
+        let p = fixed("s", "k").encode(&mut batch(&["hi"]), b"old".to_vec());
         assert_eq!(
             p.body,
             br#"{"StreamName":"s","Records":[{"Data":"aGk=","PartitionKey":"k"}]}"#
@@ -200,22 +221,30 @@ mod tests {
     }
 
     #[test]
-    fn random_keys_are_twelve_alphanumerics_per_record() {
+    fn random_keys_are_twelve_alphanumerics_per_record_and_kept_for_resends() {
         let mut e = KinesisEncoder::new("s", Keys::Random(Rng::with_seed(3)));
         assert_eq!(e.line_overhead(), RANDOM_KEY_LEN);
-        let p = e.encode(&batch(&["x", "y"]), Vec::new());
-        let v: Value = serde_json::from_slice(&p.body).unwrap();
-        let key = |i: usize| {
-            v["Records"][i]["PartitionKey"]
-                .as_str()
-                .unwrap()
-                .to_string()
+        let mut b = batch(&["x", "y", "z"]);
+        let p = e.encode(&mut b, Vec::new());
+        let keys = |body: &[u8]| -> Vec<String> {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            let records = v["Records"].as_array().unwrap().clone();
+            records
+                .iter()
+                .map(|r| r["PartitionKey"].as_str().unwrap().to_string())
+                .collect()
         };
-        assert_eq!(v["Records"][0]["Data"], "eA==");
-        for k in [key(0), key(1)] {
+        let first = keys(&p.body);
+        assert_eq!(first.len(), 3);
+        for k in &first {
             assert_eq!(k.len(), RANDOM_KEY_LEN);
             assert!(k.bytes().all(|b| b.is_ascii_alphanumeric()));
         }
-        assert_ne!(key(0), key(1));
+        assert_ne!(first[0], first[1]);
+
+        // A resend of some lines, encoded by another copy, keeps their keys.
+        let mut other = e.boxed_clone();
+        let resend = other.encode(&mut b.subset(&[0, 2]), Vec::new());
+        assert_eq!(keys(&resend.body), [first[0].clone(), first[2].clone()]);
     }
 }

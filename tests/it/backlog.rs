@@ -5,8 +5,6 @@
 //! Each test names the hole it closes; every line written must be accepted, kept on disk, or
 //! counted as lost with exit status 1.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -17,8 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(120);
 

@@ -4,8 +4,6 @@
 //! once (a badly answered request is not recorded as received, so nothing is duplicated), and
 //! that the daemon logged the bad answer.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use support::*;
+use crate::support::*;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -33,14 +30,6 @@ fn start(dir: &TempDir, server: &FakeKinesis, extra: &[&str]) -> (Daemon, PathBu
     args.extend_from_slice(extra);
     let daemon = start_daemon(dir, &fifo, server, &args);
     (daemon, fifo)
-}
-
-fn stop(mut daemon: Daemon) -> String {
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.wait_exit(LONG);
-    let log = daemon.stderr();
-    assert!(status.success(), "{log}");
-    log
 }
 
 /// Every line arrived exactly once, byte for byte, and nothing else did.
@@ -134,7 +123,7 @@ fn malformed_200_answers_are_retried_not_counted_as_delivered() {
         daemon.stat("records_sent") >= N as u64
     });
     let records_sent = daemon.stat("records_sent");
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     assert!(
         posts.load(Ordering::SeqCst) >= 2 * shapes,
         "every broken answer was served"
@@ -194,7 +183,7 @@ fn a_redirect_is_an_error_not_a_delivery() {
         daemon.stat("records_sent") >= N as u64
     });
     let records_sent = daemon.stat("records_sent");
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     assert_eq!(gets.load(Ordering::SeqCst), 0, "no GET reaches the server");
     assert!(posts.load(Ordering::SeqCst) >= 2 * REDIRECTS);
     assert_arrived_exactly(&server, &sent);
@@ -245,7 +234,7 @@ fn a_proxy_413_is_backed_off_not_split_into_oversized() {
     wait_until(LONG, "every line, or lines kept as oversized", || {
         server.received_count() >= N || kept() > 0
     });
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     let requests = refused.load(Ordering::SeqCst);
     println!("{requests} requests during {PHASE:?} of 413 answers");
     assert_eq!(kept(), 0, "nothing is kept as oversized");
@@ -315,7 +304,7 @@ fn too_large_for_the_stream_splits_down_to_the_record() {
     wait_until(LONG, "every normal line and the big ones on disk", || {
         server.received_count() >= N && kept().len() >= big.len()
     });
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     assert!(kept() == big, "the big records are kept as they were");
     assert_arrived_exactly(&server, &sent);
     assert!(log.contains("ValidationException"), "{log}");
@@ -353,7 +342,7 @@ fn x_amz_retry_after_is_capped_and_logged() {
         || server.received_count() >= N,
     );
     println!("delivered {:.1?} after the start", started.elapsed());
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     assert_arrived_exactly(&server, &sent);
     assert!(
         log.lines()

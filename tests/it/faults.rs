@@ -4,8 +4,6 @@
 //! every line arrives at least once, byte-identical; the duplicate count is printed, and must be
 //! zero except where connections are dropped after the server took the records.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -16,8 +14,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const N: usize = 100_000;
 const LONG: Duration = Duration::from_secs(180);
@@ -74,14 +72,6 @@ fn spooled_lines(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn stop(mut daemon: Daemon) -> String {
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.wait_exit(LONG);
-    let log = daemon.stderr();
-    assert!(status.success(), "{log}");
-    log
-}
-
 /// The endpoint refuses connections for 10 s, then comes back.
 fn refused_then_back(spool: bool) {
     let name = if spool {
@@ -123,7 +113,7 @@ fn refused_then_back(spool: bool) {
     if spool {
         wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
     }
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     println!(
         "{name}: {N} lines, {dups} duplicates, {} spooled",
@@ -173,7 +163,7 @@ fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
     let sent = lines("mixed", N, 100);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || server.received_count() >= N);
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     println!(
         "throttling 20% of records, 10% 500s, 1% slow answers: {N} lines, {dups} duplicates, {} retries, {} throttled records",
@@ -204,7 +194,7 @@ fn dropped_connections_may_repeat_but_lose_nothing() {
     let sent = lines("hangup", N, 100);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || check_all(&server, &sent));
-    stop(daemon);
+    stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     println!("5% of connections closed mid-request: {N} lines, {dups} duplicates");
 }
@@ -244,7 +234,7 @@ fn a_stream_being_created_for_10s_then_success() {
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || server.received_count() >= N);
     wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     let logged = log
         .lines()
@@ -284,7 +274,7 @@ fn stop_during_outage_then_restart(kill9: bool) {
         spooled_lines(&failed)
     } else {
         let t = Instant::now();
-        let log = stop(daemon);
+        let log = stop_cleanly(daemon);
         println!("{name}: stopped in {:.2} s", t.elapsed().as_secs_f64());
         assert!(log.contains("stopping"), "{log}");
         sent.clone()
@@ -309,7 +299,7 @@ fn stop_during_outage_then_restart(kill9: bool) {
     wait_until(LONG, "the spooled lines", || {
         server.received_count() >= expected.len() && spool_files(&failed).is_empty()
     });
-    stop(daemon);
+    stop_cleanly(daemon);
     let got = server.received();
     let mut counts: HashMap<&[u8], usize> = HashMap::new();
     for l in &got {
@@ -378,7 +368,7 @@ fn memory_during_outage(spool: bool) {
     let server = FakeKinesis::on_port(port, "test-stream", |_, _| Reply::Accept);
     w.join().unwrap();
     wait_until(LONG, "every line", || server.received_count() >= sent.len());
-    stop(daemon);
+    stop_cleanly(daemon);
     assert_eq!(check_delivery(&server.received(), &sent), 0);
 }
 
@@ -437,7 +427,7 @@ fn hostile_input_a_100mb_line_binary_crlf_and_empty_lines() {
         .map(|e| e.unwrap().path())
         .collect();
     let peak = peak_rss_kib(daemon.pid());
-    let log = stop(daemon);
+    let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     assert_eq!(dups, 0);
     assert_eq!(oversized.len(), 1, "{oversized:?}");

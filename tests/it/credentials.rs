@@ -2,8 +2,6 @@
 //! temporary credentials are refreshed while lines keep flowing, and no secret reaches the
 //! log even with `--debug`.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
@@ -11,8 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 

@@ -1,7 +1,5 @@
 //! The built daemon against a FIFO in a temp dir and the fake Kinesis server.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -10,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 

@@ -2,14 +2,12 @@
 //! through moto's STS, a profile role over a source profile, and web identity. Each test runs
 //! its own moto on 127.0.0.1 (installed under target/peers by `scripts/peers`).
 
-mod support;
-
 use std::fs;
 use std::time::Duration;
 
+use crate::support::*;
 use fifo2kinesis::credentials::Credentials;
 use nix::sys::signal::Signal;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 const STREAM: &str = "moto-stream";

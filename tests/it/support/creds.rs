@@ -50,10 +50,6 @@ impl Registry {
         }
     }
 
-    pub fn issued(&self) -> usize {
-        self.issued.load(Ordering::SeqCst)
-    }
-
     /// Every secret and token handed out, for log checks.
     pub fn secrets(&self) -> Vec<String> {
         self.keys

@@ -2,12 +2,10 @@
 //! target/peers by `scripts/peers`): create a stream, run the daemon, write lines into the
 //! FIFO, stop the daemon, and read the lines back with GetRecords.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::*;
 
 #[test]
 fn lines_written_to_the_fifo_can_be_read_back_from_kinesalite() {

@@ -1,15 +1,13 @@
 //! Reaching Kinesis: TLS trust with a CA bundle, proxies from the environment, and the region
 //! from instance metadata. Everything stays on 127.0.0.1.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::http::TestCert;
+use crate::support::proxy::ConnectProxy;
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::http::TestCert;
-use support::proxy::ConnectProxy;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 

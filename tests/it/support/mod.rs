@@ -2,8 +2,6 @@
 //! and fakes on 127.0.0.1 (Kinesis, STS, instance metadata, container credentials). Every wait
 //! has a deadline.
 
-#![allow(dead_code)]
-
 pub mod creds;
 pub mod http;
 pub mod kinesis;
@@ -12,16 +10,13 @@ pub mod process;
 pub mod proxy;
 pub mod syslog;
 
-#[allow(unused_imports)]
 pub use creds::*;
 pub use kinesis::*;
-#[allow(unused_imports)]
 pub use peers::*;
-#[allow(unused_imports)]
 pub use process::*;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +113,15 @@ pub const HERMETIC_ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
     ("HOME", "/nonexistent-fifo2kinesis-home"),
 ];
+
+/// Stops `daemon` with SIGTERM, asserts it exited 0 within a minute, and gives back its log.
+pub fn stop_cleanly(mut daemon: Daemon) -> String {
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(60));
+    let log = daemon.stderr();
+    assert!(status.success(), "{log}");
+    log
+}
 
 /// The daemon binary running as a child process; killed when dropped.
 pub struct Daemon {
@@ -339,8 +343,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-pub fn io_err_is_enxio(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(nix::libc::ENXIO)
 }

@@ -11,16 +11,14 @@
 //! action queue; without one it is dropped), so rsyslog keeps order only while the FIFO has
 //! room — the last test fills it on purpose and checks that nothing is lost.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::syslog::SyslogDaemon;
+use crate::support::*;
 use nix::sys::signal::Signal;
-use support::syslog::SyslogDaemon;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(30);
 /// Lines the first daemon reads before it is stopped.

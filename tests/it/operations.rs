@@ -1,8 +1,6 @@
 //! What operators see: the periodic stats line and the Prometheus metrics file, read back with
 //! an independently written parser (Python's `prometheus_client`, installed with the peers).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -12,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 

@@ -60,7 +60,6 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
     pub method: String,
-    pub path: String,
     pub records: Vec<(Vec<u8>, String)>,
     pub headers: HashMap<String, String>,
 }
@@ -216,7 +215,6 @@ fn handle(
     };
     let seen = SeenRequest {
         method: req.method.clone(),
-        path: req.path.clone(),
         records,
         headers: req.headers.clone(),
     };

@@ -1,0 +1,17 @@
+//! The integration tests: one binary, a module per area, sharing one build of the support
+//! code. Each test runs the built daemon against fakes and peers on 127.0.0.1.
+//!
+//! A quick subset while editing: `cargo test --test it daemon::` (or any module name).
+
+mod support;
+
+mod answers;
+mod backlog;
+mod credentials;
+mod daemon;
+mod endpoints;
+mod faults;
+mod kinesalite;
+mod moto;
+mod operations;
+mod syslog;
