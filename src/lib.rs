@@ -1,49 +1,66 @@
 //! fifo2kinesis reads lines from a named pipe (FIFO) and publishes them to an Amazon Kinesis
 //! Data Stream.
 //!
-//! The binary is a thin wrapper around [`run`]: one poll loop on the main thread reads the
-//! FIFO ([`fifo`]), splits lines ([`lines`]) and fills batches ([`batch`]), which the backlog
-//! ([`backlog`]) owns until they are accepted — the memory budget, the failed-attempts
-//! directory, replay; a sender thread ([`sender`]) takes them from a bounded channel, delivers
-//! each as [`delivery`] decides, signs ([`sigv4`]) and sends them ([`sink`]), and
-//! reports back how each ended.
+//! The binary is a thin wrapper around [`run`]: one poll loop on the main thread (`daemon`)
+//! reads the FIFO and splits lines (`input`) and fills batches (`batch`), whose request bodies
+//! the destination's encoder builds (`sink`); the backlog (`backlog`) owns them until they are
+//! accepted — the memory budget, the failed-attempts directory, replay; a sender thread
+//! (`sender`) takes them from a bounded channel, delivers each as `delivery` decides, signs
+//! and sends them (`aws`, `sink`), and reports back how each ended.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod log;
 
-pub mod backlog;
-pub mod batch;
-pub mod chain;
-pub mod clock;
 pub mod config;
+
+mod backlog;
+mod batch;
+pub mod chain;
+mod clock;
 pub mod container;
 pub mod credentials;
-pub mod daemon;
-pub mod delivery;
+mod daemon;
+mod delivery;
 pub mod env;
 pub mod http;
 pub mod imds;
 pub mod ini;
-pub mod input;
-pub mod metrics;
+mod input;
+mod metrics;
 pub mod process;
 pub mod profile;
-pub mod random;
-pub mod sender;
-pub mod signals;
+mod random;
+mod sender;
+mod signals;
 pub mod sigv4;
-pub mod sink;
-pub mod stats;
-pub mod stop;
+mod sink;
+mod stats;
+mod stop;
 pub mod sts;
+
+pub use clock::UtcDateTime;
+pub use daemon::Outcome;
+
+/// The parsers of hostile input (the FIFO's bytes, spool files, service answers) and the
+/// request encoder, for the fuzz targets and tests.
+pub mod parsers {
+    pub use crate::backlog::replay::{FileLines, Item};
+    pub use crate::backlog::spool::{recoverable_lines, split_lines};
+    pub use crate::input::lines::{LineSplitter, Piece};
+    pub use crate::sink::kinesis::{
+        classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
+        sanitize_code, PutRecordsOutput,
+    };
+    pub use crate::sink::ErrorKind;
+}
 
 use std::fmt;
 use std::sync::Arc;
 
 use config::{Config, Handler};
-use daemon::{Outcome, Parts};
+use daemon::Parts;
 use sink::kinesis::{HttpTimeouts, Keys, KinesisSink};
 use sink::logger::LoggerSink;
 use sink::Sink;

@@ -3,7 +3,7 @@
 //! holds more than `max_line + 1` bytes.
 #![no_main]
 
-use fifo2kinesis::input::lines::{LineSplitter, Piece};
+use fifo2kinesis::parsers::{LineSplitter, Piece};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq)]

@@ -15,11 +15,11 @@
 
 use std::time::Duration;
 
-use fifo2kinesis::sink::kinesis::{
+use fifo2kinesis::parsers::{
     classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
     sanitize_code, PutRecordsOutput,
 };
-use fifo2kinesis::sink::ErrorKind;
+use fifo2kinesis::parsers::ErrorKind;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

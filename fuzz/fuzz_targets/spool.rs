@@ -8,8 +8,8 @@
 
 use std::io::{self, Read};
 
-use fifo2kinesis::backlog::replay::{FileLines, Item};
-use fifo2kinesis::backlog::spool::{recoverable_lines, split_lines};
+use fifo2kinesis::parsers::{FileLines, Item};
+use fifo2kinesis::parsers::{recoverable_lines, split_lines};
 use libfuzzer_sys::fuzz_target;
 
 struct Trickle<'a>(&'a [u8], usize);

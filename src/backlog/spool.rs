@@ -119,11 +119,6 @@ impl Spool {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// The cap.
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
     /// Reserves room for `bytes` more, if the cap allows: the only way the count grows.
     pub fn reserve(&self, bytes: u64) -> bool {
         self.used

@@ -23,10 +23,9 @@ use crate::sink::{Encoder, ErrorKind, Failure, PutResult, Sink};
 
 pub use encoder::{Keys, KinesisEncoder};
 pub use errors::{
-    beyond_default_limits, classify, classify_record, parse_error, parse_retry_after,
-    sanitize_code, ServiceError, DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+    beyond_default_limits, classify, classify_record, parse_error, parse_retry_after, sanitize_code,
 };
-pub use output::{parse_put_records_output, FailedRecord, MalformedResponse, PutRecordsOutput};
+pub use output::{parse_put_records_output, FailedRecord, PutRecordsOutput};
 
 /// The JSON protocol version Kinesis speaks.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";

@@ -72,7 +72,7 @@ impl Registry {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    fifo2kinesis::clock::UtcDateTime::from_system(t).rfc3339_millis()
+    fifo2kinesis::UtcDateTime::from_system(t).rfc3339_millis()
 }
 
 fn credentials_json(reg: &Registry, lifetime: Duration) -> String {
