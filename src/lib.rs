@@ -17,7 +17,6 @@ pub mod backlog;
 pub mod batch;
 pub mod chain;
 pub mod clock;
-pub mod config;
 pub mod container;
 pub mod credentials;
 pub mod daemon;
@@ -31,6 +30,7 @@ pub mod kinesis;
 pub mod lines;
 pub mod lock;
 pub mod metrics;
+pub mod options;
 pub mod process;
 pub mod profile;
 pub mod random;
@@ -41,6 +41,9 @@ pub mod sink;
 pub mod stats;
 pub mod stop;
 pub mod sts;
+
+/// The options' former module name, kept while code elsewhere still says `config::`.
+pub use options as config;
 
 use std::fmt;
 use std::sync::Arc;

@@ -14,6 +14,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod endpoint;
+
+use endpoint::checked_endpoint;
+pub use endpoint::{default_endpoint, regional_endpoint, service_endpoint};
+
 /// Records per PutRecords request allowed by Kinesis.
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
 /// The largest record and request size the Kinesis API accepts (10 MiB).
@@ -707,36 +712,6 @@ fn endpoint_override<E: Fn(&str) -> Option<OsString>>(
     }
 }
 
-/// `https://kinesis.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
-pub fn default_endpoint(region: &str) -> String {
-    regional_endpoint("kinesis", region)
-}
-
-/// A service's endpoint in `region`, FIPS and/or dualstack as asked:
-/// `{service}[-fips].{region}.amazonaws.com`, or `.api.aws` for dualstack (in China:
-/// `.amazonaws.com.cn` and `.api.amazonwebservices.com.cn`).
-pub fn service_endpoint(service: &str, region: &str, fips: bool, dualstack: bool) -> String {
-    let china = region.starts_with("cn-");
-    let suffix = match (dualstack, china) {
-        (false, false) => "amazonaws.com",
-        (false, true) => "amazonaws.com.cn",
-        (true, false) => "api.aws",
-        (true, true) => "api.amazonwebservices.com.cn",
-    };
-    let fips = if fips { "-fips" } else { "" };
-    format!("https://{service}{fips}.{region}.{suffix}")
-}
-
-/// `https://{service}.{region}.amazonaws.com`, with `.amazonaws.com.cn` in China regions.
-pub fn regional_endpoint(service: &str, region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://{service}.{region}.{suffix}")
-}
-
 fn checked_region(who: &str, r: String) -> Result<String, ConfigError> {
     let r = r.trim().to_string();
     let ok = !r.is_empty()
@@ -747,24 +722,6 @@ fn checked_region(who: &str, r: String) -> Result<String, ConfigError> {
         Ok(r)
     } else {
         Err(invalid(who, &r, "a region name like us-east-1"))
-    }
-}
-
-fn checked_endpoint(who: &str, u: &str) -> Result<String, ConfigError> {
-    let u = u.trim();
-    let rest = u
-        .strip_prefix("https://")
-        .or_else(|| u.strip_prefix("http://"));
-    let host = rest.map(|r| r.split('/').next().unwrap_or(""));
-    match host {
-        Some(h) if !h.is_empty() && !h.contains(['?', '#', '@', ' ']) => {
-            Ok(u.trim_end_matches('/').to_string())
-        }
-        _ => Err(invalid(
-            who,
-            u,
-            "an http:// or https:// URL with a host, like https://kinesis.us-east-1.amazonaws.com",
-        )),
     }
 }
 
