@@ -1,8 +1,9 @@
-//! Every option, defined once: its names, its variable, its default and its help.
+//! Every option, defined once: its names, its variable, its default and its documentation.
 //!
-//! The command line parser, the environment lookup, the defaults and `--help` all read
-//! [`OPTIONS`]; no option is defined anywhere else. The table is in the order of `--help`,
-//! grouped by [`Category`]; an option's [`OptId`] is its index. The texts are plain ASCII.
+//! The command line parser, the environment lookup, the defaults, `--help` and the man page
+//! all read [`OPTIONS`]; no option is defined anywhere else. The table is in the order of
+//! `--help` and the man page, grouped by [`Category`]; an option's [`OptId`] is its index.
+//! The texts are plain ASCII prose; `--name` in them is set in bold in the man page.
 
 /// Which option: an index into [`OPTIONS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub(super) struct Opt {
     pub category: Category,
     /// One line for `--help`.
     pub help: &'static str,
+    /// A paragraph for the man page.
+    pub doc: &'static str,
 }
 
 impl Opt {
@@ -156,6 +159,12 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("required"),
         category: Category::Input,
         help: "The named pipe to read; created (mode 0600) if missing; '-' reads standard input",
+        doc: "The named pipe to read. It is created with mode 0600 if missing; a path that is \
+              not a FIFO is refused. When the last writer closes it, it is opened again, and \
+              the path is checked every second, so a FIFO that was removed or replaced is read \
+              anew. The PATH '-' reads standard input until it ends, then stops. Only one \
+              fifo2kinesis reads a FIFO: it holds a lock on PATH.lock, and a second one exits \
+              with status 2 naming the holder.",
     },
     Opt {
         id: OptId::FlushHandler,
@@ -167,6 +176,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("kinesis"),
         category: Category::Input,
         help: "Where batches go: kinesis, or logger (standard output, no AWS needed)",
+        doc: "Where batches go: kinesis publishes them with PutRecords; logger prints each \
+              record on standard output, one per line, and needs no AWS settings. As in the Go \
+              tool, -h NAME (also -hNAME, -h=NAME) is --flush-handler NAME; only a bare -h, \
+              the last argument or one followed by another option, prints the help.",
     },
     Opt {
         id: OptId::StreamName,
@@ -178,6 +191,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("required with kinesis"),
         category: Category::Input,
         help: "The Kinesis stream to publish to",
+        doc: "The Kinesis stream to publish to: 1 to 128 letters, digits, _ . and -.",
     },
     Opt {
         id: OptId::PartitionKey,
@@ -189,6 +203,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("random"),
         category: Category::Input,
         help: "The partition key of every record; a random 12-character key per record if unset",
+        doc: "The partition key of every record, at most 256 characters; it counts against \
+              --max-record-bytes. Unset, each record gets a random 12-character alphanumeric \
+              key, which spreads the records over the stream's shards.",
     },
     Opt {
         id: OptId::BufferQueueLimit,
@@ -200,6 +217,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("500"),
         category: Category::Batches,
         help: "Records in a batch before it is flushed (1 to 500 with kinesis)",
+        doc: "Records in a batch before it is flushed: 1 to 500 with the kinesis handler \
+              (the most one PutRecords request takes), any number from 1 with logger.",
     },
     Opt {
         id: OptId::FlushInterval,
@@ -211,6 +230,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("5"),
         category: Category::Batches,
         help: "Time after a batch's first line before it is flushed; 0 disables the timer",
+        doc: "How long after its first line a batch is flushed, even if nothing else is \
+              written. 0 disables the timer: a batch then waits until it is full. A plain \
+              number is seconds, as in the Go tool.",
     },
     Opt {
         id: OptId::MaxRecordBytes,
@@ -222,6 +244,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("1MiB"),
         category: Category::Batches,
         help: "Largest record (line plus partition key), up to 10MiB; longer lines are skipped",
+        doc: "The largest record, its line and partition key together, up to 10MiB (streams \
+              take 1MiB records unless told otherwise). A longer line is counted, logged and \
+              kept in the oversized/ folder of --failed-attempts-dir, or dropped without one.",
     },
     Opt {
         id: OptId::MaxRequestBytes,
@@ -233,6 +258,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("5MiB"),
         category: Category::Batches,
         help: "Largest PutRecords request (sum of its records), up to 10MiB",
+        doc: "The largest PutRecords request, the sum of its records' sizes: from \
+              --max-record-bytes to 10MiB. A batch is flushed before it would grow past it.",
     },
     Opt {
         id: OptId::FailedAttemptsDir,
@@ -244,6 +271,13 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Failures,
         help: "Directory that keeps lines that could not be delivered",
+        doc: "Where lines that cannot be delivered are kept (created with mode 0700 if \
+              missing): batches Kinesis refuses for good, batches that do not fit in \
+              --max-buffer-bytes, what is still unsent at the end of --shutdown-timeout, and \
+              lines too long for a record. Kept files are sent again, oldest first, at start, \
+              whenever Kinesis accepts a request again and every --retry-interval. Without \
+              it, such lines are lost, counted, and the exit status is 1. Only one \
+              fifo2kinesis uses a directory: it holds a lock on DIR/.lock.",
     },
     Opt {
         id: OptId::FailedAttemptsMaxBytes,
@@ -255,6 +289,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("1GiB"),
         category: Category::Failures,
         help: "Largest size of the failed-attempts directory; past it, reading pauses",
+        doc: "The largest size of --failed-attempts-dir. When it is full, nothing more is \
+              written to it: reading pauses once memory is full too, and writers block. Kept \
+              data is never deleted to make room.",
     },
     Opt {
         id: OptId::MaxBufferBytes,
@@ -266,6 +303,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("32MiB"),
         category: Category::Failures,
         help: "Memory for lines read but not yet accepted (at least twice --max-request-bytes)",
+        doc: "Memory for lines read but not yet accepted by Kinesis, at least twice \
+              --max-request-bytes. When it is reached, the oldest waiting batches go to \
+              --failed-attempts-dir; without it, or when the directory is full, reading \
+              pauses and writers block until memory is freed.",
     },
     Opt {
         id: OptId::RetryInterval,
@@ -277,6 +318,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("30s"),
         category: Category::Failures,
         help: "How often kept lines are tried again after an error retrying could not fix",
+        doc: "How often kept lines are tried again after an error that retrying could not \
+              fix (no such stream, access denied), and how often a batch the failed-attempts \
+              directory would not take is offered to it again.",
     },
     Opt {
         id: OptId::RequestTimeout,
@@ -288,6 +332,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("30s"),
         category: Category::Failures,
         help: "How long one PutRecords request may take, answer included (at least 100ms)",
+        doc: "How long one PutRecords request may take, its answer included, at least 100ms. \
+              A request that takes longer is retried.",
     },
     Opt {
         id: OptId::ShutdownTimeout,
@@ -299,6 +345,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("10s"),
         category: Category::Failures,
         help: "How long a stop may take to deliver what is in memory",
+        doc: "How long a stop may take to deliver what is in memory. What is still unsent \
+              then goes to --failed-attempts-dir, or is lost without it.",
     },
     Opt {
         id: OptId::Region,
@@ -310,6 +358,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the profile's, then the instance's"),
         category: Category::Aws,
         help: "The AWS region of the stream",
+        doc: "The AWS region of the stream, like us-east-1. Without it, the region of the \
+              AWS profile is used, then that of the EC2 instance.",
     },
     Opt {
         id: OptId::EndpointUrl,
@@ -321,6 +371,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the region's"),
         category: Category::Aws,
         help: "The Kinesis endpoint",
+        doc: "The Kinesis endpoint, an http:// or https:// URL. The region's is \
+              https://kinesis.REGION.amazonaws.com (.amazonaws.com.cn in China), with \
+              -fips after kinesis when AWS_USE_FIPS_ENDPOINT is true, and .api.aws when \
+              AWS_USE_DUALSTACK_ENDPOINT is true.",
     },
     Opt {
         id: OptId::RoleArn,
@@ -332,6 +386,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "A role to assume with STS before publishing",
+        doc: "A role to assume with STS AssumeRole, over the credentials found, before \
+              publishing; like arn:aws:iam::123456789012:role/NAME. Its credentials are \
+              renewed ahead of their expiry.",
     },
     Opt {
         id: OptId::RoleSessionName,
@@ -343,6 +400,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("fifo2kinesis-<unix seconds>"),
         category: Category::Aws,
         help: "The session name used when assuming --role-arn",
+        doc: "The session name used when assuming --role-arn: 2 to 64 letters, digits and \
+              _+=,.@-.",
     },
     Opt {
         id: OptId::RoleExternalId,
@@ -354,6 +413,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "The external ID the role's trust policy asks for",
+        doc: "The external ID the trust policy of --role-arn asks for: 2 to 1224 characters \
+              without spaces.",
     },
     Opt {
         id: OptId::StsEndpointUrl,
@@ -365,6 +426,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the region's"),
         category: Category::Aws,
         help: "The STS endpoint used to assume roles",
+        doc: "The STS endpoint used to assume roles, an http:// or https:// URL. The \
+              region's is https://sts.REGION.amazonaws.com, FIPS and dualstack as for \
+              --endpoint-url.",
     },
     Opt {
         id: OptId::CaBundle,
@@ -376,6 +440,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "PEM certificates trusted in addition to the built-in roots",
+        doc: "A file of PEM certificates trusted in addition to the web PKI roots built into \
+              the binary, for the AWS endpoints.",
     },
     Opt {
         id: OptId::StatsInterval,
@@ -387,6 +453,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("60s"),
         category: Category::Reporting,
         help: "How often the counters are logged and the metrics file rewritten; 0: never",
+        doc: "How often the counters are logged, on one info line, and --metrics-file is \
+              rewritten: 0 (never) or at least 1s. SIGUSR1 logs them at any time.",
     },
     Opt {
         id: OptId::MetricsFile,
@@ -399,6 +467,11 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Reporting,
         help: "File of the counters in Prometheus text format, rewritten at start, every \
                --stats-interval, on SIGUSR1 and at the stop",
+        doc: "A file rewritten with the counters in the Prometheus text format, for \
+              node_exporter's textfile collector (name it *.prom): at start, every \
+              --stats-interval (unless it is 0), on SIGUSR1 and at the stop. Each write goes \
+              to .NAME.tmp beside it and is renamed over it, so a reader never sees half a \
+              file. It is readable by all (mode 0644).",
     },
     Opt {
         id: OptId::Debug,
@@ -410,6 +483,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("false"),
         category: Category::Reporting,
         help: "Show debug log lines",
+        doc: "Log debug lines too. --debug=false turns it off again; the variable takes \
+              true or false (also 1, 0, yes, no, on, off).",
     },
     Opt {
         id: OptId::Help,
@@ -421,6 +496,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent(""),
         category: Category::Other,
         help: "Print this help and exit; so does -h with no value after it",
+        doc: "Print a summary of the options and exit; so does a bare -h.",
     },
     Opt {
         id: OptId::Version,
@@ -432,6 +508,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent(""),
         category: Category::Other,
         help: "Print the version and exit",
+        doc: "Print the version and exit.",
     },
 ];
 
@@ -470,7 +547,7 @@ mod tests {
     #[test]
     fn texts_are_plain_ascii_on_one_line() {
         for o in OPTIONS {
-            for text in [o.help, &o.default_text()] {
+            for text in [o.help, o.doc, &o.default_text()] {
                 assert!(
                     text.is_ascii() && !text.contains('\n') && !text.contains("  "),
                     "--{}: {text:?}",

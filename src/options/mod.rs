@@ -9,7 +9,8 @@
 //! naming the option (or variable) and what it accepts; the binary turns it into exit status 2.
 //!
 //! Each option is defined once, in `defs.rs`, with its names, variable, default and texts;
-//! reading (`parse.rs`), checking (`validate.rs`) and [`help_text`] all work from that table.
+//! reading (`parse.rs`), checking (`validate.rs`), [`help_text`] and [`man_page`] all work
+//! from that table.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -20,11 +21,13 @@ use std::time::Duration;
 mod defs;
 mod endpoint;
 mod help;
+mod man;
 mod parse;
 mod validate;
 
 pub use endpoint::{default_endpoint, regional_endpoint, service_endpoint};
 pub use help::help_text;
+pub use man::man_page;
 
 /// Records per PutRecords request allowed by Kinesis.
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
