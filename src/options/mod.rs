@@ -298,4 +298,6 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 #[cfg(test)]
+mod docs_agree;
+#[cfg(test)]
 mod tests;
