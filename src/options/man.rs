@@ -176,7 +176,10 @@ pub fn man_page() -> String {
     );
     // Left-aligned, without hyphenation: option names, URLs and variables stay whole.
     out.push_str(".ad l\n.nh\n");
-    out.push_str(".SH NAME\nfifo2kinesis \\- read lines from a named pipe and publish them to Amazon Kinesis\n");
+    out.push_str(".SH NAME\n");
+    out.push_str(
+        "fifo2kinesis \\- read lines from a named pipe and publish them to Amazon Kinesis\n",
+    );
     out.push_str(&synopsis());
     out.push_str(".SH DESCRIPTION\n");
     for (i, paragraph) in DESCRIPTION.iter().enumerate() {
