@@ -452,9 +452,11 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("60s"),
         category: Category::Reporting,
-        help: "How often the counters are logged and the metrics file rewritten; 0: never",
+        help: "How often the counters are logged and the metrics file written; 0: not on a timer",
         doc: "How often the counters are logged, on one info line, and --metrics-file is \
-              rewritten: 0 (never) or at least 1s. SIGUSR1 logs them at any time.",
+              rewritten: 0 (not on a timer) or at least 1s. SIGUSR1 logs them at any time; \
+              the metrics file is also written at start, on SIGUSR1 and at the stop, whatever \
+              the interval.",
     },
     Opt {
         id: OptId::MetricsFile,
@@ -465,8 +467,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Absent("none"),
         category: Category::Reporting,
-        help: "File of the counters in Prometheus text format, rewritten at start, every \
-               --stats-interval, on SIGUSR1 and at the stop",
+        help: "File of the counters in Prometheus text format, written at start, every \
+               --stats-interval (if not 0), on SIGUSR1 and at the stop",
         doc: "A file rewritten with the counters in the Prometheus text format, for \
               node_exporter's textfile collector (name it *.prom): at start, every \
               --stats-interval (unless it is 0), on SIGUSR1 and at the stop. Each write goes \

@@ -101,15 +101,6 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         }
     })?;
 
-    let metrics_file = match raw.metrics_file {
-        Some(g) if stats_interval.is_zero() => {
-            return Err(g.invalid(
-                "no metrics file while --stats-interval is 0 (it is written at every interval)",
-            ))
-        }
-        other => other.map(|g| PathBuf::from(g.value)),
-    };
-
     let kinesis = match handler {
         Handler::Logger => None,
         Handler::Kinesis => Some(kinesis_config(raw.kinesis)?),
@@ -131,7 +122,7 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         retry_interval,
         request_timeout,
         stats_interval: nonzero(stats_interval),
-        metrics_file,
+        metrics_file: raw.metrics_file.map(|g| PathBuf::from(g.value)),
         debug: raw.debug.value,
     })
 }
