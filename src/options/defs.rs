@@ -202,10 +202,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Absent("random"),
         category: Category::Input,
-        help: "The partition key of every record; a random 12-character key per record if unset",
+        help: "The partition key of every record; unset or empty, a random 12-character key each",
         doc: "The partition key of every record, at most 256 characters; it counts against \
-              --max-record-bytes. Unset, each record gets a random 12-character alphanumeric \
-              key, which spreads the records over the stream's shards.",
+              --max-record-bytes. Unset or empty, each record gets a random 12-character \
+              alphanumeric key, which spreads the records over the stream's shards.",
     },
     Opt {
         id: OptId::BufferQueueLimit,

@@ -360,3 +360,18 @@ fn stats_interval_zero_is_off_and_a_metrics_file_may_go_with_it() {
     assert_eq!(c.stats_interval, None);
     assert_eq!(c.metrics_file, Some(PathBuf::from("/m/f.prom")));
 }
+
+/// `-p ""` gave every record an empty key, which Kinesis refuses; the Go tool, and the help,
+/// make it random.
+#[test]
+fn an_empty_partition_key_is_random() {
+    let mut a = BASE.to_vec();
+    a.extend(["-p", ""]);
+    assert_eq!(run(&a, &[]).unwrap().partition_key, PartitionKey::Random);
+    let mut a = BASE.to_vec();
+    a.extend(["--partition-key= "]);
+    assert_eq!(
+        run(&a, &[]).unwrap().partition_key,
+        PartitionKey::Fixed(" ".into())
+    );
+}

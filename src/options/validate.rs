@@ -25,7 +25,9 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         Some(g) => Input::Fifo(PathBuf::from(g.value)),
     };
     let partition_key = match raw.partition_key {
+        // Empty is random too, as in the Go tool (a record cannot have an empty key).
         None => PartitionKey::Random,
+        Some(g) if g.value.is_empty() => PartitionKey::Random,
         Some(g) => PartitionKey::Fixed(g.checked(|k| {
             if k.chars().count() > MAX_PARTITION_KEY_CHARS {
                 Err("at most 256 characters".into())
