@@ -239,6 +239,7 @@ where
     }
 }
 
+/// The error for `value`, given by `option` (or a variable), which is not `expected`.
 fn invalid(option: &str, value: &str, expected: &str) -> ConfigError {
     ConfigError::Invalid {
         option: option.to_string(),
