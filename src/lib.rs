@@ -13,7 +13,10 @@
 
 pub mod log;
 
-pub mod config;
+pub mod options;
+
+// The options' former name, until every module says `options::`.
+use options as config;
 
 mod backlog;
 mod batch;
@@ -59,8 +62,8 @@ pub mod parsers {
 use std::fmt;
 use std::sync::Arc;
 
-use config::{Config, Handler};
 use daemon::Parts;
+use options::{Config, Handler};
 use sink::kinesis::{HttpTimeouts, Keys, KinesisSink};
 use sink::logger::LoggerSink;
 use sink::Sink;
@@ -129,7 +132,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
 /// is this process's own and needs no lock.
 fn take_locks(config: &Config) -> Result<Vec<input::lock::Lock>, Error> {
     let mut locks = Vec::new();
-    if let config::Input::Fifo(fifo) = &config.input {
+    if let options::Input::Fifo(fifo) = &config.input {
         locks.extend(take_lock(
             "--fifo-name",
             &input::lock::fifo_lock_path(fifo),

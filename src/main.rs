@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use fifo2kinesis::config::{self, Command};
 use fifo2kinesis::log::{self, Level};
+use fifo2kinesis::options::{self, Command};
 
 fn main() -> ExitCode {
-    let command = match config::parse(std::env::args_os().skip(1), |k| std::env::var_os(k)) {
+    let command = match options::parse(std::env::args_os().skip(1), |k| std::env::var_os(k)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fifo2kinesis: {e}");
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     };
     let config = match command {
         Command::Help => {
-            print!("{}", config::help_text());
+            print!("{}", options::help_text());
             return ExitCode::SUCCESS;
         }
         Command::Version => {

@@ -25,8 +25,8 @@ use mio::{Interest, Registry, Token};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
-use crate::config;
 use crate::log;
+use crate::options;
 
 /// The input could not be opened.
 #[derive(Debug)]
@@ -82,9 +82,9 @@ pub struct Input {
 
 impl Input {
     /// Opens the configured input, creating a missing FIFO with mode 0600.
-    pub fn open(input: &config::Input) -> Result<Input, InputError> {
+    pub fn open(input: &options::Input) -> Result<Input, InputError> {
         match input {
-            config::Input::Stdin => {
+            options::Input::Stdin => {
                 let err = |e| InputError::Io(PathBuf::from("-"), e);
                 let fd = io::stdin().as_fd().try_clone_to_owned().map_err(err)?;
                 set_nonblocking(&File::from(fd.try_clone().map_err(err)?)).map_err(err)?;
@@ -95,7 +95,7 @@ impl Input {
                     seen_writer: true,
                 })
             }
-            config::Input::Fifo(path) => {
+            options::Input::Fifo(path) => {
                 ensure_fifo(path)?;
                 let file = open_fifo(path)?;
                 Ok(Input {

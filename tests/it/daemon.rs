@@ -411,6 +411,61 @@ fn logger_handler_prints_records_and_needs_no_aws() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Issue #11: `--metrics-file` with `--stats-interval 0` was refused. Now the timer is off but
+/// the file is still written at start, on SIGUSR1 and at the stop, and at no other time.
+#[test]
+fn metrics_file_without_a_stats_interval_is_written_at_start_on_sigusr1_and_at_the_stop() {
+    let dir = TempDir::new("metrics-no-interval");
+    let fifo = dir.join("in.pipe");
+    let metrics = dir.join("fifo2kinesis.prom");
+    let mut daemon = Daemon::start(
+        &dir,
+        &[
+            "-f",
+            fifo.to_str().unwrap(),
+            "-h",
+            "logger",
+            "-i",
+            "100ms",
+            "--stats-interval",
+            "0",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let lines_read = |n: u64| format!("\nfifo2kinesis_lines_read_total {n}\n");
+    let metrics_say =
+        |n: u64| fs::read_to_string(&metrics).is_ok_and(|t| t.contains(&lines_read(n)));
+    wait_until(LONG, "the metrics file written at start", || metrics_say(0));
+
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"one\ntwo\n").unwrap();
+    drop(w);
+    wait_until(LONG, "stdout", || {
+        read_or_empty(&daemon.stdout_path) == b"one\ntwo\n"
+    });
+    assert!(metrics_say(0), "rewritten without a signal or a stop");
+    daemon.signal(Signal::SIGUSR1);
+    wait_until(LONG, "the metrics file rewritten on SIGUSR1", || {
+        metrics_say(2)
+    });
+
+    let mut w = open_writer(&fifo, LONG);
+    w.write_all(b"three\n").unwrap();
+    drop(w);
+    wait_until(LONG, "stdout", || {
+        read_or_empty(&daemon.stdout_path) == b"one\ntwo\nthree\n"
+    });
+    assert!(metrics_say(2), "rewritten without a signal or a stop");
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert!(metrics_say(3), "{}", fs::read_to_string(&metrics).unwrap());
+    let log = daemon.stderr();
+    assert_eq!(log.matches(" stats: lines_read=").count(), 1, "{log}");
+    assert_eq!(log.matches(" stopped: lines_read=").count(), 1, "{log}");
+}
+
 /// Go-era service files say `-h logger`: `-h` is `--flush-handler` there, not the help.
 #[test]
 fn go_short_h_logger_runs_the_logger_handler_instead_of_printing_help() {

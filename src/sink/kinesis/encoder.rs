@@ -9,7 +9,7 @@
 use base64::Engine as _;
 
 use crate::batch::{Batch, Prepared};
-use crate::config::{PartitionKey, RANDOM_KEY_LEN};
+use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
 use crate::sigv4::sha256_hex;
 use crate::sink::Encoder;

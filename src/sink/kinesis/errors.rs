@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::batch::Batch;
-use crate::config::MAX_RECORDS_PER_REQUEST;
 use crate::log::one_line;
+use crate::options::MAX_RECORDS_PER_REQUEST;
 use crate::sink::ErrorKind;
 
 /// An error answer (HTTP 4xx/5xx) from Kinesis or something in front of it.
