@@ -6,7 +6,9 @@
 //!    over a source profile or `credential_source`, or web identity;
 //! 3. web identity from `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`;
 //! 4. the container endpoint (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`);
-//! 5. EC2 instance metadata, probed once at start-up.
+//! 5. EC2 instance metadata, probed once at start-up: a service that answers, even with an
+//!    error (booting, throttled, no role yet), is used and retried while lines wait; one that
+//!    cannot be reached at all means this is not an EC2 instance.
 //!
 //! `--role-arn` then assumes that role over what was found. Nothing found is a setup error that
 //! lists what was tried. Region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
@@ -20,7 +22,7 @@ use crate::container::ContainerCredentials;
 use crate::credentials::{self, Provider, Refreshing, Static};
 use crate::env::Env;
 use crate::http::HttpSettings;
-use crate::imds::{Imds, ImdsCredentials};
+use crate::imds::{Imds, ImdsCredentials, ImdsError};
 use crate::process::ProcessCredentials;
 use crate::profile::{NamedSource, ProfileFiles, Source};
 use crate::sts::{self, AssumeRole, RoleSettings, Sts, WebIdentity};
@@ -185,19 +187,34 @@ fn default_chain(
 
     match ctx.imds {
         None => tried.push("EC2 instance metadata (disabled by AWS_EC2_METADATA_DISABLED)".into()),
-        Some(imds) => match imds.role_name() {
-            Ok(role) => {
-                let what = format!("EC2 instance metadata at {} (role {role})", imds.endpoint());
-                return Ok((
-                    Box::new(Refreshing::new(ImdsCredentials::new(imds.clone()))),
-                    what,
-                ));
+        Some(imds) => {
+            let imds_provider = || Box::new(Refreshing::new(ImdsCredentials::new(imds.clone())));
+            match imds.role_name() {
+                Ok(role) => {
+                    let what =
+                        format!("EC2 instance metadata at {} (role {role})", imds.endpoint());
+                    return Ok((imds_provider(), what));
+                }
+                // There, but failing for now (booting, throttled): fetches retry it.
+                Err(ImdsError::Failed(e)) => {
+                    crate::log!(
+                        Warn,
+                        "EC2 instance metadata at {} gave no role yet ({e}); using it, and retrying while lines wait",
+                        imds.endpoint()
+                    );
+                    let what = format!(
+                        "EC2 instance metadata at {} (role not known yet)",
+                        imds.endpoint()
+                    );
+                    return Ok((imds_provider(), what));
+                }
+                // Nothing there: not an EC2 instance.
+                Err(ImdsError::Unreachable(e)) => tried.push(format!(
+                    "EC2 instance metadata at {} ({e})",
+                    imds.endpoint()
+                )),
             }
-            Err(e) => tried.push(format!(
-                "EC2 instance metadata at {} ({e})",
-                imds.endpoint()
-            )),
-        },
+        }
     }
     Err(format!(
         "no AWS credentials found; tried: {}",
@@ -302,6 +319,27 @@ mod tests {
             assert!(e.contains(needle), "{needle}: {e}");
         }
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn instance_metadata_that_cannot_be_reached_is_not_a_source() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let e = resolve(
+            &k(),
+            &env(&[
+                ("AWS_EC2_METADATA_DISABLED", "false"),
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url),
+            ]),
+        )
+        .err()
+        .unwrap();
+        assert!(e.starts_with("no AWS credentials found"), "{e}");
+        assert!(e.contains(&format!("EC2 instance metadata at {url} (")), "{e}");
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl ContainerCredentials {
             token: env
                 .get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
                 .map(String::from),
-            agent: http.metadata_agent(Duration::from_secs(2)),
+            agent: http.metadata_agent(Duration::from_secs(2), Duration::from_secs(2)),
         }))
     }
 

@@ -91,17 +91,40 @@ impl HttpSettings {
         )
     }
 
-    /// An agent for the link-local metadata services: no proxy, short timeouts.
-    pub fn metadata_agent(&self, timeout: Duration) -> Agent {
+    /// An agent for the link-local metadata services: no proxy, short timeouts. A connection
+    /// not made within `connect` fails as [`ureq::Timeout::Connect`] when `connect` is shorter
+    /// than `total` (see [`never_connected`]).
+    pub fn metadata_agent(&self, connect: Duration, total: Duration) -> Agent {
         Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(total))
             .proxy(None)
             .tls_config(self.tls())
             .user_agent(USER_AGENT)
             .max_redirects(0)
             .build()
             .into()
+    }
+}
+
+/// Whether a request failed before any connection was made: nothing listens at the address,
+/// no route leads there, the name does not resolve, or the connection timed out. Any other
+/// failure means something answered at the address.
+pub fn never_connected(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown
+                | ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
     }
 }
 

@@ -450,3 +450,131 @@ fn expired_token_answer_forces_a_refresh_and_one_retry() {
     );
     assert_no_secrets(&log, &server.registry.secrets());
 }
+
+/// Whether the daemon has exited (without reaping it, so that `wait_exit` still can).
+fn has_exited(daemon: &Daemon) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(daemon.pid());
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
+}
+
+/// Starts the daemon like `start_daemon_with_env` and waits for its FIFO, failing at once with
+/// its log if it exits instead.
+fn start_running(
+    dir: &TempDir,
+    fifo: &std::path::Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> Daemon {
+    let daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), extra), env);
+    wait_until(LONG, "the FIFO", || {
+        assert!(
+            !has_exited(&daemon),
+            "the daemon exited:\n{}",
+            daemon.stderr()
+        );
+        fifo.exists()
+    });
+    daemon
+}
+
+/// Instance metadata that failed for a moment at start-up (booting, throttled) made the daemon
+/// exit 2 ("no AWS credentials found"), which the unit does not restart. A service that
+/// answers is used; its failures are retried while the lines wait.
+#[test]
+fn instance_metadata_failing_at_start_up_is_retried_while_lines_wait() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let faults = ImdsFaults::default();
+    faults.set_token_status(503);
+    let imds = FakeImds::start_with(
+        Arc::clone(&server.registry),
+        Duration::from_secs(3600),
+        faults,
+    );
+    let home = TempDir::new("home-imds-boot");
+    let dir = TempDir::new("imds-boot");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    daemon.wait_log(
+        "gave no role yet (the token request answered HTTP 503)",
+        LONG,
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"waited".to_vec()]);
+    // The start-up probe asked twice; fetches for the line keep asking.
+    wait_until(LONG, "fetches retried", || {
+        imds.faults.token_requests.load(Ordering::SeqCst) >= 6
+    });
+    assert_eq!(server.received_count(), 0);
+    imds.faults.set_token_status(0);
+    wait_until(LONG, "the line once metadata answers", || {
+        server.received_count() == 1
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.received(), vec![b"waited".to_vec()]);
+    assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
+}
+
+/// A metadata service that answers the IMDSv2 token request with 403 (or 404) serves IMDSv1:
+/// the AWS SDKs then go on without a token, while the daemon found no credentials and exited
+/// 2. With `AWS_EC2_METADATA_V1_DISABLED=true` it never goes without a token.
+#[test]
+fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let faults = ImdsFaults::default();
+    faults.set_token_status(403);
+    faults.allow_v1.store(true, Ordering::SeqCst);
+    let imds = FakeImds::start_with(
+        Arc::clone(&server.registry),
+        Duration::from_secs(3600),
+        faults,
+    );
+    let home = TempDir::new("home-imds-v1");
+    let dir = TempDir::new("imds-v1");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"v1".to_vec()]);
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert!(imds.faults.v1_requests.load(Ordering::SeqCst) >= 2);
+
+    // The same service, with IMDSv1 forbidden: it is there, so the daemon runs, but it never
+    // asks without a token.
+    imds.faults.token_status.store(404, Ordering::SeqCst);
+    let v1_before = imds.faults.v1_requests.load(Ordering::SeqCst);
+    let mut env = imds_env(&server, &home, &imds);
+    env.push(("AWS_EC2_METADATA_V1_DISABLED".into(), "true".into()));
+    let dir = TempDir::new("imds-v1-disabled");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(&dir, &fifo, &["--flush-interval", "100ms"], &env);
+    daemon.wait_log(
+        "AWS_EC2_METADATA_V1_DISABLED forbids going without one",
+        LONG,
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"v2 only".to_vec()]);
+    let tokens = imds.faults.token_requests.load(Ordering::SeqCst);
+    wait_until(LONG, "fetches retried", || {
+        imds.faults.token_requests.load(Ordering::SeqCst) >= tokens + 4
+    });
+    assert_eq!(imds.faults.v1_requests.load(Ordering::SeqCst), v1_before);
+    assert_eq!(server.received_count(), 1);
+    imds.faults.set_token_status(0);
+    wait_until(LONG, "the line once tokens are handed out", || {
+        server.received_count() == 2
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.received(), vec![b"v1".to_vec(), b"v2 only".to_vec()]);
+}
