@@ -339,7 +339,10 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.starts_with("no AWS credentials found"), "{e}");
-        assert!(e.contains(&format!("EC2 instance metadata at {url} (")), "{e}");
+        assert!(
+            e.contains(&format!("EC2 instance metadata at {url} (")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -63,10 +63,34 @@ pub trait Fetch: Send {
 }
 
 /// Caches a [`Fetch`]'s credentials and fetches again ahead of their expiry.
+///
+/// A refresh that fails while the credentials in hand are still valid keeps them: they are
+/// handed out until [`EXPIRY_MARGIN`] before they expire, and the refresh is tried again
+/// after a backoff ([`retry_refresh_in`]). Only when no valid credentials are left does a
+/// failure reach the caller.
 pub struct Refreshing<F> {
     fetch: F,
-    cached: Option<(Credentials, Option<SystemTime>)>,
+    cached: Option<Cached>,
     rng: Rng,
+}
+
+struct Cached {
+    creds: Credentials,
+    /// When to fetch again; `None` for credentials that do not expire.
+    refresh_at: Option<SystemTime>,
+    /// Refreshes that failed in a row while these were still valid.
+    failures: u32,
+}
+
+/// Credentials this close to expiry are no longer handed out: a request signed with them could
+/// arrive after they expired.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// Whether `creds` may still be used at `now`.
+pub fn usable(creds: &Credentials, now: SystemTime) -> bool {
+    creds
+        .expiry()
+        .is_none_or(|e| e.duration_since(now).is_ok_and(|d| d > EXPIRY_MARGIN))
 }
 
 impl<F: Fetch> Refreshing<F> {
@@ -78,18 +102,56 @@ impl<F: Fetch> Refreshing<F> {
             rng: Rng::from_entropy(),
         }
     }
+
+    /// After a failed refresh: the cached credentials if they are still valid, with the next
+    /// attempt scheduled.
+    fn keep_cached(&mut self, now: SystemTime, e: &CredentialsError) -> Option<Credentials> {
+        let c = self.cached.as_mut()?;
+        c.failures += 1;
+        if !usable(&c.creds, now) {
+            return None;
+        }
+        let left = c
+            .creds
+            .expiry()
+            .and_then(|exp| exp.duration_since(now).ok())
+            .unwrap_or_default();
+        let wait = retry_refresh_in(c.failures, left, &mut self.rng);
+        c.refresh_at = Some(now + wait);
+        let level = if c.failures == 1 {
+            crate::log::Level::Warn
+        } else {
+            crate::log::Level::Debug
+        };
+        crate::log::write(
+            level,
+            format_args!(
+                "refreshing credentials failed ({e}); using the current ones, valid for {}s more, and trying again in {:.1}s",
+                left.as_secs(),
+                wait.as_secs_f64()
+            ),
+        );
+        Some(c.creds.clone())
+    }
 }
 
 impl<F: Fetch> Provider for Refreshing<F> {
     fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
-        if let Some((creds, refresh_at)) = &self.cached {
-            if refresh_at.is_none_or(|at| now < at) {
-                return Ok(creds.clone());
+        if let Some(c) = &self.cached {
+            if c.refresh_at.is_none_or(|at| now < at) && usable(&c.creds, now) {
+                return Ok(c.creds.clone());
             }
         }
-        let creds = self.fetch.fetch(now)?;
+        let creds = match self.fetch.fetch(now) {
+            Ok(creds) => creds,
+            Err(e) => return self.keep_cached(now, &e).ok_or(e),
+        };
         crate::stats::count_credential_fetch();
         let at = refresh_time(now, creds.expiry(), &mut self.rng);
+        let failed = self.cached.as_ref().map_or(0, |c| c.failures);
+        if failed > 0 {
+            crate::log!(Info, "credentials refreshed after {failed} failed attempts");
+        }
         if let Some(at) = at {
             crate::log!(
                 Debug,
@@ -97,13 +159,29 @@ impl<F: Fetch> Provider for Refreshing<F> {
                 at.duration_since(now).unwrap_or_default()
             );
         }
-        self.cached = Some((creds.clone(), at));
+        self.cached = Some(Cached {
+            creds: creds.clone(),
+            refresh_at: at,
+            failures: 0,
+        });
         Ok(creds)
     }
 
     fn invalidate(&mut self) {
         self.cached = None;
     }
+}
+
+/// How long to wait before refresh attempt `failures + 1` when credentials valid for `left`
+/// are in hand: 1 s, doubling up to a minute, never more than half of what is left (so that
+/// several attempts come before they expire), less up to half as jitter.
+pub fn retry_refresh_in(failures: u32, left: Duration, rng: &mut Rng) -> Duration {
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(60))
+        .min(left / 2);
+    let jitter = rng.below(ceiling.as_millis() as u64 / 2 + 1);
+    ceiling.saturating_sub(Duration::from_millis(jitter))
 }
 
 /// When credentials fetched at `now` that expire at `expiry` should be fetched again: ahead of
@@ -162,13 +240,17 @@ impl Provider for Static {
 /// A provider whose fetches never outlive the stop deadline: fetching runs on a thread of its
 /// own, and once the daemon is stopping the caller waits for it only until the deadline (a hung
 /// STS endpoint or `credential_process` must not keep the sender from handing its batches
-/// back). Credentials far from expiry are served from a copy here, without the thread.
+/// back). Credentials far from expiry are served from a copy here, without the thread; closer
+/// to expiry the thread is asked (it refreshes ahead of time), but while the copy is still
+/// valid the caller never waits for the answer: a slow refresh does not hold up delivery.
 pub struct Bounded {
     requests: mpsc::Sender<Request>,
     answers: mpsc::Receiver<Result<Credentials, CredentialsError>>,
     stop: Arc<StopSignal>,
     /// A fetch was asked for and not answered yet.
     asked: bool,
+    /// Answers still to come for requests made before the last invalidation, to be ignored.
+    stale: usize,
     cached: Option<Credentials>,
 }
 
@@ -183,6 +265,10 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Credentials this close to expiry (or closer) are always asked of the inner provider, which
 /// refreshes them ahead of time.
 const SERVE_COPY_UNTIL: Duration = Duration::from_secs(2 * REFRESH_AHEAD.as_secs());
+
+fn thread_ended() -> CredentialsError {
+    CredentialsError::new("credentials", "the credentials thread ended")
+}
 
 impl Bounded {
     /// Runs `inner` on its own thread, bounded by `stop`'s deadline.
@@ -208,38 +294,50 @@ impl Bounded {
             answers,
             stop,
             asked: false,
+            stale: 0,
             cached: None,
         })
     }
-}
 
-impl Provider for Bounded {
-    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
-        if let Some(c) = &self.cached {
-            let far = c
-                .expiry()
-                .is_none_or(|e| e.duration_since(now).is_ok_and(|d| d > SERVE_COPY_UNTIL));
-            if far {
-                return Ok(c.clone());
-            }
+    /// The copy, if it is still valid at `now` for longer than `for_at_least`.
+    fn copy(&self, now: SystemTime, for_at_least: Duration) -> Option<Credentials> {
+        self.cached
+            .as_ref()
+            .filter(|c| {
+                c.expiry()
+                    .is_none_or(|e| e.duration_since(now).is_ok_and(|d| d > for_at_least))
+            })
+            .cloned()
+    }
+
+    /// Takes in an answer: ignored if stale, else it becomes the copy if it holds credentials.
+    fn take(
+        &mut self,
+        answer: Result<Credentials, CredentialsError>,
+    ) -> Option<Result<Credentials, CredentialsError>> {
+        if self.stale > 0 {
+            self.stale -= 1;
+            return None;
         }
-        if !self.asked {
-            self.requests.send(Request::Get(now)).map_err(|_| {
-                CredentialsError::new("credentials", "the credentials thread ended")
-            })?;
-            self.asked = true;
+        self.asked = false;
+        if let Ok(c) = &answer {
+            self.cached = Some(c.clone());
         }
-        // Waits in slices, so that a stop that comes while waiting is seen.
-        let answer = loop {
+        Some(answer)
+    }
+
+    /// Waits for the answer to the fetch asked for, in slices, so that a stop that comes while
+    /// waiting is seen.
+    fn wait(&mut self) -> Result<Credentials, CredentialsError> {
+        loop {
             let slice = self.stop.bound(WAIT_SLICE);
             match self.answers.recv_timeout(slice) {
-                Ok(answer) => break answer,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(CredentialsError::new(
-                        "credentials",
-                        "the credentials thread ended",
-                    ))
+                Ok(answer) => {
+                    if let Some(answer) = self.take(answer) {
+                        return answer;
+                    }
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(thread_ended()),
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if self
                         .stop
@@ -253,16 +351,45 @@ impl Provider for Bounded {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-        };
-        self.asked = false;
-        if let Ok(c) = &answer {
-            self.cached = Some(c.clone());
         }
-        answer
+    }
+}
+
+impl Provider for Bounded {
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        if let Some(c) = self.copy(now, SERVE_COPY_UNTIL) {
+            return Ok(c);
+        }
+        if !self.asked {
+            self.requests
+                .send(Request::Get(now))
+                .map_err(|_| thread_ended())?;
+            self.asked = true;
+        }
+        // Still valid: take an answer that is there already, else keep using the copy.
+        if let Some(copy) = self.copy(now, EXPIRY_MARGIN) {
+            loop {
+                match self.answers.try_recv() {
+                    Ok(answer) => match self.take(answer) {
+                        Some(Ok(fresh)) => return Ok(fresh),
+                        Some(Err(_)) => return Ok(copy),
+                        None => {}
+                    },
+                    Err(mpsc::TryRecvError::Empty) => return Ok(copy),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(thread_ended()),
+                }
+            }
+        }
+        self.wait()
     }
 
     fn invalidate(&mut self) {
         self.cached = None;
+        if self.asked {
+            // The answer on its way may hold the credentials just found wanting.
+            self.stale += 1;
+            self.asked = false;
+        }
         let _ = self.requests.send(Request::Invalidate);
     }
 }
@@ -397,6 +524,133 @@ mod tests {
                 .access_key_id(),
             "K3"
         );
+    }
+
+    /// Answers from a script: `Some(lifetime)` for credentials living that long, `None` for a
+    /// failure.
+    struct Scripted(Vec<Option<u64>>, u32);
+    impl Fetch for Scripted {
+        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+            self.1 += 1;
+            match self.0.remove(0) {
+                Some(secs) => Ok(Credentials::new(
+                    format!("K{}", self.1),
+                    "s",
+                    Some("t".into()),
+                    Some(now + Duration::from_secs(secs)),
+                    "test",
+                )),
+                None => Err(CredentialsError::new("test", "metadata blip")),
+            }
+        }
+    }
+
+    /// A refresh that failed at the refresh point threw the credentials in hand away, though
+    /// they were valid for minutes more: delivery stalled until the source answered again.
+    #[test]
+    fn a_failed_refresh_keeps_using_credentials_until_they_expire() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let key = |r: Result<Credentials, CredentialsError>| r.unwrap().access_key_id().to_string();
+        let mut p = Refreshing::new(Scripted(vec![Some(60), None, None, None, Some(60)], 0));
+        assert_eq!(key(p.credentials(at(0.0))), "K1");
+        // Refreshed after 24 to 30 s; the fetch fails, the credentials in hand are kept.
+        assert_eq!(
+            key(p.credentials(at(30.0))),
+            "K1",
+            "kept after a failed refresh"
+        );
+        assert_eq!(p.fetch.1, 2);
+        // The next attempt comes after a backoff (at most 1 s), not at every call.
+        assert_eq!(key(p.credentials(at(30.4))), "K1");
+        assert_eq!(p.fetch.1, 2, "no attempt during the backoff");
+        assert_eq!(key(p.credentials(at(31.0))), "K1");
+        assert_eq!(p.fetch.1, 3);
+        // Within the last 10 s they are no longer handed out: a failure is the caller's.
+        let e = p.credentials(at(50.5)).unwrap_err();
+        assert_eq!(e.message, "metadata blip");
+        assert_eq!(key(p.credentials(at(51.0))), "K5");
+        assert_eq!(key(p.credentials(at(52.0))), "K5", "cached again");
+    }
+
+    #[test]
+    fn refresh_retries_back_off_within_what_is_left() {
+        let mut rng = Rng::with_seed(11);
+        let hour = Duration::from_secs(3600);
+        for (failures, most) in [(1, 1), (2, 2), (3, 4), (7, 60), (30, 60)] {
+            for _ in 0..50 {
+                let w = retry_refresh_in(failures, hour, &mut rng);
+                let most = Duration::from_secs(most);
+                assert!(w <= most && w >= most / 2, "{failures}: {w:?}");
+            }
+        }
+        let w = retry_refresh_in(9, Duration::from_secs(12), &mut rng);
+        assert!(w <= Duration::from_secs(6), "half of what is left: {w:?}");
+    }
+
+    /// Blocks its second answer until told to go on.
+    struct SlowSecond {
+        calls: u32,
+        go_on: mpsc::Receiver<()>,
+    }
+    impl Provider for SlowSecond {
+        fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+            self.calls += 1;
+            if self.calls == 2 {
+                let _ = self.go_on.recv();
+            }
+            let exp = now + Duration::from_secs(240);
+            Ok(Credentials::new(
+                format!("K{}", self.calls),
+                "s",
+                None,
+                Some(exp),
+                "test",
+            ))
+        }
+    }
+
+    /// A refresh that took long (a slow metadata service, STS, a credential_process) held up
+    /// the sender while the credentials it had were still valid.
+    #[test]
+    fn a_slow_refresh_does_not_hold_up_credentials_that_are_still_valid() {
+        let (go_on, wait) = mpsc::channel();
+        let inner = SlowSecond {
+            calls: 0,
+            go_on: wait,
+        };
+        let mut b = Bounded::new(Box::new(inner), Arc::new(StopSignal::default())).unwrap();
+        let t0 = SystemTime::now();
+        assert_eq!(b.credentials(t0).unwrap().access_key_id(), "K1");
+        let (done, result) = mpsc::channel();
+        let asker = std::thread::spawn(move || {
+            let c = b.credentials(t0 + Duration::from_secs(1));
+            let _ = done.send(c.map(|c| c.access_key_id().to_string()));
+            b
+        });
+        let answer = result.recv_timeout(Duration::from_secs(5));
+        go_on.send(()).unwrap();
+        assert_eq!(
+            answer
+                .expect("the copy without waiting for the refresh")
+                .unwrap(),
+            "K1"
+        );
+        let mut b = asker.join().unwrap();
+        // The refresh's answer is taken once it is there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let k = b.credentials(t0 + Duration::from_secs(2)).unwrap();
+            if k.access_key_id() == "K2" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the refresh's answer");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // After an invalidation, what was on its way is not taken for fresh.
+        b.invalidate();
+        let k = b.credentials(t0 + Duration::from_secs(3)).unwrap();
+        assert_ne!(k.access_key_id(), "K2");
     }
 
     #[test]

@@ -578,3 +578,75 @@ fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled()
     assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
     assert_eq!(server.received(), vec![b"v1".to_vec(), b"v2 only".to_vec()]);
 }
+
+/// A metadata blip at the refresh point threw away credentials that were still valid: delivery
+/// stalled (14 s in the field) until the service answered again. The credentials in hand are
+/// used until they expire (less a 10 s margin), and the refresh is retried meanwhile.
+#[test]
+fn a_failed_refresh_keeps_delivering_with_credentials_that_are_still_valid() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    // Keys live 30 s: refreshed 12 to 15 s after they were fetched, used until 20 s.
+    let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(30));
+    let home = TempDir::new("home-refresh-blip");
+    let dir = TempDir::new("refresh-blip");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "50ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    let mut w = open_writer(&fifo, LONG);
+    let mut sent = 0;
+    let mut send = |w: &mut std::fs::File| {
+        write_lines_atomically(w, &[format!("line {sent}").into_bytes()]);
+        sent += 1;
+        sent
+    };
+    send(&mut w);
+    wait_until(LONG, "the first line", || server.received_count() == 1);
+    let fetched_at = Instant::now();
+    imds.faults.set_credentials_status(500);
+    // Lines keep coming until the refresh has been tried (and failed).
+    while imds
+        .faults
+        .failed_credential_requests
+        .load(Ordering::SeqCst)
+        == 0
+    {
+        assert!(fetched_at.elapsed() < Duration::from_secs(17), "no refresh");
+        send(&mut w);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let n = send(&mut w);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.received_count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the line after the failed refresh ({} of {n} lines arrived):\n{}",
+            server.received_count(),
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    daemon.wait_log("refreshing credentials failed (IMDS: ", LONG);
+    // The service comes back: the refresh is retried before the keys are given up.
+    imds.faults.set_credentials_status(0);
+    while imds.credential_fetches.load(Ordering::SeqCst) < 2 {
+        assert!(
+            fetched_at.elapsed() < Duration::from_secs(20),
+            "no refresh before the keys ran out:\n{}",
+            daemon.stderr()
+        );
+        send(&mut w);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let n = send(&mut w);
+    wait_until(LONG, "every line", || server.received_count() == n);
+    drop(w);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.registry.expired_rejections.load(Ordering::SeqCst), 0);
+    assert_eq!(server.problems(), Vec::<String>::new());
+    assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
+}
