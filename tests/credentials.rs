@@ -650,3 +650,101 @@ fn a_failed_refresh_keeps_delivering_with_credentials_that_are_still_valid() {
     assert_eq!(server.problems(), Vec::<String>::new());
     assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
 }
+
+/// Whether no live process is in process group `pgid` (zombies count as gone).
+fn group_is_gone(pgid: &str) -> bool {
+    let pgid = pgid.trim();
+    fs::read_dir("/proc").unwrap().flatten().all(|entry| {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            return true;
+        };
+        // After the command name in parentheses: state, parent, process group.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        fields.first() == Some(&"Z") || fields.get(2) != Some(&pgid)
+    })
+}
+
+/// Kills the process whose pid is in a file when dropped, so that a failing test leaves
+/// nothing running.
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(&self.0) {
+            if let Ok(pid) = pid.trim().parse() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A credential_process that printed its credentials and exited, leaving a background process
+/// with its standard output, blocked the sender until that process ended: the reader waited
+/// for end of file, lines stopped moving and nothing was logged. The credentials are used at
+/// once, and the command's whole process group is killed.
+#[test]
+fn a_credential_process_leaving_a_child_on_its_output_neither_blocks_delivery_nor_survives() {
+    let home = TempDir::new("home-process-child");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let (pgid_file, pid_file) = (home.join("pgid"), home.join("pid"));
+    let _cleanup = KillOnDrop(pid_file.clone());
+    let script = home.join("creds.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncut -d' ' -f5 /proc/$$/stat > '{}'\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n\
+             sleep 1000 &\necho $! > '{}'\n",
+            pgid_file.display(),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("process-child");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &base_env(&server, &home),
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"prompt".to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.received_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the line did not arrive within 10 s:\n{}",
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let pgid = fs::read_to_string(&pgid_file).unwrap();
+    assert_ne!(
+        pgid.trim(),
+        nix::unistd::getpgrp().to_string(),
+        "the command runs in a process group of its own"
+    );
+    wait_until(Duration::from_secs(10), "the command's group gone", || {
+        group_is_gone(&pgid)
+    });
+    daemon.wait_log(
+        "still held its output open; its process group was killed",
+        LONG,
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(server.received(), vec![b"prompt".to_vec()]);
+    assert_no_secrets(&daemon.stderr(), &[]);
+}
