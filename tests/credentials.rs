@@ -748,3 +748,78 @@ fn a_credential_process_leaving_a_child_on_its_output_neither_blocks_delivery_no
     assert_eq!(server.received(), vec![b"prompt".to_vec()]);
     assert_no_secrets(&daemon.stderr(), &[]);
 }
+
+/// After the first failed attempt, repeated credential failures were logged at debug only: a
+/// delivery stalled for hours showed one warning, at its start. A stall is warned about again
+/// every 30 s with how long it has lasted and how many attempts failed.
+#[test]
+fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts() {
+    let home = TempDir::new("home-stall");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let script = home.join("creds.sh");
+    let ok = home.join("ok");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
+            ok.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("stall");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &base_env(&server, &home),
+    );
+    let started = Instant::now();
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"stalled".to_vec()]);
+    daemon.wait_log(" WARN delivery to stream test-stream ", LONG);
+    let log = daemon.stderr();
+    assert!(started.elapsed() >= Duration::from_secs(30), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains(" WARN delivery to stream test-stream "))
+        .unwrap();
+    let words: Vec<&str> = warning.split_whitespace().collect();
+    let stalled_for: u64 = words[words.iter().position(|w| *w == "for").unwrap() + 1]
+        .trim_end_matches("s:")
+        .parse()
+        .unwrap();
+    let attempts: u64 = words[words.iter().position(|w| *w == "attempts").unwrap() - 1]
+        .parse()
+        .unwrap();
+    assert!((30..60).contains(&stalled_for), "{warning}");
+    assert!(attempts >= 3, "{warning}");
+    assert!(
+        warning.ends_with(
+            "the last: credentials: credential_process: credential_process exited 1: sso session expired; run login"
+        ),
+        "{warning}"
+    );
+    // The lines about each attempt: a warning for the first only.
+    let attempt_warnings = log
+        .lines()
+        .filter(|l| l.contains(" WARN request to stream test-stream"))
+        .count();
+    assert_eq!(attempt_warnings, 1, "{log}");
+    assert_eq!(server.received_count(), 0);
+    fs::write(&ok, "").unwrap();
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.wait_log("INFO delivery to stream test-stream", LONG);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    let log = daemon.stderr();
+    assert!(log.contains(" resumed after "), "{log}");
+    assert_no_secrets(&log, &[]);
+}
