@@ -5,7 +5,7 @@
 //! FIFO ([`fifo`]), splits lines ([`lines`]) and fills batches ([`batch`]), which the backlog
 //! ([`backlog`]) owns until they are accepted — the memory budget, the failed-attempts
 //! directory, replay; a sender thread ([`sender`]) takes them from a bounded channel, delivers
-//! each as [`delivery`] decides, signs ([`sigv4`]) and sends them ([`sink`], [`kinesis`]), and
+//! each as [`delivery`] decides, signs ([`aws`]) and sends them ([`sink`], [`kinesis`]), and
 //! reports back how each ended.
 
 #![forbid(unsafe_code)]
@@ -13,34 +13,24 @@
 
 pub mod log;
 
+pub mod aws;
 pub mod backlog;
 pub mod batch;
-pub mod chain;
 pub mod clock;
 pub mod config;
-pub mod container;
-pub mod credentials;
 pub mod daemon;
 pub mod delivery;
-pub mod env;
 pub mod fifo;
-pub mod http;
-pub mod imds;
-pub mod ini;
 pub mod kinesis;
 pub mod lines;
 pub mod lock;
 pub mod metrics;
-pub mod process;
-pub mod profile;
 pub mod random;
 pub mod sender;
 pub mod signals;
-pub mod sigv4;
 pub mod sink;
 pub mod stats;
 pub mod stop;
-pub mod sts;
 
 use std::fmt;
 use std::sync::Arc;
@@ -91,7 +81,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         ),
     };
     let stop = Arc::new(stop::StopSignal::default());
-    let sink = make_sink(&config, &env::Env::from_process(), &stop)?;
+    let sink = make_sink(&config, &aws::env::Env::from_process(), &stop)?;
     let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
@@ -149,7 +139,7 @@ fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<lock::Lock>,
 /// Credential fetches give up at `stop`'s deadline.
 pub fn make_sink(
     config: &Config,
-    env: &env::Env,
+    env: &aws::env::Env,
     stop: &Arc<stop::StopSignal>,
 ) -> Result<Box<dyn Sink>, Error> {
     match (config.handler, &config.kinesis) {
@@ -158,7 +148,7 @@ pub fn make_sink(
             "the kinesis handler needs --stream-name".into(),
         )),
         (Handler::Kinesis, Some(k)) => {
-            let aws = chain::resolve(k, env).map_err(Error::Setup)?;
+            let aws = aws::chain::resolve(k, env).map_err(Error::Setup)?;
             log!(
                 Info,
                 "publishing to stream {} in {} at {}",
@@ -187,9 +177,9 @@ pub fn make_sink(
                 &aws.region,
                 &k.stream_name,
                 Box::new(
-                    credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(|e| {
-                        Error::Setup(format!("cannot start the credentials thread: {e}"))
-                    })?,
+                    aws::credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(
+                        |e| Error::Setup(format!("cannot start the credentials thread: {e}")),
+                    )?,
                 ),
                 timeouts,
             )))

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
+use crate::aws::credentials::Provider;
+use crate::aws::sigv4;
 use crate::batch::Batch;
-use crate::credentials::Provider;
 use crate::kinesis::{self, ErrorKind, FailedRecord};
-use crate::sigv4;
 
 /// The outcome of one attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub struct KinesisSink {
 
 impl KinesisSink {
     /// A sink for `stream` at `endpoint` in `region`, sending with `agent` (which must answer
-    /// 4xx/5xx as responses; see [`crate::http`]).
+    /// 4xx/5xx as responses; see [`crate::aws::http`]).
     pub fn new(
         agent: Agent,
         endpoint: &str,

@@ -3,7 +3,7 @@
 //!
 //! Both use the STS Query protocol: a form body whose values are percent-encoded the way the
 //! AWS SDKs do it (everything but `A-Za-z0-9-_.~`), answered in XML. Both are [`Fetch`]es, so
-//! [`crate::credentials::Refreshing`] caches their temporary credentials and fetches new ones
+//! [`super::credentials::Refreshing`] caches their temporary credentials and fetches new ones
 //! ahead of expiry, on the sender thread. The web identity token file is read at every fetch
 //! (EKS rotates it).
 
@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ureq::Agent;
 
+use super::credentials::{Credentials, CredentialsError, Fetch, Provider};
+use super::http::HttpSettings;
+use super::sigv4;
 use crate::clock;
-use crate::credentials::{Credentials, CredentialsError, Fetch, Provider};
-use crate::http::HttpSettings;
 use crate::kinesis::one_line;
-use crate::sigv4;
 
 /// The regional STS endpoint: `https://sts.{region}.amazonaws.com` (`.com.cn` in China).
 pub fn default_endpoint(region: &str) -> String {

@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::credentials::Credentials;
-use crate::env::Env;
-use crate::ini::{self, Sections};
+use super::credentials::Credentials;
+use super::env::Env;
+use super::ini::{self, Sections};
 
 /// Where a profile's credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

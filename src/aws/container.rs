@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use crate::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
-use crate::env::Env;
-use crate::http::HttpSettings;
+use super::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
+use super::env::Env;
+use super::http::HttpSettings;
 
 const ECS_HOST: &str = "http://169.254.170.2";
 const ATTEMPTS: usize = 3;

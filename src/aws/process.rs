@@ -26,7 +26,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
+use super::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
 use crate::kinesis::one_line;
 
 /// How long the command may run.

@@ -2,7 +2,7 @@
 //!
 //! Credentials, first found wins:
 //! 1. the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`);
-//! 2. the shared files' profile ([`crate::profile`]): static keys, `credential_process`, a role
+//! 2. the shared files' profile ([`super::profile`]): static keys, `credential_process`, a role
 //!    over a source profile or `credential_source`, or web identity;
 //! 3. web identity from `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`;
 //! 4. the container endpoint (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`);
@@ -17,15 +17,15 @@
 
 use std::time::SystemTime;
 
+use super::container::ContainerCredentials;
+use super::credentials::{self, Provider, Refreshing, Static};
+use super::env::Env;
+use super::http::HttpSettings;
+use super::imds::{Imds, ImdsCredentials, ImdsError};
+use super::process::ProcessCredentials;
+use super::profile::{NamedSource, ProfileFiles, Source};
+use super::sts::{self, AssumeRole, RoleSettings, Sts, WebIdentity};
 use crate::config::{self, KinesisConfig};
-use crate::container::ContainerCredentials;
-use crate::credentials::{self, Provider, Refreshing, Static};
-use crate::env::Env;
-use crate::http::HttpSettings;
-use crate::imds::{Imds, ImdsCredentials, ImdsError};
-use crate::process::ProcessCredentials;
-use crate::profile::{NamedSource, ProfileFiles, Source};
-use crate::sts::{self, AssumeRole, RoleSettings, Sts, WebIdentity};
 
 /// Everything needed to talk to Kinesis.
 pub struct Aws {

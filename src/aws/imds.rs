@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use crate::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
-use crate::env::Env;
-use crate::http::{never_connected, HttpSettings};
+use super::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
+use super::env::Env;
+use super::http::{never_connected, HttpSettings};
 
 /// The default metadata address.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
