@@ -81,7 +81,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         ),
     };
     let stop = Arc::new(stop::StopSignal::default());
-    let sink = make_sink(&config, &aws::env::Env::from_process(), &stop)?;
+    let sink = make_sink(&config, &aws::Env::from_process(), &stop)?;
     let input = fifo::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
@@ -139,7 +139,7 @@ fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<lock::Lock>,
 /// Credential fetches give up at `stop`'s deadline.
 pub fn make_sink(
     config: &Config,
-    env: &aws::env::Env,
+    env: &aws::Env,
     stop: &Arc<stop::StopSignal>,
 ) -> Result<Box<dyn Sink>, Error> {
     match (config.handler, &config.kinesis) {
@@ -148,7 +148,15 @@ pub fn make_sink(
             "the kinesis handler needs --stream-name".into(),
         )),
         (Handler::Kinesis, Some(k)) => {
-            let aws = aws::chain::resolve(k, env).map_err(Error::Setup)?;
+            // A source failing for now (instance metadata asked for the region) may be there
+            // after a restart; wrong configuration will not.
+            let aws = aws::resolve(k, env, stop).map_err(|e| {
+                if e.is_configuration() {
+                    Error::Setup(e.to_string())
+                } else {
+                    Error::Runtime(std::io::Error::other(e))
+                }
+            })?;
             log!(
                 Info,
                 "publishing to stream {} in {} at {}",
@@ -176,11 +184,7 @@ pub fn make_sink(
                 &aws.endpoint,
                 &aws.region,
                 &k.stream_name,
-                Box::new(
-                    aws::credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(
-                        |e| Error::Setup(format!("cannot start the credentials thread: {e}")),
-                    )?,
-                ),
+                aws.credentials,
                 timeouts,
             )))
         }

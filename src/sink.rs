@@ -10,8 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
-use crate::aws::credentials::Provider;
-use crate::aws::sigv4;
+use crate::aws::{self, Provider};
 use crate::batch::Batch;
 use crate::kinesis::{self, ErrorKind, FailedRecord};
 
@@ -90,7 +89,7 @@ pub struct KinesisSink {
 
 impl KinesisSink {
     /// A sink for `stream` at `endpoint` in `region`, sending with `agent` (which must answer
-    /// 4xx/5xx as responses; see [`crate::aws::http`]).
+    /// 4xx/5xx as responses; see [`crate::aws::HttpSettings`]).
     pub fn new(
         agent: Agent,
         endpoint: &str,
@@ -137,7 +136,7 @@ impl KinesisSink {
                 (&self.body[..], made_here.as_str())
             }
         };
-        let signed = sigv4::sign_hashed(
+        let signed = aws::sign_hashed(
             &creds,
             &self.region,
             kinesis::SIGNING_SERVICE,

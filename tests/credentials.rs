@@ -501,10 +501,7 @@ fn instance_metadata_failing_at_start_up_is_retried_while_lines_wait() {
         &["--flush-interval", "100ms"],
         &imds_env(&server, &home, &imds),
     );
-    daemon.wait_log(
-        "gave no role yet (the token request answered HTTP 503)",
-        LONG,
-    );
+    daemon.wait_log("/latest/api/token: answered HTTP 503; no role yet", LONG);
     write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"waited".to_vec()]);
     // The start-up probe asked twice; fetches for the line keep asking.
     wait_until(LONG, "fetches retried", || {
@@ -560,7 +557,7 @@ fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled()
     let fifo = dir.join("in.pipe");
     let mut daemon = start_running(&dir, &fifo, &["--flush-interval", "100ms"], &env);
     daemon.wait_log(
-        "AWS_EC2_METADATA_V1_DISABLED forbids going without one",
+        "AWS_EC2_METADATA_V1_DISABLED forbids going without a token",
         LONG,
     );
     write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"v2 only".to_vec()]);
@@ -629,7 +626,10 @@ fn a_failed_refresh_keeps_delivering_with_credentials_that_are_still_valid() {
         );
         thread::sleep(Duration::from_millis(5));
     }
-    daemon.wait_log("refreshing credentials failed (IMDS: ", LONG);
+    daemon.wait_log(
+        "refreshing credentials failed (EC2 instance metadata at ",
+        LONG,
+    );
     // The service comes back: the refresh is retried before the keys are given up.
     imds.faults.set_credentials_status(0);
     while imds.credential_fetches.load(Ordering::SeqCst) < 2 {
@@ -803,7 +803,7 @@ fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts(
     assert!(attempts >= 3, "{warning}");
     assert!(
         warning.ends_with(
-            "the last: credentials: credential_process: credential_process exited 1: sso session expired; run login"
+            "the last: credentials: credential_process exited 1: sso session expired; run login"
         ),
         "{warning}"
     );

@@ -7,7 +7,7 @@ mod support;
 use std::fs;
 use std::time::Duration;
 
-use fifo2kinesis::aws::credentials::Credentials;
+use fifo2kinesis::aws::Credentials;
 use nix::sys::signal::Signal;
 use support::*;
 

@@ -10,10 +10,12 @@
 //!    error (booting, throttled, no role yet), is used and retried while lines wait; one that
 //!    cannot be reached at all means this is not an EC2 instance.
 //!
-//! `--role-arn` then assumes that role over what was found. Nothing found is a setup error that
-//! lists what was tried. Region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
-//! `region`, then instance metadata. Resolution happens at start-up; fetching and refreshing
-//! happen later, on the sender thread.
+//! `--role-arn` then assumes that role over what was found. Nothing found, and anything set
+//! wrong (a profile, a variable, a role ARN), is a configuration error; the one that lists what
+//! was tried when nothing is found. Region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the
+//! profile's `region`, then instance metadata (if that answers but fails, the error is not a
+//! configuration error: a restart may find it). Resolution happens at start-up; fetching and
+//! refreshing happen later, on the credentials thread.
 
 use std::time::SystemTime;
 
@@ -21,30 +23,17 @@ use super::container::ContainerCredentials;
 use super::credentials::{self, Provider, Refreshing, Static};
 use super::env::Env;
 use super::http::HttpSettings;
-use super::imds::{Imds, ImdsCredentials, ImdsError};
+use super::imds::{Imds, ImdsCredentials};
 use super::process::ProcessCredentials;
 use super::profile::{NamedSource, ProfileFiles, Source};
 use super::sts::{self, AssumeRole, RoleSettings, Sts, WebIdentity};
+use super::{Aws, Error};
 use crate::config::{self, KinesisConfig};
 
-/// Everything needed to talk to Kinesis.
-pub struct Aws {
-    /// The region.
-    pub region: String,
-    /// The Kinesis endpoint URL.
-    pub endpoint: String,
-    /// Where credentials come from.
-    pub credentials: Box<dyn Provider>,
-    /// TLS trust and proxies.
-    pub http: HttpSettings,
-    /// One line saying where credentials come from, for the log.
-    pub credentials_source: String,
-}
-
 /// Resolves region, endpoint and credentials for `k` from the environment and shared files.
-pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, String> {
-    let http = HttpSettings::with_ca_bundle(k.ca_bundle.as_deref())
-        .map_err(|e| format!("--ca-bundle: {e}"))?;
+/// The credentials provider is the bare chain, not yet on a thread of its own.
+pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, Error> {
+    let http = HttpSettings::with_ca_bundle(k.ca_bundle.as_deref())?;
     let files = ProfileFiles::load(env)?;
     let profile_name = env.get("AWS_PROFILE").unwrap_or("default").to_string();
     let imds = Imds::from_env(env, &http);
@@ -79,7 +68,9 @@ pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, String> {
         };
         source = format!(
             "role {} (session {}) assumed at {} over {source}",
-            role.role_arn, role.session_name, ctx.sts.endpoint
+            role.role_arn,
+            role.session_name,
+            super::http::loggable_url(&ctx.sts.endpoint)
         );
         provider = Box::new(Refreshing::new(AssumeRole::new(
             provider,
@@ -96,7 +87,7 @@ pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, String> {
     })
 }
 
-fn find_region(files: &ProfileFiles, profile: &str, imds: Option<&Imds>) -> Result<String, String> {
+fn find_region(files: &ProfileFiles, profile: &str, imds: Option<&Imds>) -> Result<String, Error> {
     if let Some(r) = files
         .profile(profile)
         .and_then(|p| p.get("region").map(String::from))
@@ -106,15 +97,18 @@ fn find_region(files: &ProfileFiles, profile: &str, imds: Option<&Imds>) -> Resu
     let imds_said = match imds {
         None => "instance metadata is disabled".to_string(),
         Some(i) => match i.region() {
-            Ok(r) if !r.is_empty() => return Ok(r),
-            Ok(_) => format!("instance metadata at {} gave no region", i.endpoint()),
-            Err(e) => format!("instance metadata at {}: {e}", i.endpoint()),
+            Ok(r) => return Ok(r),
+            Err(e @ Error::Unreachable { .. }) => e.to_string(),
+            // There, but failing for now: not a configuration error.
+            Err(e) => return Err(e),
         },
     };
-    Err(format!(
-        "missing region: set --region, AWS_REGION or AWS_DEFAULT_REGION (profile \"{profile}\" in {} has no region; {imds_said})",
-        files.describe()
-    ))
+    Err(Error::NoRegion {
+        tried: format!(
+            "profile \"{profile}\" in {} has no region; {imds_said}",
+            files.describe()
+        ),
+    })
 }
 
 struct Context<'a> {
@@ -129,7 +123,7 @@ fn default_chain(
     ctx: &Context<'_>,
     files: &ProfileFiles,
     profile: &str,
-) -> Result<(Box<dyn Provider>, String), String> {
+) -> Result<(Box<dyn Provider>, String), Error> {
     let mut tried = Vec::new();
 
     if let Some(creds) = env_credentials(ctx.env)? {
@@ -137,19 +131,20 @@ fn default_chain(
     }
     tried.push("environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set)".to_string());
 
-    match files.resolve(profile).map_err(|e| e.to_string())? {
+    match files.resolve(profile)? {
         Some(source) => {
-            let what = format!("profile \"{profile}\"");
-            return Ok((
-                build(&source, ctx).map_err(|e| format!("{what}: {e}"))?,
-                what,
-            ));
+            let provider = build(&source, ctx).map_err(|e| Error::InProfile {
+                profile: profile.to_string(),
+                source: Box::new(e),
+            })?;
+            return Ok((provider, format!("profile \"{profile}\"")));
         }
         None if ctx.env.get("AWS_PROFILE").is_some() && files.profile(profile).is_none() => {
-            return Err(format!(
-                "AWS_PROFILE names profile \"{profile}\", which is not in {}",
-                files.describe()
-            ));
+            return Err(Error::Profile {
+                profile: profile.to_string(),
+                files: files.describe(),
+                problem: "AWS_PROFILE names it, but neither file has it".into(),
+            });
         }
         None => tried.push(format!(
             "profile \"{profile}\" in {} (no credentials)",
@@ -162,10 +157,11 @@ fn default_chain(
         ctx.env.get("AWS_ROLE_ARN"),
     ) {
         (Some(token_file), Some(role_arn)) => {
+            let session_name = ctx.env.get("AWS_ROLE_SESSION_NAME");
             let source = Source::WebIdentity {
                 role_arn: role_arn.into(),
                 token_file: token_file.into(),
-                session_name: ctx.env.get("AWS_ROLE_SESSION_NAME").map(String::from),
+                session_name: session_name.map(String::from),
             };
             return Ok((
                 build(&source, ctx)?,
@@ -195,12 +191,13 @@ fn default_chain(
                         format!("EC2 instance metadata at {} (role {role})", imds.endpoint());
                     return Ok((imds_provider(), what));
                 }
+                // Nothing there: not an EC2 instance.
+                Err(e @ Error::Unreachable { .. }) => tried.push(e.to_string()),
                 // There, but failing for now (booting, throttled): fetches retry it.
-                Err(ImdsError::Failed(e)) => {
+                Err(e) => {
                     crate::log!(
                         Warn,
-                        "EC2 instance metadata at {} gave no role yet ({e}); using it, and retrying while lines wait",
-                        imds.endpoint()
+                        "{e}; no role yet, but the service is there: using it, and retrying while lines wait"
                     );
                     let what = format!(
                         "EC2 instance metadata at {} (role not known yet)",
@@ -208,57 +205,80 @@ fn default_chain(
                     );
                     return Ok((imds_provider(), what));
                 }
-                // Nothing there: not an EC2 instance.
-                Err(ImdsError::Unreachable(e)) => tried.push(format!(
-                    "EC2 instance metadata at {} ({e})",
-                    imds.endpoint()
-                )),
             }
         }
     }
-    Err(format!(
-        "no AWS credentials found; tried: {}",
-        tried.join("; ")
-    ))
+    Err(Error::NoCredentials { tried })
 }
 
-fn env_credentials(env: &Env) -> Result<Option<credentials::Credentials>, String> {
-    credentials::from_env(|name| env.os(name)).map_err(|e| e.to_string())
+fn env_credentials(env: &Env) -> Result<Option<credentials::Credentials>, Error> {
+    credentials::from_env(|name| env.os(name))
 }
 
 /// A provider for a profile's source.
-fn build(source: &Source, ctx: &Context<'_>) -> Result<Box<dyn Provider>, String> {
+fn build(source: &Source, ctx: &Context<'_>) -> Result<Box<dyn Provider>, Error> {
+    let unset = |name, problem: &str| Error::Variable {
+        name,
+        problem: problem.into(),
+    };
+    let role = |role_arn: &String, session_name: &Option<String>, external_id| RoleSettings {
+        role_arn: role_arn.clone(),
+        session_name: session_name
+            .clone()
+            .unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
+        external_id,
+    };
     Ok(match source {
         Source::Static(c) => Box::new(Static(c.clone())),
         Source::Process(cmd) => Box::new(Refreshing::new(ProcessCredentials::new(cmd.clone()))),
-        Source::WebIdentity { role_arn, token_file, session_name } => {
-            let role = RoleSettings {
-                role_arn: role_arn.clone(),
-                session_name: session_name.clone().unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
-                external_id: None,
-            };
-            Box::new(Refreshing::new(WebIdentity::new(token_file.clone(), role, ctx.sts.clone())))
-        }
+        Source::WebIdentity {
+            role_arn,
+            token_file,
+            session_name,
+        } => Box::new(Refreshing::new(WebIdentity::new(
+            token_file.clone(),
+            role(role_arn, session_name, None),
+            ctx.sts.clone(),
+        ))),
         Source::Named(NamedSource::Environment) => match env_credentials(ctx.env)? {
             Some(c) => Box::new(Static(c)),
-            None => return Err("credential_source Environment, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set".into()),
+            None => {
+                return Err(unset(
+                    "AWS_ACCESS_KEY_ID",
+                    "not set (nor AWS_SECRET_ACCESS_KEY), but credential_source is Environment",
+                ))
+            }
         },
         Source::Named(NamedSource::Ec2InstanceMetadata) => match ctx.imds {
             Some(imds) => Box::new(Refreshing::new(ImdsCredentials::new(imds.clone()))),
-            None => return Err("credential_source Ec2InstanceMetadata, but AWS_EC2_METADATA_DISABLED is true".into()),
+            None => {
+                return Err(unset(
+                    "AWS_EC2_METADATA_DISABLED",
+                    "true, but credential_source is Ec2InstanceMetadata",
+                ))
+            }
         },
-        Source::Named(NamedSource::EcsContainer) => match ContainerCredentials::from_env(ctx.env, ctx.http)? {
-            Some(c) => Box::new(Refreshing::new(c)),
-            None => return Err("credential_source EcsContainer, but AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI are not set".into()),
-        },
-        Source::AssumeRole { role_arn, external_id, session_name, base } => {
-            let role = RoleSettings {
-                role_arn: role_arn.clone(),
-                session_name: session_name.clone().unwrap_or_else(|| sts::default_session_name(SystemTime::now())),
-                external_id: external_id.clone(),
-            };
-            Box::new(Refreshing::new(AssumeRole::new(build(base, ctx)?, role, ctx.sts.clone())))
+        Source::Named(NamedSource::EcsContainer) => {
+            match ContainerCredentials::from_env(ctx.env, ctx.http)? {
+                Some(c) => Box::new(Refreshing::new(c)),
+                None => {
+                    return Err(unset(
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                        "not set (nor _FULL_URI), but credential_source is EcsContainer",
+                    ))
+                }
+            }
         }
+        Source::AssumeRole {
+            role_arn,
+            external_id,
+            session_name,
+            base,
+        } => Box::new(Refreshing::new(AssumeRole::new(
+            build(base, ctx)?,
+            role(role_arn, session_name, external_id.clone()),
+            ctx.sts.clone(),
+        ))),
     })
 }
 
@@ -307,7 +327,7 @@ mod tests {
 
     #[test]
     fn nothing_found_lists_what_was_tried() {
-        let e = resolve(&k(), &env(&[])).err().unwrap();
+        let e = resolve(&k(), &env(&[])).err().unwrap().to_string();
         for needle in [
             "no AWS credentials found",
             "environment",
@@ -337,18 +357,79 @@ mod tests {
             ]),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.starts_with("no AWS credentials found"), "{e}");
         assert!(
-            e.contains(&format!("EC2 instance metadata at {url} (")),
+            e.contains(&format!(
+                "EC2 instance metadata at {url}/latest/api/token cannot be reached"
+            )),
             "{e}"
+        );
+    }
+
+    /// Answers every request on 127.0.0.1 with `status` and no body; returns its URL.
+    fn answering(status: u16) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                let _ = reader.get_mut().write_all(answer.as_bytes());
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_region_from_instance_metadata_failing_for_now_is_not_a_configuration_error() {
+        let url = answering(503);
+        let mut c = k();
+        c.region = None;
+        let e = resolve(
+            &c,
+            &env(&[
+                ("AWS_EC2_METADATA_DISABLED", "false"),
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ]),
+        )
+        .err()
+        .unwrap();
+        assert!(!e.is_configuration(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("EC2 instance metadata at {url}/latest/api/token: answered HTTP 503")
+        );
+        // With the region set, the same service is the credentials source.
+        let aws = resolve(
+            &k(),
+            &env(&[
+                ("AWS_EC2_METADATA_DISABLED", "false"),
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            aws.credentials_source,
+            format!("EC2 instance metadata at {url} (role not known yet)")
         );
     }
 
     #[test]
     fn a_missing_named_profile_is_an_error() {
-        let e = resolve(&k(), &env(&[("AWS_PROFILE", "ci")])).err().unwrap();
-        assert!(e.contains("AWS_PROFILE names profile \"ci\""), "{e}");
+        let e = resolve(&k(), &env(&[("AWS_PROFILE", "ci")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("profile \"ci\" in /nonexistent-home/.aws/config and /nonexistent-home/.aws/credentials: AWS_PROFILE names it"), "{e}");
     }
 
     #[test]
@@ -384,7 +465,8 @@ mod tests {
             &env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(
             e.starts_with("missing region: set --region, AWS_REGION or AWS_DEFAULT_REGION"),
             "{e}"
@@ -401,7 +483,8 @@ mod tests {
             )]),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.contains("not https"), "{e}");
     }
 }

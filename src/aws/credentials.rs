@@ -2,17 +2,21 @@
 //!
 //! A [`Provider`] hands out credentials when asked and may cache and refresh them; the sender
 //! thread asks before every request and calls [`Provider::invalidate`] when the service says
-//! they expired. Credential work therefore never runs on the poll loop. Credentials are held in
+//! they expired. [`Refreshing`] caches what a [`Fetch`] (STS, a metadata service, a process)
+//! returns, fetches again ahead of expiry, and keeps using credentials that are still valid
+//! while a refresh fails. [`Bounded`] runs the whole chain on a thread of its own, so that
+//! credential work never runs on the poll loop, never holds up the sender while valid
+//! credentials are in hand, and never outlives the stop deadline. Credentials are held in
 //! `aws_credential_types::Credentials`, whose `Debug` output redacts the secret parts; nothing
 //! here logs a key, secret or token.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
 pub use aws_credential_types::Credentials;
 
+use super::Error;
 use crate::random::Rng;
 use crate::stop::StopSignal;
 
@@ -20,37 +24,10 @@ use crate::stop::StopSignal;
 /// lifetime, if that is shorter), less up to a fifth of it as jitter.
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
-/// Credentials could not be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialsError {
-    /// Where the problem is (`environment`, `STS AssumeRole`…).
-    pub source: String,
-    /// What went wrong, with no secret in it.
-    pub message: String,
-}
-
-impl fmt::Display for CredentialsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.message)
-    }
-}
-
-impl std::error::Error for CredentialsError {}
-
-impl CredentialsError {
-    /// An error from `source`.
-    pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
-        CredentialsError {
-            source: source.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// A source of credentials for the sender.
 pub trait Provider: Send {
     /// Credentials valid at `now`, from cache or freshly fetched.
-    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError>;
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, Error>;
     /// Forgets cached credentials, so the next call fetches new ones.
     fn invalidate(&mut self) {}
 }
@@ -59,7 +36,7 @@ pub trait Provider: Send {
 /// process. Wrap it in [`Refreshing`] to cache what it returns.
 pub trait Fetch: Send {
     /// Fetches credentials now.
-    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError>;
+    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, Error>;
 }
 
 /// Caches a [`Fetch`]'s credentials and fetches again ahead of their expiry.
@@ -105,7 +82,7 @@ impl<F: Fetch> Refreshing<F> {
 
     /// After a failed refresh: the cached credentials if they are still valid, with the next
     /// attempt scheduled.
-    fn keep_cached(&mut self, now: SystemTime, e: &CredentialsError) -> Option<Credentials> {
+    fn keep_cached(&mut self, now: SystemTime, e: &Error) -> Option<Credentials> {
         let c = self.cached.as_mut()?;
         c.failures += 1;
         if !usable(&c.creds, now) {
@@ -136,7 +113,7 @@ impl<F: Fetch> Refreshing<F> {
 }
 
 impl<F: Fetch> Provider for Refreshing<F> {
-    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, Error> {
         if let Some(c) = &self.cached {
             if c.refresh_at.is_none_or(|at| now < at) && usable(&c.creds, now) {
                 return Ok(c.creds.clone());
@@ -202,28 +179,32 @@ pub fn refresh_time(
 
 /// Reads credentials from JSON with `AccessKeyId`, `SecretAccessKey`, an optional session token
 /// under `token_field` and an optional RFC 3339 `Expiration` (the metadata services' and
-/// `credential_process`'s format). Errors never quote the values.
+/// `credential_process`'s format). Errors say what is wrong with it (`has no AccessKeyId`)
+/// and never quote a key, secret or token.
 pub fn parse_json_credentials(
     body: &[u8],
     token_field: &str,
     provider: &'static str,
 ) -> Result<Credentials, String> {
     let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        serde_json::from_slice(body).map_err(|e| format!("is not JSON ({e})"))?;
     let field = |name: &str| {
         v.get(name)
             .and_then(serde_json::Value::as_str)
             .map(str::trim)
             .filter(|s| !s.is_empty())
     };
-    let id = field("AccessKeyId").ok_or("the answer has no AccessKeyId")?;
-    let secret = field("SecretAccessKey").ok_or("the answer has no SecretAccessKey")?;
+    let id = field("AccessKeyId").ok_or("has no AccessKeyId")?;
+    let secret = field("SecretAccessKey").ok_or("has no SecretAccessKey")?;
     let token = field(token_field).map(String::from);
     let expiry = match field("Expiration") {
         None => None,
-        Some(e) => Some(
-            crate::clock::parse_rfc3339(e).ok_or_else(|| format!("unreadable Expiration {e:?}"))?,
-        ),
+        Some(e) => Some(crate::clock::parse_rfc3339(e).ok_or_else(|| {
+            format!(
+                "has an unreadable Expiration {:?}",
+                crate::kinesis::one_line(e, 64)
+            )
+        })?),
     };
     Ok(Credentials::new(id, secret, token, expiry, provider))
 }
@@ -232,7 +213,7 @@ pub fn parse_json_credentials(
 pub struct Static(pub Credentials);
 
 impl Provider for Static {
-    fn credentials(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
+    fn credentials(&mut self, _now: SystemTime) -> Result<Credentials, Error> {
         Ok(self.0.clone())
     }
 }
@@ -245,7 +226,7 @@ impl Provider for Static {
 /// valid the caller never waits for the answer: a slow refresh does not hold up delivery.
 pub struct Bounded {
     requests: mpsc::Sender<Request>,
-    answers: mpsc::Receiver<Result<Credentials, CredentialsError>>,
+    answers: mpsc::Receiver<Result<Credentials, Error>>,
     stop: Arc<StopSignal>,
     /// A fetch was asked for and not answered yet.
     asked: bool,
@@ -265,10 +246,6 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Credentials this close to expiry (or closer) are always asked of the inner provider, which
 /// refreshes them ahead of time.
 const SERVE_COPY_UNTIL: Duration = Duration::from_secs(2 * REFRESH_AHEAD.as_secs());
-
-fn thread_ended() -> CredentialsError {
-    CredentialsError::new("credentials", "the credentials thread ended")
-}
 
 impl Bounded {
     /// Runs `inner` on its own thread, bounded by `stop`'s deadline.
@@ -311,10 +288,7 @@ impl Bounded {
     }
 
     /// Takes in an answer: ignored if stale, else it becomes the copy if it holds credentials.
-    fn take(
-        &mut self,
-        answer: Result<Credentials, CredentialsError>,
-    ) -> Option<Result<Credentials, CredentialsError>> {
+    fn take(&mut self, answer: Result<Credentials, Error>) -> Option<Result<Credentials, Error>> {
         if self.stale > 0 {
             self.stale -= 1;
             return None;
@@ -328,7 +302,7 @@ impl Bounded {
 
     /// Waits for the answer to the fetch asked for, in slices, so that a stop that comes while
     /// waiting is seen.
-    fn wait(&mut self) -> Result<Credentials, CredentialsError> {
+    fn wait(&mut self) -> Result<Credentials, Error> {
         loop {
             let slice = self.stop.bound(WAIT_SLICE);
             match self.answers.recv_timeout(slice) {
@@ -337,17 +311,14 @@ impl Bounded {
                         return answer;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(thread_ended()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::Thread(None)),
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if self
                         .stop
                         .deadline()
                         .is_some_and(|d| std::time::Instant::now() >= d) =>
                 {
-                    return Err(CredentialsError::new(
-                        "credentials",
-                        "no credentials before the stop deadline",
-                    ))
+                    return Err(Error::StopDeadline)
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -356,14 +327,14 @@ impl Bounded {
 }
 
 impl Provider for Bounded {
-    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+    fn credentials(&mut self, now: SystemTime) -> Result<Credentials, Error> {
         if let Some(c) = self.copy(now, SERVE_COPY_UNTIL) {
             return Ok(c);
         }
         if !self.asked {
             self.requests
                 .send(Request::Get(now))
-                .map_err(|_| thread_ended())?;
+                .map_err(|_| Error::Thread(None))?;
             self.asked = true;
         }
         // Still valid: take an answer that is there already, else keep using the copy.
@@ -376,7 +347,7 @@ impl Provider for Bounded {
                         None => {}
                     },
                     Err(mpsc::TryRecvError::Empty) => return Ok(copy),
-                    Err(mpsc::TryRecvError::Disconnected) => return Err(thread_ended()),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(Error::Thread(None)),
                 }
             }
         }
@@ -396,9 +367,7 @@ impl Provider for Bounded {
 
 /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` through `env`.
 /// Blank values count as unset. `Ok(None)` when neither key is set.
-pub fn from_env(
-    env: impl Fn(&str) -> Option<OsString>,
-) -> Result<Option<Credentials>, CredentialsError> {
+pub fn from_env(env: impl Fn(&str) -> Option<OsString>) -> Result<Option<Credentials>, Error> {
     let get = |name: &str| {
         env(name)
             .and_then(|v| v.into_string().ok())
@@ -419,13 +388,13 @@ pub fn from_env(
             "environment",
         ))),
         (None, None) => Ok(None),
-        (Some(_), None) => Err(CredentialsError {
-            source: "environment".into(),
-            message: "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
+        (Some(_), None) => Err(Error::Variable {
+            name: "AWS_SECRET_ACCESS_KEY",
+            problem: "not set, but AWS_ACCESS_KEY_ID is".into(),
         }),
-        (None, Some(_)) => Err(CredentialsError {
-            source: "environment".into(),
-            message: "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into(),
+        (None, Some(_)) => Err(Error::Variable {
+            name: "AWS_ACCESS_KEY_ID",
+            problem: "not set, but AWS_SECRET_ACCESS_KEY is".into(),
         }),
     }
 }
@@ -488,7 +457,7 @@ mod tests {
 
     struct Counting(u32, u64);
     impl Fetch for Counting {
-        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, Error> {
             self.0 += 1;
             Ok(Credentials::new(
                 format!("K{}", self.0),
@@ -530,7 +499,7 @@ mod tests {
     /// failure.
     struct Scripted(Vec<Option<u64>>, u32);
     impl Fetch for Scripted {
-        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        fn fetch(&mut self, now: SystemTime) -> Result<Credentials, Error> {
             self.1 += 1;
             match self.0.remove(0) {
                 Some(secs) => Ok(Credentials::new(
@@ -540,7 +509,7 @@ mod tests {
                     Some(now + Duration::from_secs(secs)),
                     "test",
                 )),
-                None => Err(CredentialsError::new("test", "metadata blip")),
+                None => Err(Error::answer("test", "http://test/", "metadata blip")),
             }
         }
     }
@@ -551,7 +520,7 @@ mod tests {
     fn a_failed_refresh_keeps_using_credentials_until_they_expire() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
-        let key = |r: Result<Credentials, CredentialsError>| r.unwrap().access_key_id().to_string();
+        let key = |r: Result<Credentials, Error>| r.unwrap().access_key_id().to_string();
         let mut p = Refreshing::new(Scripted(vec![Some(60), None, None, None, Some(60)], 0));
         assert_eq!(key(p.credentials(at(0.0))), "K1");
         // Refreshed after 24 to 30 s; the fetch fails, the credentials in hand are kept.
@@ -568,7 +537,7 @@ mod tests {
         assert_eq!(p.fetch.1, 3);
         // Within the last 10 s they are no longer handed out: a failure is the caller's.
         let e = p.credentials(at(50.5)).unwrap_err();
-        assert_eq!(e.message, "metadata blip");
+        assert_eq!(e.to_string(), "test at http://test/: metadata blip");
         assert_eq!(key(p.credentials(at(51.0))), "K5");
         assert_eq!(key(p.credentials(at(52.0))), "K5", "cached again");
     }
@@ -594,7 +563,7 @@ mod tests {
         go_on: mpsc::Receiver<()>,
     }
     impl Provider for SlowSecond {
-        fn credentials(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        fn credentials(&mut self, now: SystemTime) -> Result<Credentials, Error> {
             self.calls += 1;
             if self.calls == 2 {
                 let _ = self.go_on.recv();

@@ -9,64 +9,30 @@
 //! requests after 2 s; they go straight to the link-local address (no proxy), and are tried
 //! twice.
 //!
-//! Errors tell a service that was never reached ([`ImdsError::Unreachable`]: not an EC2
-//! instance) from one that answered but failed ([`ImdsError::Failed`]: it may answer later).
+//! Errors tell a service that was never reached ([`Error::Unreachable`]: not an EC2 instance)
+//! from one that answered but failed (any other: it may answer later).
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use super::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
+use super::credentials::{parse_json_credentials, Credentials, Fetch};
 use super::env::Env;
-use super::http::{never_connected, HttpSettings};
+use super::http::{loggable_url, request_error, HttpSettings};
+use super::Error;
 
 /// The default metadata address.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 const TOKEN_TTL_SECONDS: &str = "21600";
 const ATTEMPTS: usize = 2;
-
-/// Why the metadata service gave nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImdsError {
-    /// No connection could be made: nothing listens there, or nothing answered in time.
-    Unreachable(String),
-    /// The service was reached but refused or failed; it may answer later.
-    Failed(String),
-}
-
-impl fmt::Display for ImdsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ImdsError::Unreachable(m) | ImdsError::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-impl From<String> for ImdsError {
-    fn from(m: String) -> Self {
-        ImdsError::Failed(m)
-    }
-}
-
-impl From<&str> for ImdsError {
-    fn from(m: &str) -> Self {
-        ImdsError::Failed(m.into())
-    }
-}
-
-fn request_error(e: ureq::Error) -> ImdsError {
-    if never_connected(&e) {
-        ImdsError::Unreachable(e.to_string())
-    } else {
-        ImdsError::Failed(e.to_string())
-    }
-}
+const SERVICE: &str = "EC2 instance metadata";
 
 /// A client for the instance metadata service.
 #[derive(Clone)]
 pub struct Imds {
     base: String,
+    /// `base` as it may be logged.
+    shown: String,
     agent: Agent,
     v1_disabled: bool,
 }
@@ -83,123 +49,146 @@ impl Imds {
             .trim_end_matches('/')
             .to_string();
         Some(Imds {
+            shown: loggable_url(&base).trim_end_matches('/').to_string(),
             base,
             agent: http.metadata_agent(Duration::from_secs(1), Duration::from_secs(2)),
             v1_disabled: env.is_true("AWS_EC2_METADATA_V1_DISABLED"),
         })
     }
 
-    /// Where it is reached.
+    /// Where it is reached, as it may be logged.
     pub fn endpoint(&self) -> &str {
-        &self.base
+        &self.shown
+    }
+
+    /// `base` + `path`, and what of it may be logged.
+    fn url(&self, path: &str) -> (String, String) {
+        (
+            format!("{}{path}", self.base),
+            format!("{}{path}", self.shown),
+        )
     }
 
     /// A session token, or `None` where the service hands out none and IMDSv1 may be used.
-    fn token(&self) -> Result<Option<String>, ImdsError> {
-        let url = format!("{}/latest/api/token", self.base);
+    fn token(&self) -> Result<Option<String>, Error> {
+        let (url, shown) = self.url("/latest/api/token");
+        let failed = |e| request_error(SERVICE, &shown, e);
         let mut resp = self
             .agent
             .put(&url)
             .header("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS)
             .send_empty()
-            .map_err(request_error)?;
+            .map_err(failed)?;
         match resp.status().as_u16() {
             200 => Ok(Some(
                 resp.body_mut()
                     .with_config()
                     .limit(4096)
                     .read_to_string()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(failed)?,
             )),
-            s @ (403 | 404) if self.v1_disabled => Err(format!(
-                "the token request answered HTTP {s}, and AWS_EC2_METADATA_V1_DISABLED forbids going without one"
-            )
-            .into()),
+            s @ (403 | 404) if self.v1_disabled => Err(Error::answer(
+                SERVICE,
+                &shown,
+                format!("answered HTTP {s}, and AWS_EC2_METADATA_V1_DISABLED forbids going without a token"),
+            )),
             403 | 404 => Ok(None),
-            s => Err(format!("the token request answered HTTP {s}").into()),
+            s => Err(Error::answer(SERVICE, &shown, format!("answered HTTP {s}"))),
         }
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> Result<String, ImdsError> {
-        let url = format!("{}{path}", self.base);
+    fn get(&self, path: &str, token: Option<&str>) -> Result<String, Error> {
+        let (url, shown) = self.url(path);
+        let failed = |e| request_error(SERVICE, &shown, e);
         let mut req = self.agent.get(&url);
         if let Some(token) = token {
             req = req.header("x-aws-ec2-metadata-token", token);
         }
-        let mut resp = req.call().map_err(request_error)?;
+        let mut resp = req.call().map_err(failed)?;
         match resp.status().as_u16() {
-            200 => Ok(resp
+            200 => resp
                 .body_mut()
                 .with_config()
                 .limit(64 * 1024)
                 .read_to_string()
-                .map_err(|e| e.to_string())?),
-            404 if path.ends_with("security-credentials/") => Err("no role attached".into()),
-            s => Err(format!("{path} answered HTTP {s}").into()),
+                .map_err(failed),
+            404 if path.ends_with("security-credentials/") => Err(Error::answer(
+                SERVICE,
+                &shown,
+                "no role attached (HTTP 404)",
+            )),
+            s => Err(Error::answer(SERVICE, &shown, format!("answered HTTP {s}"))),
         }
     }
 
-    /// Tries `f` twice; the service counts as reached if either attempt reached it.
-    fn with_retry<T>(&self, f: impl Fn() -> Result<T, ImdsError>) -> Result<T, ImdsError> {
-        let mut failed = None;
-        let mut last = ImdsError::Unreachable(String::new());
+    /// Tries `f` twice; the error of an attempt that reached the service wins over one that
+    /// did not.
+    fn with_retry<T>(&self, f: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+        let mut error = None;
         for _ in 0..ATTEMPTS {
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e @ ImdsError::Failed(_)) => failed = Some(e),
-                Err(e) => last = e,
+                Err(e @ Error::Unreachable { .. }) if error.is_some() => drop(e),
+                Err(e) => error = Some(e),
             }
         }
-        Err(failed.unwrap_or(last))
+        Err(error.expect("an attempt was made"))
     }
 
     /// The name of the role attached to the instance.
-    pub fn role_name(&self) -> Result<String, ImdsError> {
+    pub fn role_name(&self) -> Result<String, Error> {
+        const PATH: &str = "/latest/meta-data/iam/security-credentials/";
         self.with_retry(|| {
             let token = self.token()?;
-            let names = self.get(
-                "/latest/meta-data/iam/security-credentials/",
-                token.as_deref(),
-            )?;
+            let names = self.get(PATH, token.as_deref())?;
+            let url = || self.url(PATH).1;
             match names.lines().map(str::trim).find(|l| !l.is_empty()) {
-                None => Err("no role attached".into()),
+                None => Err(Error::answer(SERVICE, &url(), "no role attached")),
                 Some(name) if is_role_name(name) => Ok(name.to_string()),
-                Some(_) => Err("the role name it gave is not a role name".into()),
+                Some(_) => Err(Error::answer(
+                    SERVICE,
+                    &url(),
+                    "answered something that is not a role name",
+                )),
             }
         })
     }
 
     /// The instance role's current credentials.
-    pub fn role_credentials(&self, role: &str) -> Result<Credentials, ImdsError> {
+    pub fn role_credentials(&self, role: &str) -> Result<Credentials, Error> {
+        let path = format!("/latest/meta-data/iam/security-credentials/{role}");
+        let url = self.url(&path).1;
         self.with_retry(|| {
             let token = self.token()?;
-            let body = self.get(
-                &format!("/latest/meta-data/iam/security-credentials/{role}"),
-                token.as_deref(),
-            )?;
-            let v: serde_json::Value =
-                serde_json::from_str(&body).map_err(|e| format!("the answer is not JSON ({e})"))?;
+            let body = self.get(&path, token.as_deref())?;
+            let unusable = |problem: String| Error::answer(SERVICE, &url, problem);
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|e| unusable(format!("the answer is not JSON ({e})")))?;
             match v.get("Code").and_then(|c| c.as_str()) {
-                None | Some("Success") => {
-                    Ok(parse_json_credentials(body.as_bytes(), "Token", "imds")?)
-                }
-                Some(code) => Err(format!(
+                None | Some("Success") => parse_json_credentials(body.as_bytes(), "Token", "imds")
+                    .map_err(|e| unusable(format!("the answer {e}"))),
+                Some(code) => Err(unusable(format!(
                     "credentials not available: {}",
                     crate::kinesis::one_line(code, 100)
-                )
-                .into()),
+                ))),
             }
         })
     }
 
     /// The instance's region.
-    pub fn region(&self) -> Result<String, ImdsError> {
+    pub fn region(&self) -> Result<String, Error> {
+        const PATH: &str = "/latest/meta-data/placement/region";
         self.with_retry(|| {
             let token = self.token()?;
-            Ok(self
-                .get("/latest/meta-data/placement/region", token.as_deref())?
-                .trim()
-                .to_string())
+            let region = self.get(PATH, token.as_deref())?;
+            match region.trim() {
+                r if is_region(r) => Ok(r.to_string()),
+                _ => Err(Error::answer(
+                    SERVICE,
+                    &self.url(PATH).1,
+                    "answered something that is not a region",
+                )),
+            }
         })
     }
 }
@@ -211,6 +200,15 @@ fn is_role_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// Whether `name` can be a region (`us-east-1`, `cn-north-1`…): 1 to 32 of `a-z0-9-`, put
+/// into endpoint names and log lines as it is.
+fn is_region(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The instance role's credentials, looked up at every fetch.
@@ -226,10 +224,9 @@ impl ImdsCredentials {
 }
 
 impl Fetch for ImdsCredentials {
-    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
-        let err = |e: ImdsError| CredentialsError::new("IMDS", e.to_string());
-        let role = self.imds.role_name().map_err(err)?;
-        self.imds.role_credentials(&role).map_err(err)
+    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, Error> {
+        let role = self.imds.role_name()?;
+        self.imds.role_credentials(&role)
     }
 }
 
@@ -238,7 +235,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn role_names_go_into_urls_and_logs_only_if_they_are_role_names() {
+    fn role_names_and_regions_are_used_only_if_they_look_like_them() {
         for ok in ["test-role", "a", "Role_1+=,.@-", &"r".repeat(64)] {
             assert!(is_role_name(ok), "{ok}");
         }
@@ -252,6 +249,10 @@ mod tests {
             "a%2f",
         ] {
             assert!(!is_role_name(bad), "{bad}");
+        }
+        assert!(is_region("eu-central-1") && is_region("cn-north-1"));
+        for bad in ["", "us-east-1.evil.com", "US-EAST-1", "a/b", "x\ny"] {
+            assert!(!is_region(bad), "{bad}");
         }
     }
 }

@@ -26,7 +26,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
+use super::credentials::{parse_json_credentials, Credentials, Fetch};
+use super::Error;
 use crate::kinesis::one_line;
 
 /// How long the command may run.
@@ -243,26 +244,28 @@ impl ProcessCredentials {
         }
     }
 
-    fn run(&self) -> Result<Credentials, String> {
+    fn run(&self) -> Result<Credentials, Error> {
         let deadline = Instant::now() + self.timeout;
-        let mut running =
-            Running::start(&self.command).map_err(|e| format!("cannot start sh: {e}"))?;
+        let failed = |problem: &'static str| {
+            move |e| Error::Process {
+                problem: problem.into(),
+                source: Some(e),
+            }
+        };
+        let mut running = Running::start(&self.command).map_err(failed("could not be started"))?;
         let (ended, status) = running
             .read_until(deadline)
-            .map_err(|e| format!("reading credential_process's output: {e}"))?;
-        match ended {
-            Ended::TimedOut => {
-                return Err(format!(
-                    "credential_process ran over {:?} and was killed",
-                    self.timeout
-                ))
-            }
-            Ended::TooMuchOutput => {
-                return Err(format!(
-                    "credential_process printed over {MAX_STDOUT} bytes and was killed"
-                ))
-            }
-            Ended::Exited => {}
+            .map_err(failed("could not be read"))?;
+        let problem = match ended {
+            Ended::TimedOut => Some(format!("ran over {:?} and was killed", self.timeout)),
+            Ended::TooMuchOutput => Some(format!("printed over {MAX_STDOUT} bytes and was killed")),
+            Ended::Exited => None,
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Process {
+                problem,
+                source: None,
+            });
         }
         if running.output_held() {
             crate::log!(
@@ -273,48 +276,47 @@ impl ProcessCredentials {
         let stdout = std::mem::take(&mut running.stdout.data);
         let stderr = std::mem::take(&mut running.stderr.data);
         drop(running);
-        match status {
-            Some(WaitStatus::Exited(_, 0)) => parse_output(&stdout),
-            other => {
-                let first = String::from_utf8_lossy(&stderr)
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .unwrap_or("")
-                    .to_string();
-                let code = match other {
-                    Some(WaitStatus::Exited(_, code)) => code.to_string(),
-                    _ => "on a signal".to_string(),
-                };
-                Err(format!(
-                    "credential_process exited {code}: {}",
-                    one_line(&first, 200)
-                ))
-            }
-        }
+        let code = match status {
+            Some(WaitStatus::Exited(_, 0)) => return parse_output(&stdout),
+            Some(WaitStatus::Exited(_, code)) => code.to_string(),
+            _ => "on a signal".to_string(),
+        };
+        let first = String::from_utf8_lossy(&stderr)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| one_line(l, 200))
+            .unwrap_or_default();
+        Err(Error::Process {
+            problem: format!("exited {code}: {first}"),
+            source: None,
+        })
     }
 }
 
 /// Reads the command's JSON output.
-pub fn parse_output(stdout: &[u8]) -> Result<Credentials, String> {
-    let v: serde_json::Value = serde_json::from_slice(stdout)
-        .map_err(|_| "credential_process printed something that is not JSON".to_string())?;
+pub fn parse_output(stdout: &[u8]) -> Result<Credentials, Error> {
+    let unusable = |problem: String| Error::Process {
+        problem,
+        source: None,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(stdout).map_err(|_| unusable("output is not JSON".into()))?;
     match v.get("Version").and_then(serde_json::Value::as_u64) {
         Some(1) => {}
         other => {
-            return Err(format!(
-                "credential_process output has Version {other:?}; only 1 is known"
-            ))
+            return Err(unusable(format!(
+                "output has Version {other:?}; only 1 is known"
+            )))
         }
     }
     parse_json_credentials(stdout, "SessionToken", "credential_process")
-        .map_err(|e| format!("credential_process output: {e}"))
+        .map_err(|e| unusable(format!("output {e}")))
 }
 
 impl Fetch for ProcessCredentials {
-    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
+    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, Error> {
         self.run()
-            .map_err(|m| CredentialsError::new("credential_process", m))
     }
 }
 
@@ -332,16 +334,17 @@ mod tests {
         );
         let c = parse_output(br#"{"Version":1,"AccessKeyId":"A","SecretAccessKey":"S"}"#).unwrap();
         assert_eq!((c.session_token(), c.expiry()), (None, None));
-        assert!(
-            parse_output(br#"{"Version":2,"AccessKeyId":"A","SecretAccessKey":"S"}"#)
-                .unwrap_err()
-                .contains("Version")
+        let e = |out: &[u8]| parse_output(out).unwrap_err().to_string();
+        assert_eq!(
+            e(br#"{"Version":2,"AccessKeyId":"A","SecretAccessKey":"S"}"#),
+            "credential_process output has Version Some(2); only 1 is known"
         );
-        assert!(parse_output(br#"{"Version":1,"AccessKeyId":"A"}"#)
-            .unwrap_err()
-            .contains("SecretAccessKey"));
-        let e = parse_output(b"AKIA SECRETVALUE").unwrap_err();
-        assert!(!e.contains("SECRETVALUE"));
+        assert_eq!(
+            e(br#"{"Version":1,"AccessKeyId":"A"}"#),
+            "credential_process output has no SecretAccessKey"
+        );
+        let e = e(b"AKIA SECRETVALUE");
+        assert!(!e.contains("SECRETVALUE"), "{e}");
     }
 
     #[test]
@@ -353,10 +356,7 @@ mod tests {
         let mut p =
             ProcessCredentials::new("echo 'no such profile' >&2; echo leaked-secret; exit 3");
         let e = p.fetch(SystemTime::now()).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "credential_process: credential_process exited 3: no such profile"
-        );
+        assert_eq!(e, "credential_process exited 3: no such profile");
     }
 
     /// Whether process `pid` is gone (or a zombie, dead and waiting to be reaped).

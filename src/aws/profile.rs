@@ -13,12 +13,12 @@
 //! keys. Every error names the profile and the file.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::credentials::Credentials;
 use super::env::Env;
 use super::ini::{self, Sections};
+use super::Error;
 
 /// Where a profile's credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,29 +61,6 @@ pub enum NamedSource {
     /// The container credentials endpoint.
     EcsContainer,
 }
-
-/// A profile that cannot be used as written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProfileError {
-    /// The profile.
-    pub profile: String,
-    /// The file(s) it was looked up in.
-    pub file: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "profile \"{}\" in {}: {}",
-            self.profile, self.file, self.message
-        )
-    }
-}
-
-impl std::error::Error for ProfileError {}
 
 /// The two shared files, read.
 #[derive(Clone, Debug, Default)]
@@ -131,7 +108,7 @@ fn expand_home(path: &str, env: &Env) -> PathBuf {
 
 impl ProfileFiles {
     /// Reads the files the environment names (missing files are empty).
-    pub fn load(env: &Env) -> Result<ProfileFiles, String> {
+    pub fn load(env: &Env) -> Result<ProfileFiles, Error> {
         let home = home_dir(env).unwrap_or_default();
         let config_path = env
             .get("AWS_CONFIG_FILE")
@@ -142,14 +119,15 @@ impl ProfileFiles {
             .map(|p| expand_home(p, env))
             .unwrap_or_else(|| home.join(".aws/credentials"));
         Ok(ProfileFiles {
-            config: read_sections(&config_path)?,
-            credentials: read_sections(&credentials_path)?,
+            config: read_sections("config file", &config_path)?,
+            credentials: read_sections("credentials file", &credentials_path)?,
             config_path,
             credentials_path,
         })
     }
 
     /// Files from text, for tests.
+    #[cfg(test)]
     pub fn from_text(config: &str, credentials: &str) -> ProfileFiles {
         ProfileFiles {
             config_path: PathBuf::from("config"),
@@ -202,7 +180,7 @@ impl ProfileFiles {
     }
 
     /// Where profile `name`'s credentials come from; `Ok(None)` if it has none.
-    pub fn resolve(&self, name: &str) -> Result<Option<Source>, ProfileError> {
+    pub fn resolve(&self, name: &str) -> Result<Option<Source>, Error> {
         let Some(profile) = self.profile(name) else {
             return Ok(None);
         };
@@ -214,11 +192,11 @@ impl ProfileFiles {
         name: &str,
         p: &Profile,
         visited: &mut Vec<String>,
-    ) -> Result<Option<Source>, ProfileError> {
-        let err = |message: String| ProfileError {
+    ) -> Result<Option<Source>, Error> {
+        let err = |problem: String| Error::Profile {
             profile: name.to_string(),
-            file: p.file.clone(),
-            message,
+            files: p.file.clone(),
+            problem,
         };
         visited.push(name.to_string());
         if let Some(role_arn) = p.get("role_arn") {
@@ -244,9 +222,10 @@ impl ProfileFiles {
                 (None, Some(cs)) => Source::Named(parse_named_source(cs).map_err(err)?),
                 (Some(src), None) => self.source_profile(name, p, src, visited)?,
             };
+            let external_id = p.get("external_id");
             return Ok(Some(Source::AssumeRole {
                 role_arn: role_arn.into(),
-                external_id: p.get("external_id").map(String::from),
+                external_id: external_id.map(String::from),
                 session_name,
                 base: Box::new(base),
             }));
@@ -263,11 +242,11 @@ impl ProfileFiles {
         p: &Profile,
         src: &str,
         visited: &mut Vec<String>,
-    ) -> Result<Source, ProfileError> {
-        let err = |message: String| ProfileError {
+    ) -> Result<Source, Error> {
+        let err = |problem: String| Error::Profile {
             profile: name.to_string(),
-            file: p.file.clone(),
-            message,
+            files: p.file.clone(),
+            problem,
         };
         let Some(sp) = self.profile(src) else {
             return Err(err(format!("source_profile \"{src}\" not found")));
@@ -290,11 +269,15 @@ impl ProfileFiles {
     }
 }
 
-fn read_sections(path: &Path) -> Result<Sections, String> {
+fn read_sections(what: &'static str, path: &Path) -> Result<Sections, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(ini::parse(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(Error::File {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
