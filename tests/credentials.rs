@@ -823,3 +823,54 @@ fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts(
     assert!(log.contains(" resumed after "), "{log}");
     assert_no_secrets(&log, &[]);
 }
+
+/// Runs the daemon on a FIFO in `dir` and waits up to 10 s for it to exit on its own; returns
+/// its exit code and log (a daemon still running then fails the test).
+fn exit_at_start_up(dir: &TempDir, env: &[(String, String)]) -> (Option<i32>, String) {
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), &[]), env);
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        has_exited(&daemon)
+    });
+    let code = daemon.wait_exit(LONG).code();
+    (code, daemon.stderr())
+}
+
+/// A role ARN in a profile or in AWS_ROLE_ARN that is not a role ARN was found out only by STS,
+/// at every attempt, while the daemon ran and lines piled up; it is wrong configuration, and
+/// start-up ends with exit status 2.
+#[test]
+fn a_malformed_role_arn_in_a_profile_or_the_environment_exits_two() {
+    let home = TempDir::new("home-bad-arn");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        "[profile ci]\nrole_arn = arn:aws:iam::123456789012:user/ci\nsource_profile = ci\naws_access_key_id = A\naws_secret_access_key = S\n",
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_PROFILE".into(), "ci".into()));
+    let (code, log) = exit_at_start_up(&TempDir::new("bad-arn-profile"), &env);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("profile \"ci\" in ")
+            && log.contains("role_arn \"arn:aws:iam::123456789012:user/ci\" is not a role ARN"),
+        "{log}"
+    );
+    let token = home.join("token");
+    fs::write(&token, WEB_IDENTITY_TOKEN).unwrap();
+    let mut env = base_env(&server, &home);
+    env.push((
+        "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+        token.to_str().unwrap().into(),
+    ));
+    env.push(("AWS_ROLE_ARN".into(), "pod-role".into()));
+    let (code, log) = exit_at_start_up(&TempDir::new("bad-arn-env"), &env);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("AWS_ROLE_ARN: \"pod-role\" is not a role ARN"),
+        "{log}"
+    );
+    assert!(server.sts_calls().is_empty());
+}

@@ -157,7 +157,12 @@ fn default_chain(
         ctx.env.get("AWS_ROLE_ARN"),
     ) {
         (Some(token_file), Some(role_arn)) => {
+            let variable = |name, problem| Error::Variable { name, problem };
+            sts::check_role_arn(role_arn).map_err(|e| variable("AWS_ROLE_ARN", e))?;
             let session_name = ctx.env.get("AWS_ROLE_SESSION_NAME");
+            if let Some(name) = session_name {
+                sts::check_session_name(name).map_err(|e| variable("AWS_ROLE_SESSION_NAME", e))?;
+            }
             let source = Source::WebIdentity {
                 role_arn: role_arn.into(),
                 token_file: token_file.into(),

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use super::credentials::Credentials;
 use super::env::Env;
 use super::ini::{self, Sections};
+use super::sts::{check_external_id, check_role_arn, check_session_name};
 use super::Error;
 
 /// Where a profile's credentials come from.
@@ -200,7 +201,11 @@ impl ProfileFiles {
         };
         visited.push(name.to_string());
         if let Some(role_arn) = p.get("role_arn") {
+            check_role_arn(role_arn).map_err(|e| err(format!("role_arn {e}")))?;
             let session_name = p.get("role_session_name").map(String::from);
+            if let Some(n) = &session_name {
+                check_session_name(n).map_err(|e| err(format!("role_session_name {e}")))?;
+            }
             if let Some(token_file) = p.get("web_identity_token_file") {
                 return Ok(Some(Source::WebIdentity {
                     role_arn: role_arn.into(),
@@ -223,6 +228,9 @@ impl ProfileFiles {
                 (Some(src), None) => self.source_profile(name, p, src, visited)?,
             };
             let external_id = p.get("external_id");
+            if let Some(id) = external_id {
+                check_external_id(id).map_err(|e| err(format!("external_id {e}")))?;
+            }
             return Ok(Some(Source::AssumeRole {
                 role_arn: role_arn.into(),
                 external_id: external_id.map(String::from),
@@ -403,8 +411,26 @@ mod tests {
              [profile both]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = a\ncredential_source = Environment\n\
              [profile neither]\nrole_arn = arn:aws:iam::1:role/x\n\
              [profile badsrc]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Laptop\n\
-             [profile half]\naws_access_key_id = A\n",
+             [profile half]\naws_access_key_id = A\n\
+             [profile badarn]\nrole_arn = arn:aws:s3:::bucket\ncredential_source = Environment\n\
+             [profile badname]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Environment\nrole_session_name = a b\n\
+             [profile badid]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Environment\nexternal_id = s e c r e t\n",
             "",
+        );
+        assert_eq!(
+            f.resolve("badarn").unwrap_err().to_string(),
+            "profile \"badarn\" in config: role_arn \"arn:aws:s3:::bucket\" is not a role ARN like arn:aws:iam::123456789012:role/NAME"
+        );
+        let e = f.resolve("badname").unwrap_err();
+        assert!(e.is_configuration());
+        assert!(
+            e.to_string().contains("role_session_name \"a b\" is not"),
+            "{e}"
+        );
+        let e = f.resolve("badid").unwrap_err().to_string();
+        assert!(
+            e.contains("external_id is not") && !e.contains("s e c r e t"),
+            "{e}"
         );
         let e = f.resolve("a").unwrap_err().to_string();
         assert!(e.contains("loops: a -> b -> a"), "{e}");

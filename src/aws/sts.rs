@@ -104,6 +104,55 @@ impl Sts {
     }
 }
 
+/// Whether `arn` can be the ARN of a role: `arn:PARTITION:iam::ACCOUNT:role/NAME`. The
+/// problem, quoting it, if not.
+pub fn check_role_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && !account.is_empty()
+                && resource.len() > "role/".len()
+                && resource.starts_with("role/") =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{:?} is not a role ARN like arn:aws:iam::123456789012:role/NAME",
+            one_line(arn, 200)
+        )),
+    }
+}
+
+/// Whether `name` can be a role session name: 2 to 64 of `A-Za-z0-9_+=,.@-`.
+pub fn check_session_name(name: &str) -> Result<(), String> {
+    let ok = (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not 2 to 64 characters of letters, digits and _+=,.@-",
+            one_line(name, 100)
+        ))
+    }
+}
+
+/// Whether `id` can be an external ID: 2 to 1224 of `A-Za-z0-9_+=,.@:/-`. It is not quoted.
+pub fn check_external_id(id: &str) -> Result<(), String> {
+    let ok = (2..=1224).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not 2 to 1224 characters of letters, digits and _+=,.@:/-".into())
+    }
+}
+
 /// What to assume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleSettings {
@@ -327,6 +376,36 @@ mod tests {
             web_identity_form(&s, "eyJ.a.b"),
             "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fw&RoleSessionName=s&WebIdentityToken=eyJ.a.b"
         );
+    }
+
+    #[test]
+    fn role_settings_are_checked_before_sts_sees_them() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/demo",
+            "arn:aws-cn:iam::1:role/path/to/role",
+            "arn:aws:iam::1:role/a:b",
+        ] {
+            assert_eq!(check_role_arn(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "demo",
+            "arn:aws:iam::1:user/demo",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::1:role/",
+            "arn::iam::1:role/x",
+            "arn:aws:iam:::role/x",
+        ] {
+            assert!(check_role_arn(bad).is_err(), "{bad}");
+        }
+        assert!(check_session_name("ci-session_1+=,.@").is_ok());
+        assert!(check_session_name("a").is_err() && check_session_name(&"a".repeat(65)).is_err());
+        assert!(check_session_name("a b").is_err());
+        assert!(check_external_id("ext-1:/x").is_ok());
+        assert!(check_external_id("x").is_err());
+        assert!(!check_external_id("has space")
+            .unwrap_err()
+            .contains("space"));
     }
 
     #[test]
