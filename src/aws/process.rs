@@ -69,12 +69,11 @@ struct Output {
 
 impl Output {
     fn new(
-        pipe: pipe::Receiver,
+        mut pipe: pipe::Receiver,
         token: Token,
         registry: &Registry,
         limit: usize,
     ) -> io::Result<Output> {
-        let mut pipe = pipe;
         pipe.set_nonblocking(true)?;
         registry.register(&mut pipe, token, Interest::READABLE)?;
         Ok(Output {
