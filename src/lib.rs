@@ -6,7 +6,7 @@
 //! the destination's encoder builds (`sink`); the backlog (`backlog`) owns them until they are
 //! accepted — the memory budget, the failed-attempts directory, replay; a sender thread
 //! (`sender`) takes them from a bounded channel, delivers each as `delivery` decides, signs
-//! and sends them (`aws`, `sink`), and reports back how each ended.
+//! and sends them ([`aws`], `sink`), and reports back how each ended.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,33 +15,20 @@ pub mod log;
 
 pub mod options;
 
-// The options' former name, until every module says `options::`.
-use options as config;
-
+pub mod aws;
 mod backlog;
 mod batch;
-pub mod chain;
 mod clock;
-pub mod container;
-pub mod credentials;
 mod daemon;
 mod delivery;
-pub mod env;
-pub mod http;
-pub mod imds;
-pub mod ini;
 mod input;
 mod metrics;
-pub mod process;
-pub mod profile;
 mod random;
 mod sender;
 mod signals;
-pub mod sigv4;
 mod sink;
 mod stats;
 mod stop;
-pub mod sts;
 
 pub use clock::UtcDateTime;
 pub use daemon::Outcome;
@@ -110,7 +97,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
         ),
     };
     let stop = Arc::new(stop::StopSignal::default());
-    let sink = make_sink(&config, &env::Env::from_process(), &stop)?;
+    let sink = make_sink(&config, &aws::Env::from_process(), &stop)?;
     let input = input::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
     daemon::run(
@@ -171,7 +158,7 @@ fn take_lock(option: &str, path: &std::path::Path) -> Result<Option<input::lock:
 /// Credential fetches give up at `stop`'s deadline.
 pub fn make_sink(
     config: &Config,
-    env: &env::Env,
+    env: &aws::Env,
     stop: &Arc<stop::StopSignal>,
 ) -> Result<Box<dyn Sink>, Error> {
     match (config.handler, &config.kinesis) {
@@ -180,13 +167,21 @@ pub fn make_sink(
             "the kinesis handler needs --stream-name".into(),
         )),
         (Handler::Kinesis, Some(k)) => {
-            let aws = chain::resolve(k, env).map_err(Error::Setup)?;
+            // A source failing for now (instance metadata asked for the region) may be there
+            // after a restart; wrong configuration will not.
+            let aws = aws::resolve(k, env, stop).map_err(|e| {
+                if e.is_configuration() {
+                    Error::Setup(e.to_string())
+                } else {
+                    Error::Runtime(std::io::Error::other(e))
+                }
+            })?;
             log!(
                 Info,
                 "publishing to stream {} in {} at {}",
                 k.stream_name,
                 aws.region,
-                aws.endpoint
+                aws::loggable_url(&aws.endpoint)
             );
             log!(Info, "credentials: {}", aws.credentials_source);
             if aws.http.extra_root_count() > 0 {
@@ -209,11 +204,7 @@ pub fn make_sink(
                 &aws.region,
                 &k.stream_name,
                 Keys::from_config(&config.partition_key, random::Rng::from_entropy()),
-                Box::new(
-                    credentials::Bounded::new(aws.credentials, Arc::clone(stop)).map_err(|e| {
-                        Error::Setup(format!("cannot start the credentials thread: {e}"))
-                    })?,
-                ),
+                aws.credentials,
                 timeouts,
             )))
         }

@@ -15,6 +15,7 @@ pub struct Rng(u64);
 
 impl Rng {
     /// A generator with a fixed seed, for tests.
+    #[cfg(test)]
     pub fn with_seed(seed: u64) -> Self {
         Rng(seed)
     }

@@ -15,12 +15,12 @@
 //! queued are still delivered until the deadline; after it, each is reported undelivered at
 //! once, and the thread ends when the channel is empty.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -102,6 +102,7 @@ impl Sender {
             shared: Arc::clone(&shared),
             rng: Rng::from_entropy(),
             logged: HashSet::new(),
+            stall: Stall::default(),
         };
         let thread = thread::Builder::new()
             .name("sender".into())
@@ -167,6 +168,7 @@ struct Worker {
     rng: Rng,
     /// Error codes already logged at error level.
     logged: HashSet<String>,
+    stall: Stall,
 }
 
 impl Worker {
@@ -216,10 +218,11 @@ impl Worker {
 
     /// Counts and logs what an answer made the delivery decide.
     fn note(&mut self, decision: &Decision, records: usize) {
-        let stats = &self.shared.stats;
         let progress = matches!(decision, Decision::Accepted(_))
             || matches!(decision, Decision::Resend { accepted, .. } if *accepted > 0);
         self.shared.healthy.store(progress, Ordering::Relaxed);
+        self.note_stall(decision, progress, Instant::now());
+        let stats = &self.shared.stats;
         match decision {
             Decision::Accepted(n) => Stats::add(&stats.records_sent, *n as u64),
             Decision::Resend {
@@ -302,6 +305,38 @@ impl Worker {
         }
     }
 
+    /// Warns about a delivery that has not got through for a while (the lines about each
+    /// attempt go to debug after the first), and says when it resumes.
+    fn note_stall(&mut self, decision: &Decision, progress: bool, now: Instant) {
+        if progress {
+            if let Some(s) = self.stall.progressed(now) {
+                log!(
+                    Info,
+                    "delivery to {} resumed after {}s and {} failed attempts",
+                    self.sink.describe(),
+                    s.lasted.as_secs(),
+                    s.attempts
+                );
+            }
+            return;
+        }
+        let (code, message) = match decision {
+            Decision::Retry { failure: f, .. } | Decision::GiveUp(f) => (&f.code, &f.message),
+            Decision::Resend { failed, .. } => (&failed[0].code, &failed[0].message),
+            _ => return,
+        };
+        if let Some(s) = self.stall.failed(code, now) {
+            log!(
+                Warn,
+                "delivery to {} has stalled for {}s: {} attempts failed since records last got through; the last: {code}: {}",
+                self.sink.describe(),
+                s.lasted.as_secs(),
+                s.attempts,
+                one_line(message, 300)
+            );
+        }
+    }
+
     fn log_retry(&self, f: &Failure, attempt: u32, records: usize, wait: std::time::Duration) {
         let level = if attempt == 0 || f.retry_after.is_some() {
             log::Level::Warn
@@ -340,6 +375,59 @@ impl Worker {
                 f.message
             ),
         );
+    }
+}
+
+/// A delivery that is not getting through is warned about once it has lasted this long, and
+/// again at most this often for each cause.
+pub const STALL_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// How long deliveries have been failing: since the first failed attempt after records last
+/// got through, how many attempts failed, and when each cause (error code) was last warned
+/// about. A stall is warned about once it has lasted [`STALL_WARN_EVERY`], then at most that
+/// often per cause, so that it stays visible without flooding the log.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<Instant>,
+    attempts: u64,
+    warned: HashMap<String, Instant>,
+}
+
+/// What a stall amounts to so far.
+#[derive(Debug, PartialEq, Eq)]
+struct Stalled {
+    lasted: Duration,
+    attempts: u64,
+}
+
+impl Stall {
+    /// Counts an attempt that failed with `code` at `now`; `Some` when it is time to warn.
+    fn failed(&mut self, code: &str, now: Instant) -> Option<Stalled> {
+        let since = *self.since.get_or_insert(now);
+        self.attempts += 1;
+        let lasted = now.saturating_duration_since(since);
+        let recently = |at: &Instant| now.saturating_duration_since(*at) < STALL_WARN_EVERY;
+        if lasted < STALL_WARN_EVERY || self.warned.get(code).is_some_and(recently) {
+            return None;
+        }
+        self.warned.insert(code.to_string(), now);
+        Some(Stalled {
+            lasted,
+            attempts: self.attempts,
+        })
+    }
+
+    /// Records got through at `now`: the stall is over. `Some` if it was warned about.
+    fn progressed(&mut self, now: Instant) -> Option<Stalled> {
+        let since = self.since.take();
+        let attempts = std::mem::take(&mut self.attempts);
+        if std::mem::take(&mut self.warned).is_empty() {
+            return None;
+        }
+        Some(Stalled {
+            lasted: since.map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+            attempts,
+        })
     }
 }
 
@@ -387,6 +475,47 @@ mod tests {
             b.push(format!("{i}").as_bytes());
         }
         b
+    }
+
+    /// After the first failed attempt, repeated failures (ExpiredToken, credentials that
+    /// could not be had) were logged at debug only: a delivery stalled for hours showed one
+    /// warning at its start.
+    #[test]
+    fn a_stall_is_warned_about_every_30_s_per_cause_with_how_long_and_how_many_attempts() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut stall = Stall::default();
+        assert_eq!(stall.progressed(at(0)), None, "nothing to report");
+        // Every 2 s a failure; the first warning once it has lasted 30 s.
+        let mut warnings = Vec::new();
+        for t in (0..=100).step_by(2) {
+            let code = if t < 60 {
+                "credentials"
+            } else {
+                "ExpiredTokenException"
+            };
+            if let Some(s) = stall.failed(code, at(t)) {
+                warnings.push((t, code, s.lasted.as_secs(), s.attempts));
+            }
+        }
+        assert_eq!(
+            warnings,
+            [
+                (30, "credentials", 30, 16),
+                (60, "ExpiredTokenException", 60, 31),
+                (90, "ExpiredTokenException", 90, 46),
+            ]
+        );
+        assert_eq!(
+            stall.progressed(at(101)),
+            Some(Stalled {
+                lasted: Duration::from_secs(101),
+                attempts: 51
+            })
+        );
+        // A new stall starts from nothing.
+        assert_eq!(stall.failed("credentials", at(102)), None);
+        assert_eq!(stall.progressed(at(103)), None, "not warned about");
     }
 
     #[test]

@@ -19,13 +19,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod defs;
-mod endpoint;
 mod help;
 mod man;
 mod parse;
 mod validate;
 
-pub use endpoint::{default_endpoint, regional_endpoint, service_endpoint};
 pub use help::help_text;
 pub use man::man_page;
 

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::defs::{self, OptId};
-use super::endpoint::checked_endpoint;
 use super::parse::{Given, KinesisArgs, RawArgs};
 use super::{
     invalid, parse_bool, Config, ConfigError, Handler, Input, KinesisConfig, PartitionKey,
@@ -250,4 +249,23 @@ fn valid_session_name(s: &str) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'=' | b',' | b'.' | b'@' | b'-')
         })
+}
+
+/// An endpoint URL as given by `who` (an option or a variable), without a trailing `/`.
+fn checked_endpoint(who: &str, u: &str) -> Result<String, ConfigError> {
+    let u = u.trim();
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(['?', '#', '@', ' ']) => {
+            Ok(u.trim_end_matches('/').to_string())
+        }
+        _ => Err(invalid(
+            who,
+            u,
+            "an http:// or https:// URL with a host, like https://kinesis.us-east-1.amazonaws.com",
+        )),
+    }
 }

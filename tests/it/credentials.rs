@@ -448,3 +448,427 @@ fn expired_token_answer_forces_a_refresh_and_one_retry() {
     );
     assert_no_secrets(&log, &server.registry.secrets());
 }
+
+/// Whether the daemon has exited (without reaping it, so that `wait_exit` still can).
+fn has_exited(daemon: &Daemon) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(daemon.pid());
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
+}
+
+/// Starts the daemon like `start_daemon_with_env` and waits for its FIFO, failing at once with
+/// its log if it exits instead.
+fn start_running(
+    dir: &TempDir,
+    fifo: &std::path::Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> Daemon {
+    let daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), extra), env);
+    wait_until(LONG, "the FIFO", || {
+        assert!(
+            !has_exited(&daemon),
+            "the daemon exited:\n{}",
+            daemon.stderr()
+        );
+        fifo.exists()
+    });
+    daemon
+}
+
+/// Instance metadata that failed for a moment at start-up (booting, throttled) made the daemon
+/// exit 2 ("no AWS credentials found"), which the unit does not restart. A service that
+/// answers is used; its failures are retried while the lines wait.
+#[test]
+fn instance_metadata_failing_at_start_up_is_retried_while_lines_wait() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let faults = ImdsFaults::default();
+    faults.set_token_status(503);
+    let imds = FakeImds::start_with(
+        Arc::clone(&server.registry),
+        Duration::from_secs(3600),
+        faults,
+    );
+    let home = TempDir::new("home-imds-boot");
+    let dir = TempDir::new("imds-boot");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    daemon.wait_log("/latest/api/token: answered HTTP 503; no role yet", LONG);
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"waited".to_vec()]);
+    // The start-up probe asked twice; fetches for the line keep asking.
+    wait_until(LONG, "fetches retried", || {
+        imds.faults.token_requests.load(Ordering::SeqCst) >= 6
+    });
+    assert_eq!(server.received_count(), 0);
+    imds.faults.set_token_status(0);
+    wait_until(LONG, "the line once metadata answers", || {
+        server.received_count() == 1
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.received(), vec![b"waited".to_vec()]);
+    assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
+}
+
+/// A metadata service that answers the IMDSv2 token request with 403 (or 404) serves IMDSv1:
+/// the AWS SDKs then go on without a token, while the daemon found no credentials and exited
+/// 2. With `AWS_EC2_METADATA_V1_DISABLED=true` it never goes without a token.
+#[test]
+fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    let faults = ImdsFaults::default();
+    faults.set_token_status(403);
+    faults.allow_v1.store(true, Ordering::SeqCst);
+    let imds = FakeImds::start_with(
+        Arc::clone(&server.registry),
+        Duration::from_secs(3600),
+        faults,
+    );
+    let home = TempDir::new("home-imds-v1");
+    let dir = TempDir::new("imds-v1");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"v1".to_vec()]);
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert!(imds.faults.v1_requests.load(Ordering::SeqCst) >= 2);
+
+    // The same service, with IMDSv1 forbidden: it is there, so the daemon runs, but it never
+    // asks without a token.
+    imds.faults.token_status.store(404, Ordering::SeqCst);
+    let v1_before = imds.faults.v1_requests.load(Ordering::SeqCst);
+    let mut env = imds_env(&server, &home, &imds);
+    env.push(("AWS_EC2_METADATA_V1_DISABLED".into(), "true".into()));
+    let dir = TempDir::new("imds-v1-disabled");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(&dir, &fifo, &["--flush-interval", "100ms"], &env);
+    daemon.wait_log(
+        "AWS_EC2_METADATA_V1_DISABLED forbids going without a token",
+        LONG,
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"v2 only".to_vec()]);
+    let tokens = imds.faults.token_requests.load(Ordering::SeqCst);
+    wait_until(LONG, "fetches retried", || {
+        imds.faults.token_requests.load(Ordering::SeqCst) >= tokens + 4
+    });
+    assert_eq!(imds.faults.v1_requests.load(Ordering::SeqCst), v1_before);
+    assert_eq!(server.received_count(), 1);
+    imds.faults.set_token_status(0);
+    wait_until(LONG, "the line once tokens are handed out", || {
+        server.received_count() == 2
+    });
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.received(), vec![b"v1".to_vec(), b"v2 only".to_vec()]);
+}
+
+/// A metadata blip at the refresh point threw away credentials that were still valid: delivery
+/// stalled (14 s in the field) until the service answered again. The credentials in hand are
+/// used until they expire (less a 10 s margin), and the refresh is retried meanwhile.
+#[test]
+fn a_failed_refresh_keeps_delivering_with_credentials_that_are_still_valid() {
+    let server = FakeKinesis::with_behaviour("test-stream", false, |_, _| Reply::Accept);
+    // Keys live 30 s: refreshed 12 to 15 s after they were fetched, used until 20 s.
+    let imds = FakeImds::start(Arc::clone(&server.registry), Duration::from_secs(30));
+    let home = TempDir::new("home-refresh-blip");
+    let dir = TempDir::new("refresh-blip");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "50ms"],
+        &imds_env(&server, &home, &imds),
+    );
+    let mut w = open_writer(&fifo, LONG);
+    let mut sent = 0;
+    let mut send = |w: &mut std::fs::File| {
+        write_lines_atomically(w, &[format!("line {sent}").into_bytes()]);
+        sent += 1;
+        sent
+    };
+    send(&mut w);
+    wait_until(LONG, "the first line", || server.received_count() == 1);
+    let fetched_at = Instant::now();
+    imds.faults.set_credentials_status(500);
+    // Lines keep coming until the refresh has been tried (and failed).
+    while imds
+        .faults
+        .failed_credential_requests
+        .load(Ordering::SeqCst)
+        == 0
+    {
+        assert!(fetched_at.elapsed() < Duration::from_secs(17), "no refresh");
+        send(&mut w);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let n = send(&mut w);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.received_count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the line after the failed refresh ({} of {n} lines arrived):\n{}",
+            server.received_count(),
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    daemon.wait_log(
+        "refreshing credentials failed (EC2 instance metadata at ",
+        LONG,
+    );
+    // The service comes back: the refresh is retried before the keys are given up.
+    imds.faults.set_credentials_status(0);
+    while imds.credential_fetches.load(Ordering::SeqCst) < 2 {
+        assert!(
+            fetched_at.elapsed() < Duration::from_secs(20),
+            "no refresh before the keys ran out:\n{}",
+            daemon.stderr()
+        );
+        send(&mut w);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let n = send(&mut w);
+    wait_until(LONG, "every line", || server.received_count() == n);
+    drop(w);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success(), "{}", daemon.stderr());
+    assert_eq!(server.registry.expired_rejections.load(Ordering::SeqCst), 0);
+    assert_eq!(server.problems(), Vec::<String>::new());
+    assert_no_secrets(&daemon.stderr(), &server.registry.secrets());
+}
+
+/// Whether no live process is in process group `pgid` (zombies count as gone).
+fn group_is_gone(pgid: &str) -> bool {
+    let pgid = pgid.trim();
+    fs::read_dir("/proc").unwrap().flatten().all(|entry| {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            return true;
+        };
+        // After the command name in parentheses: state, parent, process group.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        fields.first() == Some(&"Z") || fields.get(2) != Some(&pgid)
+    })
+}
+
+/// Kills the process whose pid is in a file when dropped, so that a failing test leaves
+/// nothing running.
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(&self.0) {
+            if let Ok(pid) = pid.trim().parse() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A credential_process that printed its credentials and exited, leaving a background process
+/// with its standard output, blocked the sender until that process ended: the reader waited
+/// for end of file, lines stopped moving and nothing was logged. The credentials are used at
+/// once, and the command's whole process group is killed.
+#[test]
+fn a_credential_process_leaving_a_child_on_its_output_neither_blocks_delivery_nor_survives() {
+    let home = TempDir::new("home-process-child");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let (pgid_file, pid_file) = (home.join("pgid"), home.join("pid"));
+    let _cleanup = KillOnDrop(pid_file.clone());
+    let script = home.join("creds.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncut -d' ' -f5 /proc/$$/stat > '{}'\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n\
+             sleep 1000 &\necho $! > '{}'\n",
+            pgid_file.display(),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("process-child");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &base_env(&server, &home),
+    );
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"prompt".to_vec()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.received_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the line did not arrive within 10 s:\n{}",
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let pgid = fs::read_to_string(&pgid_file).unwrap();
+    assert_ne!(
+        pgid.trim(),
+        nix::unistd::getpgrp().to_string(),
+        "the command runs in a process group of its own"
+    );
+    wait_until(Duration::from_secs(10), "the command's group gone", || {
+        group_is_gone(&pgid)
+    });
+    daemon.wait_log(
+        "still held its output open; its process group was killed",
+        LONG,
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    assert_eq!(server.received(), vec![b"prompt".to_vec()]);
+    assert_no_secrets(&daemon.stderr(), &[]);
+}
+
+/// After the first failed attempt, repeated credential failures were logged at debug only: a
+/// delivery stalled for hours showed one warning, at its start. A stall is warned about again
+/// every 30 s with how long it has lasted and how many attempts failed.
+#[test]
+fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts() {
+    let home = TempDir::new("home-stall");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let script = home.join("creds.sh");
+    let ok = home.join("ok");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
+             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
+            ok.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", script.display()),
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("stall");
+    let fifo = dir.join("in.pipe");
+    let mut daemon = start_running(
+        &dir,
+        &fifo,
+        &["--flush-interval", "100ms"],
+        &base_env(&server, &home),
+    );
+    let started = Instant::now();
+    write_lines_atomically(&mut open_writer(&fifo, LONG), &[b"stalled".to_vec()]);
+    daemon.wait_log(" WARN delivery to stream test-stream ", LONG);
+    let log = daemon.stderr();
+    assert!(started.elapsed() >= Duration::from_secs(30), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains(" WARN delivery to stream test-stream "))
+        .unwrap();
+    let words: Vec<&str> = warning.split_whitespace().collect();
+    let stalled_for: u64 = words[words.iter().position(|w| *w == "for").unwrap() + 1]
+        .trim_end_matches("s:")
+        .parse()
+        .unwrap();
+    let attempts: u64 = words[words.iter().position(|w| *w == "attempts").unwrap() - 1]
+        .parse()
+        .unwrap();
+    assert!((30..60).contains(&stalled_for), "{warning}");
+    assert!(attempts >= 3, "{warning}");
+    assert!(
+        warning.ends_with(
+            "the last: credentials: credential_process exited 1: sso session expired; run login"
+        ),
+        "{warning}"
+    );
+    // The lines about each attempt: a warning for the first only.
+    let attempt_warnings = log
+        .lines()
+        .filter(|l| l.contains(" WARN request to stream test-stream"))
+        .count();
+    assert_eq!(attempt_warnings, 1, "{log}");
+    assert_eq!(server.received_count(), 0);
+    fs::write(&ok, "").unwrap();
+    wait_until(LONG, "the line", || server.received_count() == 1);
+    daemon.wait_log("INFO delivery to stream test-stream", LONG);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(LONG).success());
+    let log = daemon.stderr();
+    assert!(log.contains(" resumed after "), "{log}");
+    assert_no_secrets(&log, &[]);
+}
+
+/// Runs the daemon on a FIFO in `dir` and waits up to 10 s for it to exit on its own; returns
+/// its exit code and log (a daemon still running then fails the test).
+fn exit_at_start_up(dir: &TempDir, env: &[(String, String)]) -> (Option<i32>, String) {
+    let fifo = dir.join("in.pipe");
+    let mut daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), &[]), env);
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        has_exited(&daemon)
+    });
+    let code = daemon.wait_exit(LONG).code();
+    (code, daemon.stderr())
+}
+
+/// A role ARN in a profile or in AWS_ROLE_ARN that is not a role ARN was found out only by STS,
+/// at every attempt, while the daemon ran and lines piled up; it is wrong configuration, and
+/// start-up ends with exit status 2.
+#[test]
+fn a_malformed_role_arn_in_a_profile_or_the_environment_exits_two() {
+    let home = TempDir::new("home-bad-arn");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        "[profile ci]\nrole_arn = arn:aws:iam::123456789012:user/ci\nsource_profile = ci\naws_access_key_id = A\naws_secret_access_key = S\n",
+    )
+    .unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let mut env = base_env(&server, &home);
+    env.push(("AWS_PROFILE".into(), "ci".into()));
+    let (code, log) = exit_at_start_up(&TempDir::new("bad-arn-profile"), &env);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("profile \"ci\" in ")
+            && log.contains("role_arn \"arn:aws:iam::123456789012:user/ci\" is not a role ARN"),
+        "{log}"
+    );
+    let token = home.join("token");
+    fs::write(&token, WEB_IDENTITY_TOKEN).unwrap();
+    let mut env = base_env(&server, &home);
+    env.push((
+        "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+        token.to_str().unwrap().into(),
+    ));
+    env.push(("AWS_ROLE_ARN".into(), "pod-role".into()));
+    let (code, log) = exit_at_start_up(&TempDir::new("bad-arn-env"), &env);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("AWS_ROLE_ARN: \"pod-role\" is not a role ARN"),
+        "{log}"
+    );
+    assert!(server.sts_calls().is_empty());
+}

@@ -141,3 +141,22 @@ fn the_region_can_come_from_instance_metadata() {
     assert!(log.contains("credentials: EC2 instance metadata"), "{log}");
     assert_eq!(server.problems(), Vec::<String>::new());
 }
+
+/// The endpoint URL was logged whole at start and in delivery warnings: a query or user-info
+/// in it (a gateway's key) reached the log.
+#[test]
+fn an_endpoint_url_is_logged_without_its_query() {
+    let server = FakeKinesis::start("test-stream");
+    let dir = TempDir::new("endpoint-query");
+    let fifo = dir.join("in.pipe");
+    let secret = "gateway-key-8f2c1e";
+    let endpoint = format!("{}/?key={secret}", server.url);
+    let args = kinesis_args(fifo.to_str().unwrap(), &["--endpoint-url", &endpoint]);
+    let mut daemon = Daemon::start(&dir, &args, &aws_env(&server.url));
+    wait_until(LONG, "the start-up log line", || {
+        daemon.stderr().contains("publishing to stream")
+    });
+    let log = stop_cleanly(daemon);
+    assert!(!log.contains(secret), "{log}");
+    assert!(log.contains(&format!("at {}/", server.url)), "{log}");
+}

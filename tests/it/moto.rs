@@ -6,7 +6,7 @@ use std::fs;
 use std::time::Duration;
 
 use crate::support::*;
-use fifo2kinesis::credentials::Credentials;
+use fifo2kinesis::aws::Credentials;
 use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(60);

@@ -8,10 +8,10 @@
 
 use base64::Engine as _;
 
+use crate::aws::sha256_hex;
 use crate::batch::{Batch, Prepared};
 use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
-use crate::sigv4::sha256_hex;
 use crate::sink::Encoder;
 
 /// Where partition keys come from.

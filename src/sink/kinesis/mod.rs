@@ -15,10 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
+use crate::aws::{self, sha256_hex, Provider};
 use crate::batch::Batch;
-use crate::credentials::Provider;
 use crate::log::one_line;
-use crate::sigv4::{self, sha256_hex};
 use crate::sink::{Encoder, ErrorKind, Failure, PutResult, Sink};
 
 pub use encoder::{Keys, KinesisEncoder};
@@ -71,7 +70,7 @@ pub struct KinesisSink {
 
 impl KinesisSink {
     /// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
-    /// `agent` (which must answer 4xx/5xx as responses; see [`crate::http`]).
+    /// `agent` (which must answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]).
     pub fn new(
         agent: Agent,
         endpoint: &str,
@@ -120,7 +119,7 @@ impl KinesisSink {
                 (&self.body[..], made_here.as_str())
             }
         };
-        let signed = sigv4::sign_hashed(
+        let signed = aws::sign_hashed(
             &creds,
             &self.region,
             SIGNING_SERVICE,
@@ -241,7 +240,7 @@ impl Sink for KinesisSink {
     }
 
     fn describe(&self) -> String {
-        format!("stream {} at {}", self.stream, self.url)
+        format!("stream {} at {}", self.stream, aws::loggable_url(&self.url))
     }
 
     fn credentials_expired(&mut self) {

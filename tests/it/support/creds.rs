@@ -3,7 +3,7 @@
 //! Kinesis server consults, so requests signed with expired keys are rejected the way AWS does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -80,34 +80,95 @@ fn credentials_json(reg: &Registry, lifetime: Duration) -> String {
     serde_json::json!({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": id, "SecretAccessKey": secret, "Token": token, "Expiration": exp}).to_string()
 }
 
+/// Faults a [`FakeImds`] injects, changeable while it runs. Status 0 means "answer normally".
+#[derive(Default)]
+pub struct ImdsFaults {
+    /// The status the token request (`PUT /latest/api/token`) is answered with.
+    pub token_status: AtomicU16,
+    /// The status requests for the role's credentials are answered with.
+    pub credentials_status: AtomicU16,
+    /// Whether requests without a token are served (IMDSv1); else they get 401.
+    pub allow_v1: AtomicBool,
+    /// Token requests received.
+    pub token_requests: AtomicUsize,
+    /// Requests served without a token.
+    pub v1_requests: AtomicUsize,
+    /// Credential requests answered with `credentials_status`.
+    pub failed_credential_requests: AtomicUsize,
+}
+
+impl ImdsFaults {
+    pub fn set_token_status(&self, status: u16) {
+        self.token_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_credentials_status(&self, status: u16) {
+        self.credentials_status.store(status, Ordering::SeqCst);
+    }
+}
+
 /// A fake IMDSv2 serving role `test-role` with keys living `lifetime`.
 pub struct FakeImds {
     pub server: Server,
     pub credential_fetches: Arc<AtomicUsize>,
+    pub faults: Arc<ImdsFaults>,
 }
 
 impl FakeImds {
     pub fn start(registry: Arc<Registry>, lifetime: Duration) -> FakeImds {
+        FakeImds::start_with(registry, lifetime, ImdsFaults::default())
+    }
+
+    /// A fake injecting `faults` (kept in [`FakeImds::faults`] to be changed later).
+    pub fn start_with(registry: Arc<Registry>, lifetime: Duration, faults: ImdsFaults) -> FakeImds {
         let fetches = Arc::new(AtomicUsize::new(0));
+        let faults = Arc::new(faults);
         let counter = Arc::clone(&fetches);
+        let f = Arc::clone(&faults);
         let server = Server::start(move |req| {
-            let token_ok = req.header("x-aws-ec2-metadata-token") == Some("imds-session-token");
+            let token = req.header("x-aws-ec2-metadata-token");
+            let token_ok = token == Some("imds-session-token")
+                || (token.is_none() && f.allow_v1.load(Ordering::SeqCst));
             match (req.method.as_str(), req.path.as_str()) {
                 ("PUT", "/latest/api/token")
                     if req.header("x-aws-ec2-metadata-token-ttl-seconds").is_some() =>
                 {
-                    Response::new(200, "text/plain", "imds-session-token")
+                    f.token_requests.fetch_add(1, Ordering::SeqCst);
+                    match f.token_status.load(Ordering::SeqCst) {
+                        0 => Response::new(200, "text/plain", "imds-session-token"),
+                        status => Response::new(status, "text/plain", ""),
+                    }
                 }
                 ("GET", _) if !token_ok => Response::new(401, "text/plain", ""),
-                ("GET", "/latest/meta-data/iam/security-credentials/") => {
-                    Response::new(200, "text/plain", "test-role")
-                }
-                ("GET", "/latest/meta-data/iam/security-credentials/test-role") => {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Response::new(200, "text/plain", credentials_json(&registry, lifetime))
-                }
-                ("GET", "/latest/meta-data/placement/region") => {
-                    Response::new(200, "text/plain", "us-east-1")
+                ("GET", path) => {
+                    if token.is_none() {
+                        f.v1_requests.fetch_add(1, Ordering::SeqCst);
+                    }
+                    match path {
+                        "/latest/meta-data/iam/security-credentials/" => {
+                            Response::new(200, "text/plain", "test-role")
+                        }
+                        "/latest/meta-data/iam/security-credentials/test-role" => {
+                            match f.credentials_status.load(Ordering::SeqCst) {
+                                0 => {
+                                    counter.fetch_add(1, Ordering::SeqCst);
+                                    Response::new(
+                                        200,
+                                        "text/plain",
+                                        credentials_json(&registry, lifetime),
+                                    )
+                                }
+                                status => {
+                                    f.failed_credential_requests.fetch_add(1, Ordering::SeqCst);
+                                    Response::new(status, "text/plain", "")
+                                }
+                            }
+                        }
+                        "/latest/meta-data/placement/region" => {
+                            Response::new(200, "text/plain", "us-east-1")
+                        }
+                        _ => Response::new(404, "text/plain", ""),
+                    }
                 }
                 _ => Response::new(404, "text/plain", ""),
             }
@@ -115,6 +176,7 @@ impl FakeImds {
         FakeImds {
             server,
             credential_fetches: fetches,
+            faults,
         }
     }
 }

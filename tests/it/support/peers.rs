@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use fifo2kinesis::credentials::Credentials;
-use fifo2kinesis::sigv4;
+use fifo2kinesis::aws;
+use fifo2kinesis::aws::Credentials;
 use serde_json::{json, Value};
 
 use super::{TEST_KEY_ID, TEST_SECRET};
@@ -156,7 +156,7 @@ impl AwsClient {
     }
 
     fn post(&self, service: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-        let signed = sigv4::sign(
+        let signed = aws::sign(
             &self.creds,
             "us-east-1",
             service,
@@ -201,7 +201,7 @@ impl AwsClient {
     pub fn query(&self, service: &str, params: &[(&str, &str)]) -> String {
         let body = params
             .iter()
-            .map(|(k, v)| format!("{k}={}", fifo2kinesis::sts::percent_encode(v)))
+            .map(|(k, v)| format!("{k}={}", aws::percent_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let headers = [(

@@ -7,6 +7,10 @@
 //! responses, so error bodies can be read, and follows no redirect: a 3xx comes back as the
 //! answer (an error to the caller), so a signed request is never re-sent elsewhere unsigned and
 //! another URL's answer is never read as its own.
+//!
+//! A failed request becomes an error naming the service and the URL as it may be logged
+//! ([`loggable_url`]: no user-info, query or fragment), and tells a service that was never
+//! reached from one that answered or failed midway ([`request_error`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,8 @@ use ureq::unversioned::transport::DefaultConnector;
 use ureq::unversioned::transport::NextTimeout;
 use ureq::Agent;
 
+use super::Error;
+
 /// How long a service endpoint's resolved addresses are used before they are looked up again.
 const RESOLVE_TTL: Duration = Duration::from_secs(10);
 
@@ -32,21 +38,29 @@ pub struct HttpSettings {
 
 impl HttpSettings {
     /// Settings that add the certificates in the PEM file at `bundle` to the built-in roots.
-    pub fn with_ca_bundle(bundle: Option<&Path>) -> Result<HttpSettings, String> {
+    pub fn with_ca_bundle(bundle: Option<&Path>) -> Result<HttpSettings, Error> {
         let Some(path) = bundle else {
             return Ok(HttpSettings::default());
         };
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|source| Error::File {
+            what: "--ca-bundle",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let unusable = |problem: String| Error::CaBundle {
+            path: path.to_path_buf(),
+            problem,
+        };
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {
                 Ok(PemItem::Certificate(c)) => certs.push(c),
                 Ok(_) => {}
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(e) => return Err(unusable(e.to_string())),
             }
         }
         if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", path.display()));
+            return Err(unusable("no PEM certificate in it".into()));
         }
         Ok(HttpSettings {
             extra_roots: Some(Arc::new(certs)),
@@ -72,7 +86,7 @@ impl HttpSettings {
     }
 
     /// An agent for AWS service endpoints (proxies from the environment honoured).
-    /// Its addresses are looked up at most every 10 s (see [`CachingResolver`]).
+    /// Its addresses are looked up at most every 10 s (see `CachingResolver`).
     pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
         let config = Agent::config_builder()
             .http_status_as_error(false)
@@ -91,17 +105,82 @@ impl HttpSettings {
         )
     }
 
-    /// An agent for the link-local metadata services: no proxy, short timeouts.
-    pub fn metadata_agent(&self, timeout: Duration) -> Agent {
+    /// An agent for the link-local metadata services: no proxy, short timeouts. A connection
+    /// not made within `connect` fails as [`ureq::Timeout::Connect`] when `connect` is shorter
+    /// than `total` (see `never_connected`).
+    pub fn metadata_agent(&self, connect: Duration, total: Duration) -> Agent {
         Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
+            .timeout_connect(Some(connect))
+            .timeout_global(Some(total))
             .proxy(None)
             .tls_config(self.tls())
             .user_agent(USER_AGENT)
             .max_redirects(0)
             .build()
             .into()
+    }
+}
+
+/// Whether a request failed before any connection was made: nothing listens at the address,
+/// no route leads there, the name does not resolve, or the connection timed out. Any other
+/// failure means something answered at the address.
+pub fn never_connected(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect | ureq::Timeout::Resolve),
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown
+                | ErrorKind::AddrNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+/// The error for a request to `service` at `url` (as it may be logged) that failed with `e`:
+/// [`Error::Unreachable`] if no connection was made, else [`Error::Http`]. Errors that quote
+/// the URL whole (secrets and all) quote `url` instead.
+pub fn request_error(service: &'static str, url: &str, e: ureq::Error) -> Error {
+    let source = match e {
+        ureq::Error::BadUri(_) => ureq::Error::BadUri(url.to_string()),
+        ureq::Error::RequireHttpsOnly(_) => ureq::Error::RequireHttpsOnly(url.to_string()),
+        e => e,
+    };
+    let url = url.to_string();
+    if never_connected(&source) {
+        Error::Unreachable {
+            service,
+            url,
+            source,
+        }
+    } else {
+        Error::Http {
+            service,
+            url,
+            source,
+        }
+    }
+}
+
+/// `url` as it may be logged or put in an error: scheme, host, port and path. User-info, query
+/// and fragment may hold secrets (a password, a signed token) and are left out; a URL that does
+/// not parse is not shown at all, as there is no telling which part of it is secret.
+pub fn loggable_url(url: &str) -> String {
+    const UNPARSEABLE: &str = "(a URL that cannot be parsed)";
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return UNPARSEABLE.into();
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some(scheme), Some(host)) => {
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", uri.path())
+        }
+        _ => UNPARSEABLE.into(),
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Both use the STS Query protocol: a form body whose values are percent-encoded the way the
 //! AWS SDKs do it (everything but `A-Za-z0-9-_.~`), answered in XML. Both are [`Fetch`]es, so
-//! [`crate::credentials::Refreshing`] caches their temporary credentials and fetches new ones
+//! [`super::credentials::Refreshing`] caches their temporary credentials and fetches new ones
 //! ahead of expiry, on the sender thread. The web identity token file is read at every fetch
 //! (EKS rotates it).
 
@@ -12,16 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ureq::Agent;
 
+use super::credentials::{Credentials, Fetch, Provider};
+use super::http::{loggable_url, request_error, HttpSettings};
+use super::{sigv4, Error};
 use crate::clock;
-use crate::credentials::{Credentials, CredentialsError, Fetch, Provider};
-use crate::http::HttpSettings;
 use crate::log::one_line;
-use crate::sigv4;
 
-/// The regional STS endpoint: `https://sts.{region}.amazonaws.com` (`.com.cn` in China).
-pub fn default_endpoint(region: &str) -> String {
-    crate::config::regional_endpoint("sts", region)
-}
+const SERVICE: &str = "STS";
 
 /// The session name used when none is configured: `fifo2kinesis-<unix seconds>`.
 pub fn default_session_name(now: SystemTime) -> String {
@@ -54,11 +51,13 @@ impl Sts {
     /// Posts a form (signed with `creds` if given) and reads the credentials in the answer.
     fn call(
         &self,
-        action: &str,
+        action: &'static str,
+        role: &RoleSettings,
         form: &str,
         creds: Option<&Credentials>,
-    ) -> Result<Credentials, String> {
+    ) -> Result<Credentials, Error> {
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
+        let shown = loggable_url(&url);
         let headers = [(
             "content-type",
             "application/x-www-form-urlencoded; charset=utf-8",
@@ -66,39 +65,91 @@ impl Sts {
         let mut all: Vec<(&str, String)> =
             headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
         if let Some(creds) = creds {
-            all.extend(
-                sigv4::sign(
-                    creds,
-                    &self.region,
-                    "sts",
-                    &url,
-                    &headers,
-                    form.as_bytes(),
-                    SystemTime::now(),
-                )
-                .map_err(|e| e.to_string())?,
-            );
+            all.extend(sigv4::sign(
+                creds,
+                &self.region,
+                "sts",
+                &url,
+                &headers,
+                form.as_bytes(),
+                SystemTime::now(),
+            )?);
         }
         let mut request = self.agent.post(&url);
         for (name, value) in all {
             request = request.header(name, value);
         }
-        let mut response = request
-            .send(form.as_bytes())
-            .map_err(|e| one_line(&e.to_string(), 300))?;
+        let failed = |e| request_error(SERVICE, &shown, e);
+        let mut response = request.send(form.as_bytes()).map_err(failed)?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
             .limit(1024 * 1024)
             .read_to_string()
-            .map_err(|e| one_line(&e.to_string(), 300))?;
+            .map_err(failed)?;
         if status != 200 {
-            let code = xml_text(&text, "Code").unwrap_or_else(|| format!("HTTP {status}"));
+            let code = xml_text(&text, "Code")
+                .map_or_else(|| format!("HTTP {status}"), |c| one_line(&c, 100));
             let message = xml_text(&text, "Message").unwrap_or_default();
-            return Err(format!("{action}: {code}: {}", one_line(&message, 300)));
+            return Err(Error::Sts {
+                action,
+                role_arn: role.role_arn.clone(),
+                code,
+                message: one_line(&message, 300),
+            });
         }
         parse_credentials_response(&text)
+            .map_err(|problem| Error::answer(SERVICE, &shown, format!("{action}: {problem}")))
+    }
+}
+
+/// Whether `arn` can be the ARN of a role: `arn:PARTITION:iam::ACCOUNT:role/NAME`. The
+/// problem, quoting it, if not.
+pub fn check_role_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && !account.is_empty()
+                && resource.len() > "role/".len()
+                && resource.starts_with("role/") =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{:?} is not a role ARN like arn:aws:iam::123456789012:role/NAME",
+            one_line(arn, 200)
+        )),
+    }
+}
+
+/// Whether `name` can be a role session name: 2 to 64 of `A-Za-z0-9_+=,.@-`.
+pub fn check_session_name(name: &str) -> Result<(), String> {
+    let ok = (2..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not 2 to 64 characters of letters, digits and _+=,.@-",
+            one_line(name, 100)
+        ))
+    }
+}
+
+/// Whether `id` can be an external ID: 2 to 1224 of `A-Za-z0-9_+=,.@:/-`. It is not quoted.
+pub fn check_external_id(id: &str) -> Result<(), String> {
+    let ok = (2..=1224).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not 2 to 1224 characters of letters, digits and _+=,.@:/-".into())
     }
 }
 
@@ -128,20 +179,14 @@ impl AssumeRole {
 }
 
 impl Fetch for AssumeRole {
-    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+    fn fetch(&mut self, now: SystemTime) -> Result<Credentials, Error> {
         let base = self.base.credentials(now)?;
+        let form = assume_role_form(&self.role);
         self.sts
-            .call("AssumeRole", &assume_role_form(&self.role), Some(&base))
-            .map_err(|m| {
+            .call("AssumeRole", &self.role, &form, Some(&base))
+            .inspect_err(|_| {
                 // The base credentials may be what is stale.
                 self.base.invalidate();
-                CredentialsError::new(
-                    format!(
-                        "STS AssumeRole {} at {}",
-                        self.role.role_arn, self.sts.endpoint
-                    ),
-                    m,
-                )
             })
     }
 }
@@ -165,23 +210,15 @@ impl WebIdentity {
 }
 
 impl Fetch for WebIdentity {
-    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
-        let source = || {
-            format!(
-                "web identity {} at {}",
-                self.role.role_arn, self.sts.endpoint
-            )
-        };
-        let token = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            CredentialsError::new(
-                source(),
-                format!("token file {}: {e}", self.token_file.display()),
-            )
+    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, Error> {
+        let token = std::fs::read_to_string(&self.token_file).map_err(|source| Error::File {
+            what: "web identity token file",
+            path: self.token_file.clone(),
+            source,
         })?;
         let form = web_identity_form(&self.role, token.trim());
         self.sts
-            .call("AssumeRoleWithWebIdentity", &form, None)
-            .map_err(|m| CredentialsError::new(source(), m))
+            .call("AssumeRoleWithWebIdentity", &self.role, &form, None)
     }
 }
 
@@ -238,8 +275,12 @@ pub fn parse_credentials_response(xml: &str) -> Result<Credentials, String> {
         xml_text(creds, name).ok_or_else(|| format!("the answer's Credentials have no {name}"))
     };
     let expiration = field("Expiration")?;
-    let expiry = clock::parse_rfc3339(&expiration)
-        .ok_or_else(|| format!("unreadable Expiration {expiration:?}"))?;
+    let expiry = clock::parse_rfc3339(&expiration).ok_or_else(|| {
+        format!(
+            "the answer has an unreadable Expiration {:?}",
+            one_line(&expiration, 64)
+        )
+    })?;
     Ok(Credentials::new(
         field("AccessKeyId")?,
         field("SecretAccessKey")?,
@@ -338,15 +379,37 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_and_default_session_name() {
-        assert_eq!(
-            default_endpoint("eu-west-1"),
-            "https://sts.eu-west-1.amazonaws.com"
-        );
-        assert_eq!(
-            default_endpoint("cn-north-1"),
-            "https://sts.cn-north-1.amazonaws.com.cn"
-        );
+    fn role_settings_are_checked_before_sts_sees_them() {
+        for ok in [
+            "arn:aws:iam::123456789012:role/demo",
+            "arn:aws-cn:iam::1:role/path/to/role",
+            "arn:aws:iam::1:role/a:b",
+        ] {
+            assert_eq!(check_role_arn(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "demo",
+            "arn:aws:iam::1:user/demo",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::1:role/",
+            "arn::iam::1:role/x",
+            "arn:aws:iam:::role/x",
+        ] {
+            assert!(check_role_arn(bad).is_err(), "{bad}");
+        }
+        assert!(check_session_name("ci-session_1+=,.@").is_ok());
+        assert!(check_session_name("a").is_err() && check_session_name(&"a".repeat(65)).is_err());
+        assert!(check_session_name("a b").is_err());
+        assert!(check_external_id("ext-1:/x").is_ok());
+        assert!(check_external_id("x").is_err());
+        assert!(!check_external_id("has space")
+            .unwrap_err()
+            .contains("space"));
+    }
+
+    #[test]
+    fn the_default_session_name_is_the_time() {
         assert_eq!(
             default_session_name(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             "fifo2kinesis-1700000000"

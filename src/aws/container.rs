@@ -13,12 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use crate::credentials::{parse_json_credentials, Credentials, CredentialsError, Fetch};
-use crate::env::Env;
-use crate::http::HttpSettings;
+use super::credentials::{parse_json_credentials, Credentials, Fetch};
+use super::env::Env;
+use super::http::{loggable_url, request_error, HttpSettings};
+use super::Error;
 
 const ECS_HOST: &str = "http://169.254.170.2";
 const ATTEMPTS: usize = 3;
+const SERVICE: &str = "container credentials";
 
 /// The container credentials endpoint.
 pub struct ContainerCredentials {
@@ -32,10 +34,7 @@ pub struct ContainerCredentials {
 
 impl ContainerCredentials {
     /// The endpoint the environment names: `Ok(None)` if none, `Err` if the URL is not allowed.
-    pub fn from_env(
-        env: &Env,
-        http: &HttpSettings,
-    ) -> Result<Option<ContainerCredentials>, String> {
+    pub fn from_env(env: &Env, http: &HttpSettings) -> Result<Option<ContainerCredentials>, Error> {
         let url = if let Some(rel) = env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
             let sep = if rel.starts_with('/') { "" } else { "/" };
             format!("{ECS_HOST}{sep}{rel}")
@@ -54,7 +53,7 @@ impl ContainerCredentials {
             token: env
                 .get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
                 .map(String::from),
-            agent: http.metadata_agent(Duration::from_secs(2)),
+            agent: http.metadata_agent(Duration::from_secs(2), Duration::from_secs(2)),
         }))
     }
 
@@ -63,95 +62,82 @@ impl ContainerCredentials {
         &self.shown_url
     }
 
-    fn authorization(&self) -> Result<Option<String>, String> {
-        let value = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        format!(
-                            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {}: {e}",
-                            path.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => self.token.clone(),
+    fn authorization(&self) -> Result<Option<String>, Error> {
+        let (name, value) = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+                    what: "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    path: path.clone(),
+                    source,
+                })?;
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    Some(text.trim().to_string()),
+                )
+            }
+            None => ("AWS_CONTAINER_AUTHORIZATION_TOKEN", self.token.clone()),
         };
         match value {
-            Some(v) if v.contains(['\r', '\n']) => {
-                Err("the container authorization token contains a line break".into())
-            }
+            Some(v) if v.contains(['\r', '\n']) => Err(Error::Variable {
+                name,
+                problem: "the authorization token contains a line break".into(),
+            }),
             other => Ok(other),
         }
     }
 
-    fn fetch_once(&self) -> Result<Credentials, String> {
+    fn fetch_once(&self) -> Result<Credentials, Error> {
         let mut req = self.agent.get(&self.url);
         if let Some(auth) = self.authorization()? {
             req = req.header("authorization", auth);
         }
-        let mut resp = req.call().map_err(|e| match e {
-            // These quote the URL whole, secrets and all.
-            ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => {
-                format!("{}: the URL cannot be used", self.shown_url)
-            }
-            e => format!("{}: {e}", self.shown_url),
-        })?;
+        let failed = |e| request_error(SERVICE, &self.shown_url, e);
+        let mut resp = req.call().map_err(failed)?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
             .limit(64 * 1024)
             .read_to_vec()
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         if status != 200 {
-            return Err(format!("{} answered HTTP {status}", self.shown_url));
+            return Err(Error::answer(
+                SERVICE,
+                &self.shown_url,
+                format!("answered HTTP {status}"),
+            ));
         }
         parse_json_credentials(&body, "Token", "container")
+            .map_err(|e| Error::answer(SERVICE, &self.shown_url, format!("the answer {e}")))
     }
 }
 
 impl Fetch for ContainerCredentials {
-    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, CredentialsError> {
-        let mut last = String::new();
-        for _ in 0..ATTEMPTS {
+    fn fetch(&mut self, _now: SystemTime) -> Result<Credentials, Error> {
+        let mut attempt = 1;
+        loop {
             match self.fetch_once() {
                 Ok(c) => return Ok(c),
-                Err(e) => last = e,
+                Err(e) if attempt >= ATTEMPTS || e.is_configuration() => return Err(e),
+                Err(_) => attempt += 1,
             }
         }
-        Err(CredentialsError::new("container credentials", last))
-    }
-}
-
-/// `url` as it may be logged or put in an error: scheme, host, port and path. User-info, query
-/// and fragment may hold secrets (a password, a signed token) and are left out; a URL that does
-/// not parse is not shown at all, as there is no telling which part of it is secret.
-pub fn loggable_url(url: &str) -> String {
-    const UNPARSEABLE: &str = "(a URL that cannot be parsed)";
-    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
-        return UNPARSEABLE.into();
-    };
-    match (uri.scheme_str(), uri.host()) {
-        (Some(scheme), Some(host)) => {
-            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{scheme}://{host}{port}{}", uri.path())
-        }
-        _ => UNPARSEABLE.into(),
     }
 }
 
 /// Whether a full URI may be used: any https URL, or http to a loopback or the ECS/EKS hosts.
-pub fn check_full_uri(uri: &str) -> Result<(), String> {
+pub fn check_full_uri(uri: &str) -> Result<(), Error> {
     if uri.starts_with("https://") {
         return Ok(());
     }
     let refuse = || {
-        Err(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {:?} is not https and not a loopback or container host",
-            loggable_url(uri)
-        ))
+        Err(Error::Variable {
+            name: "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            problem: format!(
+                "{:?} is not https and not a loopback or container host",
+                loggable_url(uri)
+            ),
+        })
     };
     if !uri.starts_with("http://") {
         return refuse();
@@ -222,7 +208,9 @@ mod tests {
                 "{shown}"
             );
         }
-        let e = check_full_uri("http://user:pw@10.0.0.1/creds?token=tok").unwrap_err();
+        let e = check_full_uri("http://user:pw@10.0.0.1/creds?token=tok")
+            .unwrap_err()
+            .to_string();
         assert!(
             !e.contains("pw") && !e.contains("tok") && e.contains("10.0.0.1"),
             "{e}"
@@ -242,7 +230,7 @@ mod tests {
             "http://[fd00:ec2::23]/v1/credentials",
             "http://user:pw@127.0.0.1:9/creds?token=t",
         ] {
-            assert_eq!(check_full_uri(ok), Ok(()), "{ok}");
+            assert!(check_full_uri(ok).is_ok(), "{ok}");
         }
         for bad in [
             "http://10.0.0.1/creds",

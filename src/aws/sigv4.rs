@@ -5,7 +5,6 @@
 //! headers it is given plus `host`, which it derives from the URL the same way the HTTP client
 //! writes it (default ports dropped), and the exact body bytes that will be sent.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
@@ -13,17 +12,7 @@ use aws_sigv4::http_request::{self, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use sha2::{Digest, Sha256};
 
-/// Signing failed (a malformed URL or header, or bad parameters).
-#[derive(Debug)]
-pub struct SignError(String);
-
-impl fmt::Display for SignError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "signing failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for SignError {}
+use super::Error;
 
 /// Signs a POST of `body` to `url` with the given headers and returns the headers to add.
 pub fn sign(
@@ -34,7 +23,7 @@ pub fn sign(
     headers: &[(&str, &str)],
     body: &[u8],
     time: SystemTime,
-) -> Result<Vec<(&'static str, String)>, SignError> {
+) -> Result<Vec<(&'static str, String)>, Error> {
     sign_body(
         creds,
         region,
@@ -55,7 +44,7 @@ pub fn sign_hashed(
     headers: &[(&str, &str)],
     body_sha256_hex: &str,
     time: SystemTime,
-) -> Result<Vec<(&'static str, String)>, SignError> {
+) -> Result<Vec<(&'static str, String)>, Error> {
     sign_body(
         creds,
         region,
@@ -75,7 +64,7 @@ fn sign_body(
     headers: &[(&str, &str)],
     body: SignableBody<'_>,
     time: SystemTime,
-) -> Result<Vec<(&'static str, String)>, SignError> {
+) -> Result<Vec<(&'static str, String)>, Error> {
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -84,12 +73,12 @@ fn sign_body(
         .time(time)
         .settings(SigningSettings::default())
         .build()
-        .map_err(|e| SignError(e.to_string()))?
+        .map_err(|e| Error::Signing(e.into()))?
         .into();
     let request = SignableRequest::new("POST", url, headers.iter().copied(), body)
-        .map_err(|e| SignError(e.to_string()))?;
+        .map_err(|e| Error::Signing(e.into()))?;
     let (instructions, _signature) = http_request::sign(request, &params)
-        .map_err(|e| SignError(e.to_string()))?
+        .map_err(|e| Error::Signing(e.into()))?
         .into_parts();
     let (signed_headers, _params) = instructions.into_parts();
     Ok(signed_headers

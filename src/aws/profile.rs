@@ -13,12 +13,13 @@
 //! keys. Every error names the profile and the file.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::credentials::Credentials;
-use crate::env::Env;
-use crate::ini::{self, Sections};
+use super::credentials::Credentials;
+use super::env::Env;
+use super::ini::{self, Sections};
+use super::sts::{check_external_id, check_role_arn, check_session_name};
+use super::Error;
 
 /// Where a profile's credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,29 +62,6 @@ pub enum NamedSource {
     /// The container credentials endpoint.
     EcsContainer,
 }
-
-/// A profile that cannot be used as written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProfileError {
-    /// The profile.
-    pub profile: String,
-    /// The file(s) it was looked up in.
-    pub file: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "profile \"{}\" in {}: {}",
-            self.profile, self.file, self.message
-        )
-    }
-}
-
-impl std::error::Error for ProfileError {}
 
 /// The two shared files, read.
 #[derive(Clone, Debug, Default)]
@@ -131,7 +109,7 @@ fn expand_home(path: &str, env: &Env) -> PathBuf {
 
 impl ProfileFiles {
     /// Reads the files the environment names (missing files are empty).
-    pub fn load(env: &Env) -> Result<ProfileFiles, String> {
+    pub fn load(env: &Env) -> Result<ProfileFiles, Error> {
         let home = home_dir(env).unwrap_or_default();
         let config_path = env
             .get("AWS_CONFIG_FILE")
@@ -142,14 +120,15 @@ impl ProfileFiles {
             .map(|p| expand_home(p, env))
             .unwrap_or_else(|| home.join(".aws/credentials"));
         Ok(ProfileFiles {
-            config: read_sections(&config_path)?,
-            credentials: read_sections(&credentials_path)?,
+            config: read_sections("config file", &config_path)?,
+            credentials: read_sections("credentials file", &credentials_path)?,
             config_path,
             credentials_path,
         })
     }
 
     /// Files from text, for tests.
+    #[cfg(test)]
     pub fn from_text(config: &str, credentials: &str) -> ProfileFiles {
         ProfileFiles {
             config_path: PathBuf::from("config"),
@@ -202,7 +181,7 @@ impl ProfileFiles {
     }
 
     /// Where profile `name`'s credentials come from; `Ok(None)` if it has none.
-    pub fn resolve(&self, name: &str) -> Result<Option<Source>, ProfileError> {
+    pub fn resolve(&self, name: &str) -> Result<Option<Source>, Error> {
         let Some(profile) = self.profile(name) else {
             return Ok(None);
         };
@@ -214,15 +193,19 @@ impl ProfileFiles {
         name: &str,
         p: &Profile,
         visited: &mut Vec<String>,
-    ) -> Result<Option<Source>, ProfileError> {
-        let err = |message: String| ProfileError {
+    ) -> Result<Option<Source>, Error> {
+        let err = |problem: String| Error::Profile {
             profile: name.to_string(),
-            file: p.file.clone(),
-            message,
+            files: p.file.clone(),
+            problem,
         };
         visited.push(name.to_string());
         if let Some(role_arn) = p.get("role_arn") {
+            check_role_arn(role_arn).map_err(|e| err(format!("role_arn {e}")))?;
             let session_name = p.get("role_session_name").map(String::from);
+            if let Some(n) = &session_name {
+                check_session_name(n).map_err(|e| err(format!("role_session_name {e}")))?;
+            }
             if let Some(token_file) = p.get("web_identity_token_file") {
                 return Ok(Some(Source::WebIdentity {
                     role_arn: role_arn.into(),
@@ -244,9 +227,13 @@ impl ProfileFiles {
                 (None, Some(cs)) => Source::Named(parse_named_source(cs).map_err(err)?),
                 (Some(src), None) => self.source_profile(name, p, src, visited)?,
             };
+            let external_id = p.get("external_id");
+            if let Some(id) = external_id {
+                check_external_id(id).map_err(|e| err(format!("external_id {e}")))?;
+            }
             return Ok(Some(Source::AssumeRole {
                 role_arn: role_arn.into(),
-                external_id: p.get("external_id").map(String::from),
+                external_id: external_id.map(String::from),
                 session_name,
                 base: Box::new(base),
             }));
@@ -263,11 +250,11 @@ impl ProfileFiles {
         p: &Profile,
         src: &str,
         visited: &mut Vec<String>,
-    ) -> Result<Source, ProfileError> {
-        let err = |message: String| ProfileError {
+    ) -> Result<Source, Error> {
+        let err = |problem: String| Error::Profile {
             profile: name.to_string(),
-            file: p.file.clone(),
-            message,
+            files: p.file.clone(),
+            problem,
         };
         let Some(sp) = self.profile(src) else {
             return Err(err(format!("source_profile \"{src}\" not found")));
@@ -290,11 +277,15 @@ impl ProfileFiles {
     }
 }
 
-fn read_sections(path: &Path) -> Result<Sections, String> {
+fn read_sections(what: &'static str, path: &Path) -> Result<Sections, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(ini::parse(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(Error::File {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -420,8 +411,26 @@ mod tests {
              [profile both]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = a\ncredential_source = Environment\n\
              [profile neither]\nrole_arn = arn:aws:iam::1:role/x\n\
              [profile badsrc]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Laptop\n\
-             [profile half]\naws_access_key_id = A\n",
+             [profile half]\naws_access_key_id = A\n\
+             [profile badarn]\nrole_arn = arn:aws:s3:::bucket\ncredential_source = Environment\n\
+             [profile badname]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Environment\nrole_session_name = a b\n\
+             [profile badid]\nrole_arn = arn:aws:iam::1:role/x\ncredential_source = Environment\nexternal_id = s e c r e t\n",
             "",
+        );
+        assert_eq!(
+            f.resolve("badarn").unwrap_err().to_string(),
+            "profile \"badarn\" in config: role_arn \"arn:aws:s3:::bucket\" is not a role ARN like arn:aws:iam::123456789012:role/NAME"
+        );
+        let e = f.resolve("badname").unwrap_err();
+        assert!(e.is_configuration());
+        assert!(
+            e.to_string().contains("role_session_name \"a b\" is not"),
+            "{e}"
+        );
+        let e = f.resolve("badid").unwrap_err().to_string();
+        assert!(
+            e.contains("external_id is not") && !e.contains("s e c r e t"),
+            "{e}"
         );
         let e = f.resolve("a").unwrap_err().to_string();
         assert!(e.contains("loops: a -> b -> a"), "{e}");
