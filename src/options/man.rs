@@ -132,9 +132,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          at every refresh.",
     ),
     (
-        "AWS_EC2_METADATA_DISABLED, AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_EC2_METADATA_DISABLED, AWS_EC2_METADATA_SERVICE_ENDPOINT, \
+         AWS_EC2_METADATA_V1_DISABLED",
         "EC2 instance metadata (IMDSv2), for credentials and the region: true turns it off; \
-         the endpoint moves it.",
+         the endpoint moves it. When it refuses a session token (403 or 404), it is asked \
+         without one (IMDSv1) unless AWS_EC2_METADATA_V1_DISABLED is true.",
     ),
     (
         "AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_STS",

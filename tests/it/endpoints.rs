@@ -152,7 +152,7 @@ fn an_endpoint_url_is_logged_without_its_query() {
     let secret = "gateway-key-8f2c1e";
     let endpoint = format!("{}/?key={secret}", server.url);
     let args = kinesis_args(fifo.to_str().unwrap(), &["--endpoint-url", &endpoint]);
-    let mut daemon = Daemon::start(&dir, &args, &aws_env(&server.url));
+    let daemon = Daemon::start(&dir, &args, &aws_env(&server.url));
     wait_until(LONG, "the start-up log line", || {
         daemon.stderr().contains("publishing to stream")
     });
