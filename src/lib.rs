@@ -100,7 +100,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
     let sink = make_sink(&config, &aws::Env::from_process(), &stop)?;
     let input = input::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
     let stats = Arc::new(stats::Stats::default());
-    daemon::run(
+    let outcome = daemon::run(
         config,
         Parts {
             input,
@@ -110,8 +110,10 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
             spool,
             stop,
         },
-    )
-    .map_err(Error::Runtime)
+    );
+    // A credential_process still running was given up on at the stop deadline.
+    aws::kill_credential_processes();
+    outcome.map_err(Error::Runtime)
 }
 
 /// Locks the FIFO (`<fifo>.lock`) and the failed-attempts directory (`<dir>/.lock`) for this

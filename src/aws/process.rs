@@ -16,7 +16,7 @@
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +36,19 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_STDOUT: usize = 1024 * 1024;
 /// The most standard error kept; more is read and dropped.
 const MAX_STDERR: usize = 64 * 1024;
+
+/// The process groups of the commands running now, for [`kill_running`].
+static RUNNING: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+
+/// Kills the process group of every command still running: called as the daemon exits, so
+/// that a command that hangs past the stop (whose fetch was given up at the deadline) does not
+/// outlive the daemon.
+pub fn kill_running() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    for &leader in running.iter() {
+        let _ = killpg(leader, Signal::SIGKILL);
+    }
+}
 
 const STDOUT: Token = Token(0);
 const STDERR: Token = Token(1);
@@ -119,6 +132,10 @@ struct Group {
 impl Drop for Group {
     fn drop(&mut self) {
         let _ = killpg(self.leader, Signal::SIGKILL);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.leader);
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(waiter) = self.waiter.take() {
@@ -151,6 +168,10 @@ impl Running {
             .process_group(0)
             .spawn()?;
         let leader = Pid::from_raw(child.id() as i32);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(leader);
         // From here on, an early return kills the command (Group's drop).
         let mut group = Group {
             child,

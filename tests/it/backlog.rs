@@ -445,7 +445,7 @@ fn a_credential_source_hanging_at_the_stop_loses_nothing() {
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\nif [ -e {m} ]; then exec sleep 1000; fi\ntouch {m}\n\
+            "#!/bin/sh\nif [ -e {m} ]; then echo $$ > {m}.hung; exec sleep 1000; fi\ntouch {m}\n\
              exp=$(date -u -d @$(( $(date +%s) + 4 )) +%Y-%m-%dT%H:%M:%SZ)\n\
              printf '{{\"Version\":1,\"AccessKeyId\":\"{TEMP_KEY_ID}\",\"SecretAccessKey\":\"{TEMP_SECRET}\",\"SessionToken\":\"{TEMP_TOKEN}\",\"Expiration\":\"%s\"}}' \"$exp\"\n",
             m = marker.display()
@@ -509,6 +509,18 @@ fn a_credential_source_hanging_at_the_stop_loses_nothing() {
     assert!(status.success(), "nothing lost: {log}");
     assert!(took < Duration::from_secs(10), "the stop took {took:?}");
     assert!(log.contains("lines_dropped=0 "), "{log}");
+    // The hanging command does not outlive the daemon.
+    let hung = fs::read_to_string(home.join("fetched-once.hung")).expect("a second fetch ran");
+    let hung = format!("/proc/{}", hung.trim());
+    wait_until(Duration::from_secs(5), "the hanging command's end", || {
+        fs::read_to_string(format!("{hung}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    });
 }
 
 fn spooled_lines_in(dir: &Path) -> Vec<Vec<u8>> {
