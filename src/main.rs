@@ -1,3 +1,6 @@
+//! The binary: reads the options, runs the daemon, and turns how it ended into the exit status
+//! (0: stopped with nothing lost; 1: lines were lost, or the run failed; 2: wrong configuration).
+
 use std::process::ExitCode;
 
 use fifo2kinesis::log::{self, Level};
