@@ -37,6 +37,14 @@ pub struct Imds {
     v1_disabled: bool,
 }
 
+/// How long a connection to the service may take, and a whole request. The unit tests, many
+/// at once on a shared machine, allow more: they check what an answer means, and a loaded
+/// machine made a 503 there look like a service that was never reached (1 run in about 200).
+#[cfg(not(test))]
+const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(2));
+#[cfg(test)]
+const TIMEOUTS: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(20));
+
 impl Imds {
     /// The client the environment asks for, or `None` if `AWS_EC2_METADATA_DISABLED` is true.
     pub fn from_env(env: &Env, http: &HttpSettings) -> Option<Imds> {
@@ -51,7 +59,7 @@ impl Imds {
         Some(Imds {
             shown: loggable_url(&base).trim_end_matches('/').to_string(),
             base,
-            agent: http.metadata_agent(Duration::from_secs(1), Duration::from_secs(2)),
+            agent: http.metadata_agent(TIMEOUTS.0, TIMEOUTS.1),
             v1_disabled: env.is_true("AWS_EC2_METADATA_V1_DISABLED"),
         })
     }
