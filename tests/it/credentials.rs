@@ -128,22 +128,37 @@ fn profile_role_over_a_source_profile_assumes_the_role() {
     assert_no_secrets(&log, &[]);
 }
 
+/// Writes `script` (a shell script) to `home/creds.sh` and a default profile in
+/// `home/.aws/config` that runs it as its `credential_process`.
+fn credential_process_profile(home: &TempDir, script: &str) {
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    let path = home.join("creds.sh");
+    fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        home.join(".aws/config"),
+        format!("[default]\ncredential_process = {}\n", path.display()),
+    )
+    .unwrap();
+}
+
+/// A `credential_process` script that fails like an expired SSO session until `ok` exists,
+/// then prints the test keys.
+fn failing_until(ok: &std::path::Path) -> String {
+    format!(
+        "[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
+         printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
+        ok.display()
+    )
+}
+
 #[test]
 fn credential_process_in_a_profile() {
     let home = TempDir::new("home-process");
-    fs::create_dir_all(home.join(".aws")).unwrap();
-    let script = home.join("creds.sh");
-    fs::write(
-        &script,
-        format!("#!/bin/sh\nprintf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n"),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(
-        home.join(".aws/config"),
-        format!("[default]\ncredential_process = {}\n", script.display()),
-    )
-    .unwrap();
+    credential_process_profile(
+        &home,
+        &format!("printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n"),
+    );
     let server = FakeKinesis::start("test-stream");
     let log = deliver("process", &server, base_env(&server, &home), 20);
     assert_no_secrets(&log, &[]);
@@ -152,25 +167,8 @@ fn credential_process_in_a_profile() {
 #[test]
 fn a_failing_credential_process_is_reported_and_the_lines_wait() {
     let home = TempDir::new("home-process-fail");
-    fs::create_dir_all(home.join(".aws")).unwrap();
-    let script = home.join("creds.sh");
     let ok = home.join("ok");
-    // Fails until the file `ok` exists, then prints credentials.
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
-             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
-            ok.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(
-        home.join(".aws/config"),
-        format!("[default]\ncredential_process = {}\n", script.display()),
-    )
-    .unwrap();
+    credential_process_profile(&home, &failing_until(&ok));
     let server = FakeKinesis::start("test-stream");
     let dir = TempDir::new("process-fail");
     let fifo = dir.join("in.pipe");
@@ -449,34 +447,6 @@ fn expired_token_answer_forces_a_refresh_and_one_retry() {
     assert_no_secrets(&log, &server.registry.secrets());
 }
 
-/// Whether the daemon has exited (without reaping it, so that `wait_exit` still can).
-fn has_exited(daemon: &Daemon) -> bool {
-    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-    let pid = nix::unistd::Pid::from_raw(daemon.pid());
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
-}
-
-/// Starts the daemon like `start_daemon_with_env` and waits for its FIFO, failing at once with
-/// its log if it exits instead.
-fn start_running(
-    dir: &TempDir,
-    fifo: &std::path::Path,
-    extra: &[&str],
-    env: &[(String, String)],
-) -> Daemon {
-    let daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), extra), env);
-    wait_until(LONG, "the FIFO", || {
-        assert!(
-            !has_exited(&daemon),
-            "the daemon exited:\n{}",
-            daemon.stderr()
-        );
-        fifo.exists()
-    });
-    daemon
-}
-
 /// Instance metadata that failed for a moment at start-up (booting, throttled) made the daemon
 /// exit 2 ("no AWS credentials found"), which the unit does not restart. A service that
 /// answers is used; its failures are retried while the lines wait.
@@ -493,7 +463,7 @@ fn instance_metadata_failing_at_start_up_is_retried_while_lines_wait() {
     let home = TempDir::new("home-imds-boot");
     let dir = TempDir::new("imds-boot");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(
+    let mut daemon = start_daemon_with_env(
         &dir,
         &fifo,
         &["--flush-interval", "100ms"],
@@ -533,7 +503,7 @@ fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled()
     let home = TempDir::new("home-imds-v1");
     let dir = TempDir::new("imds-v1");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(
+    let mut daemon = start_daemon_with_env(
         &dir,
         &fifo,
         &["--flush-interval", "100ms"],
@@ -553,7 +523,7 @@ fn instance_metadata_refusing_tokens_is_read_without_one_unless_v1_is_disabled()
     env.push(("AWS_EC2_METADATA_V1_DISABLED".into(), "true".into()));
     let dir = TempDir::new("imds-v1-disabled");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(&dir, &fifo, &["--flush-interval", "100ms"], &env);
+    let mut daemon = start_daemon_with_env(&dir, &fifo, &["--flush-interval", "100ms"], &env);
     daemon.wait_log(
         "AWS_EC2_METADATA_V1_DISABLED forbids going without a token",
         LONG,
@@ -585,7 +555,7 @@ fn a_failed_refresh_keeps_delivering_with_credentials_that_are_still_valid() {
     let home = TempDir::new("home-refresh-blip");
     let dir = TempDir::new("refresh-blip");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(
+    let mut daemon = start_daemon_with_env(
         &dir,
         &fifo,
         &["--flush-interval", "50ms"],
@@ -688,31 +658,22 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_credential_process_leaving_a_child_on_its_output_neither_blocks_delivery_nor_survives() {
     let home = TempDir::new("home-process-child");
-    fs::create_dir_all(home.join(".aws")).unwrap();
     let (pgid_file, pid_file) = (home.join("pgid"), home.join("pid"));
     let _cleanup = KillOnDrop(pid_file.clone());
-    let script = home.join("creds.sh");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncut -d' ' -f5 /proc/$$/stat > '{}'\n\
+    credential_process_profile(
+        &home,
+        &format!(
+            "cut -d' ' -f5 /proc/$$/stat > '{}'\n\
              printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n\
              sleep 1000 &\necho $! > '{}'\n",
             pgid_file.display(),
             pid_file.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(
-        home.join(".aws/config"),
-        format!("[default]\ncredential_process = {}\n", script.display()),
-    )
-    .unwrap();
+    );
     let server = FakeKinesis::start("test-stream");
     let dir = TempDir::new("process-child");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(
+    let mut daemon = start_daemon_with_env(
         &dir,
         &fifo,
         &["--flush-interval", "100ms"],
@@ -753,28 +714,12 @@ fn a_credential_process_leaving_a_child_on_its_output_neither_blocks_delivery_no
 #[test]
 fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts() {
     let home = TempDir::new("home-stall");
-    fs::create_dir_all(home.join(".aws")).unwrap();
-    let script = home.join("creds.sh");
     let ok = home.join("ok");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'sso session expired; run login' >&2; exit 1; }}\n\
-             printf '{{\"Version\":1,\"AccessKeyId\":\"{TEST_KEY_ID}\",\"SecretAccessKey\":\"{TEST_SECRET}\"}}'\n",
-            ok.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(
-        home.join(".aws/config"),
-        format!("[default]\ncredential_process = {}\n", script.display()),
-    )
-    .unwrap();
+    credential_process_profile(&home, &failing_until(&ok));
     let server = FakeKinesis::start("test-stream");
     let dir = TempDir::new("stall");
     let fifo = dir.join("in.pipe");
-    let mut daemon = start_running(
+    let mut daemon = start_daemon_with_env(
         &dir,
         &fifo,
         &["--flush-interval", "100ms"],
@@ -827,10 +772,7 @@ fn a_stalled_delivery_is_warned_about_again_with_how_long_and_how_many_attempts(
 fn exit_at_start_up(dir: &TempDir, env: &[(String, String)]) -> (Option<i32>, String) {
     let fifo = dir.join("in.pipe");
     let mut daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), &[]), env);
-    wait_until(Duration::from_secs(10), "the daemon to exit", || {
-        has_exited(&daemon)
-    });
-    let code = daemon.wait_exit(LONG).code();
+    let code = daemon.wait_exit(Duration::from_secs(10)).code();
     (code, daemon.stderr())
 }
 

@@ -59,7 +59,6 @@ pub struct KinesisSink {
     agent: Agent,
     url: String,
     region: String,
-    stream: String,
     encoder: KinesisEncoder,
     credentials: Box<dyn Provider>,
     timeouts: HttpTimeouts,
@@ -84,7 +83,6 @@ impl KinesisSink {
             agent,
             url: format!("{}/", endpoint.trim_end_matches('/')),
             region: region.to_string(),
-            stream: stream.to_string(),
             encoder: KinesisEncoder::new(stream, keys),
             credentials,
             timeouts,
@@ -240,7 +238,11 @@ impl Sink for KinesisSink {
     }
 
     fn describe(&self) -> String {
-        format!("stream {} at {}", self.stream, aws::loggable_url(&self.url))
+        format!(
+            "stream {} at {}",
+            self.encoder.stream(),
+            aws::loggable_url(&self.url)
+        )
     }
 
     fn credentials_expired(&mut self) {

@@ -205,6 +205,14 @@ impl Daemon {
         }
     }
 
+    /// Whether the daemon has exited (without reaping it, so that `wait_exit` still can).
+    pub fn has_exited(&self) -> bool {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
@@ -326,7 +334,14 @@ pub fn start_daemon_with_env(
     env: &[(String, String)],
 ) -> Daemon {
     let daemon = Daemon::start(dir, &kinesis_args(fifo.to_str().unwrap(), extra), env);
-    wait_until(Duration::from_secs(60), "the FIFO", || fifo.exists());
+    wait_until(Duration::from_secs(60), "the FIFO", || {
+        assert!(
+            !daemon.has_exited(),
+            "the daemon exited:\n{}",
+            daemon.stderr()
+        );
+        fifo.exists()
+    });
     daemon
 }
 
