@@ -37,6 +37,9 @@ pub struct Batch {
     /// through [`Batch::subset`] so that a resend is encoded as the first attempt was.
     attached: Vec<u8>,
     attached_each: usize,
+    /// The bytes of the journal the lines were read from (`--durable`): from the end of the
+    /// batch before to just past this batch's last line.
+    journal: Option<Range<u64>>,
 }
 
 /// A request body an encoder made from a batch ahead of time, with its SHA-256 (lowercase
@@ -124,6 +127,16 @@ impl Batch {
     /// The request body made ahead of time, if any.
     pub fn prepared(&self) -> Option<&Prepared> {
         self.prepared.as_deref()
+    }
+
+    /// The bytes of the journal this batch covers, if it was read from one.
+    pub fn journal(&self) -> Option<Range<u64>> {
+        self.journal.clone()
+    }
+
+    /// Sets the bytes of the journal this batch covers.
+    pub fn set_journal(&mut self, range: Option<Range<u64>>) {
+        self.journal = range;
     }
 
     /// Line `i`.
@@ -234,6 +247,11 @@ pub struct Batcher {
     current: Batch,
     first_at: Option<Instant>,
     buffers: Buffers,
+    /// Where the next sealed batch's journal range starts.
+    range_start: u64,
+    /// The journal offset just past the last line of the batch being filled, if its lines
+    /// came from the journal.
+    last_end: Option<u64>,
 }
 
 impl Batcher {
@@ -247,6 +265,8 @@ impl Batcher {
             current: Batch::new(),
             first_at: None,
             buffers: Buffers::default(),
+            range_start: 0,
+            last_end: None,
         }
     }
 
@@ -256,7 +276,25 @@ impl Batcher {
     }
 
     /// Adds a line read at `now`, passing each batch this seals to `sealed`.
+    #[inline]
     pub fn push(&mut self, line: &[u8], now: Instant, sealed: &mut impl FnMut(Batch)) {
+        self.push_inner(line, now, None, sealed);
+    }
+
+    /// Adds a line read from the journal that ends (with its `\n`) at offset `end`: sealed
+    /// batches carry the journal range they cover ([`Batch::journal`]).
+    pub fn push_at(&mut self, line: &[u8], now: Instant, end: u64, sealed: &mut impl FnMut(Batch)) {
+        self.push_inner(line, now, Some(end), sealed);
+    }
+
+    #[inline]
+    fn push_inner(
+        &mut self,
+        line: &[u8],
+        now: Instant,
+        end: Option<u64>,
+        sealed: &mut impl FnMut(Batch),
+    ) {
         let record = line.len() + self.overhead;
         if !self.current.is_empty()
             && self.current.size_with(self.overhead) + record > self.limits.max_bytes
@@ -267,9 +305,29 @@ impl Batcher {
             self.first_at = Some(now);
         }
         self.current.push(line);
+        if end.is_some() {
+            self.last_end = end;
+        }
         if self.current.len() >= self.limits.max_records {
             sealed(self.take_current());
         }
+    }
+
+    /// Where the next batch's journal range starts: the end of the last one sealed, or a
+    /// position the reader moved to while no batch was being filled.
+    pub fn range_start(&self) -> u64 {
+        self.range_start
+    }
+
+    /// Moves the start of the next batch's journal range (no batch may be being filled).
+    pub fn set_range_start(&mut self, at: u64) {
+        debug_assert!(self.current.is_empty());
+        self.range_start = at;
+    }
+
+    /// Whether a batch is being filled.
+    pub fn is_filling(&self) -> bool {
+        !self.current.is_empty()
     }
 
     /// When the batch being filled must be flushed, if it has records and the timer is on.
@@ -305,6 +363,10 @@ impl Batcher {
             ..Batch::default()
         };
         std::mem::swap(&mut next, &mut self.current);
+        if let Some(end) = self.last_end.take() {
+            next.journal = Some(self.range_start..end);
+            self.range_start = end;
+        }
         next
     }
 }

@@ -23,6 +23,8 @@ use mio::{Events, Poll, Token, Waker};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use crate::backlog::durable::JournalRead;
+use crate::backlog::journal::{Journal, Recovered};
 use crate::backlog::policy::{stop_step, StopStep};
 use crate::backlog::spool::Spool;
 use crate::backlog::{self, Backlog};
@@ -68,6 +70,8 @@ pub struct Parts {
     pub stats: Arc<Stats>,
     /// The failed-attempts directory, if configured.
     pub spool: Option<Spool>,
+    /// Its journal, with `--durable` or when an earlier run left one to deliver.
+    pub journal: Option<(Journal, Recovered)>,
     /// The stop deadline, shared with the sender and the credential sources.
     pub stop: Arc<StopSignal>,
 }
@@ -104,6 +108,8 @@ struct Daemon {
     detached: bool,
     /// The last problem with the path that was logged (logged again only when it changes).
     path_problem: Option<String>,
+    /// Standard input ended with `--durable`: the stop begins once the journal was read.
+    input_ended: bool,
 }
 
 /// Runs the daemon until it is stopped.
@@ -116,6 +122,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         sink,
         stats,
         spool,
+        journal,
         stop,
     } = parts;
     input.register(poll.registry(), INPUT)?;
@@ -147,7 +154,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         waker,
         stop,
     )?;
-    let backlog = Backlog::new(
+    let mut backlog = Backlog::new(
         backlog::Limits {
             budget: config.max_buffer_bytes as u64,
             retry_interval: config.retry_interval,
@@ -160,6 +167,13 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         Arc::clone(&stats),
         Instant::now(),
     );
+    let mut start_at = 0;
+    if let Some((journal, recovered)) = journal {
+        start_at = recovered.start;
+        backlog.attach_journal(journal, recovered);
+    }
+    let mut batcher = batcher;
+    batcher.set_range_start(start_at);
     let intake = Intake {
         splitter: LineSplitter::new(max_line),
         batcher,
@@ -168,6 +182,8 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         max_line,
         encoder,
         buffers,
+        piece_end: start_at,
+        long_from: start_at,
     };
 
     let first_report = config.stats_interval.map(|i| Instant::now() + i);
@@ -187,6 +203,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         path_check_at: None,
         detached: false,
         path_problem: None,
+        input_ended: false,
     };
     if daemon.input.path().is_some() {
         daemon.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
@@ -235,11 +252,17 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if self.input_ready && !self.input.pollable() && self.may_read() => Some(now),
+            None if (self.input_ready && !self.input.pollable()
+                || self.intake.backlog.journal_unread())
+                && self.may_read() =>
+            {
+                Some(now)
+            }
             None => [
                 self.intake.batcher.deadline(),
                 self.next_report,
                 self.intake.backlog.deadline(),
+                self.intake.backlog.journal_deadline(),
                 self.path_check_at,
             ]
             .into_iter()
@@ -256,9 +279,14 @@ impl Daemon {
             return Err(io::Error::other("the sender thread ended unexpectedly"));
         }
         if self.stopping.is_none() {
-            if self.input_ready && !self.detached {
+            if (self.input_ready && !self.detached) || self.intake.backlog.journal_unread() {
                 self.read_input(poll)?;
             }
+            if self.input_ended && !self.intake.backlog.journal_unread() {
+                log!(Info, "standard input ended");
+                self.begin_stop();
+            }
+            self.intake.backlog.journal_sync(Instant::now(), false);
             if self.path_check_at.is_some_and(|at| Instant::now() >= at) {
                 self.check_path(poll)?;
                 self.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
@@ -321,6 +349,9 @@ impl Daemon {
 
     /// Reads until `WouldBlock`, or until the memory budget says to pause.
     fn read_input(&mut self, poll: &Poll) -> io::Result<()> {
+        if self.intake.backlog.reads_journal() {
+            return self.read_journaled(poll);
+        }
         while self.stopping.is_none() && !self.detached && self.make_room() {
             match self.input.read(&mut self.buf) {
                 Ok(ReadOutcome::Data(n)) => {
@@ -346,9 +377,66 @@ impl Daemon {
         Ok(())
     }
 
+    /// Reads the journal into lines while memory allows, and moves the input's bytes into
+    /// the journal while its cap allows (`--durable`). Without `--durable`, reads an earlier
+    /// run's journal to its end, then the input as usual.
+    fn read_journaled(&mut self, poll: &Poll) -> io::Result<()> {
+        while self.stopping.is_none() {
+            let now = Instant::now();
+            if self.intake.backlog.journal_unread() && self.make_room() {
+                match self.intake.backlog.read_journal(&mut self.buf) {
+                    Ok(JournalRead::Bytes { at, n }) => {
+                        self.intake.feed_at(&self.buf[..n], at, now);
+                        self.hand_over();
+                    }
+                    Ok(JournalRead::Skipped { from, to }) => self.intake.skipped(from, to, now),
+                    Err(e) => {
+                        return Err(io::Error::other(format!("cannot read the journal: {e}")))
+                    }
+                }
+                continue;
+            }
+            if !self.intake.backlog.durable() {
+                if self.intake.backlog.journal_unread() {
+                    return Ok(());
+                }
+                // An earlier run's journal was read: its unfinished last line is a line.
+                self.intake.finish_line_at(now);
+                self.intake.backlog.journal_read_all();
+                self.hand_over();
+                return self.read_input(poll);
+            }
+            if !self.input_ready || self.detached || self.input_ended {
+                return Ok(());
+            }
+            match self
+                .intake
+                .backlog
+                .append_input(&mut self.input, &mut self.buf, now)?
+            {
+                Some(ReadOutcome::Data(n)) => Stats::add(&self.stats.bytes_read, n as u64),
+                Some(ReadOutcome::WouldBlock) => self.input_ready = false,
+                Some(ReadOutcome::Closed) => self.on_input_closed(poll)?,
+                // Full or failing: delivered lines or the retry deadline wake the loop.
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     /// The last writer hung up: its unterminated tail is a line; reopen (or stop, for stdin).
     fn on_input_closed(&mut self, poll: &Poll) -> io::Result<()> {
-        self.finish_partial_line();
+        if self.intake.backlog.durable() {
+            // The journal ends the line; the reader finds it there.
+            self.intake.backlog.input_ended(Instant::now());
+            if self.input.path().is_none() {
+                self.input_ended = true;
+                self.input_ready = false;
+                return Ok(());
+            }
+        } else {
+            self.finish_partial_line();
+        }
         self.hand_over();
         if self.input.path().is_none() {
             log!(Info, "standard input ended");
@@ -480,8 +568,11 @@ impl Daemon {
             s.channel_closed = true;
             return;
         }
-        self.complete_partial_line();
-        self.finish_partial_line();
+        if !self.intake.backlog.reads_journal() {
+            // With a journal, an unfinished line stays there for the next run to complete.
+            self.complete_partial_line();
+            self.finish_partial_line();
+        }
         if let Some(b) = self.intake.batcher.take() {
             self.intake.seal(b);
         }
@@ -509,7 +600,8 @@ impl Daemon {
     /// Every counter now, with the failed-attempts directory's size.
     fn snapshot(&self) -> crate::stats::Snapshot {
         let spool_bytes = self.intake.backlog.spool_bytes();
-        self.stats.snapshot(spool_bytes)
+        self.stats
+            .snapshot(spool_bytes, self.intake.backlog.journal_pending())
     }
 
     /// Rewrites the metrics file, if there is one; a failure is logged once until it works.
@@ -593,20 +685,65 @@ struct Intake {
     encoder: Option<Box<dyn Encoder>>,
     /// Spare buffers for the request bodies (the batcher's, shared with the sender).
     buffers: Buffers,
+    /// The journal offset just past the last piece read from the journal.
+    piece_end: u64,
+    /// Where the over-long line being read from the journal started.
+    long_from: u64,
 }
 
 impl Intake {
     /// Splits a chunk read at `now` into lines and batches.
     fn feed(&mut self, chunk: &[u8], now: Instant) {
         let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.feed(chunk, &mut |p| self.on_piece(p, now));
+        splitter.feed(chunk, &mut |p| self.on_piece(p, now, None));
         self.splitter = splitter;
+    }
+
+    /// Splits a chunk read from the journal at offset `at`.
+    fn feed_at(&mut self, chunk: &[u8], at: u64, now: Instant) {
+        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+        splitter.feed_at(chunk, &mut |p, n| {
+            self.on_piece(p, now, Some(at + n as u64))
+        });
+        self.splitter = splitter;
+    }
+
+    /// Ends an unfinished line read from the journal, at the journal's end.
+    fn finish_line_at(&mut self, now: Instant) {
+        let tail = self.backlog.journal_tail().unwrap_or(self.piece_end);
+        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+        splitter.finish(&mut |p| self.on_piece(p, now, Some(tail)));
+        self.splitter = splitter;
+    }
+
+    /// The journal reader moved from `from` to `to` over bytes that need nothing more.
+    fn skipped(&mut self, from: u64, to: u64, now: Instant) {
+        if self.splitter.has_partial() {
+            // Only a damaged journal skips inside a line: what came before is a line.
+            let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+            splitter.finish(&mut |p| self.on_piece(p, now, Some(from)));
+            self.splitter = splitter;
+        }
+        self.piece_end = to;
+        if !self.batcher.is_filling() {
+            self.batcher.set_range_start(to);
+        }
+    }
+
+    /// Journal bytes up to `end` that hold no line for a batch (empty lines, the end of an
+    /// over-long line) need nothing more when no batch is being filled to cover them.
+    fn between_batches(&mut self, end: u64) {
+        if !self.batcher.is_filling() {
+            let start = self.batcher.range_start();
+            self.backlog.journal_done(Some(start..end));
+            self.batcher.set_range_start(end);
+        }
     }
 
     /// Ends the current line, if any: the input ended or the daemon is stopping.
     fn finish_line(&mut self, now: Instant) {
         let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.finish(&mut |p| self.on_piece(p, now));
+        splitter.finish(&mut |p| self.on_piece(p, now, None));
         self.splitter = splitter;
     }
 
@@ -616,8 +753,9 @@ impl Intake {
         self.backlog.push(batch);
     }
 
-    /// Routes one piece from the splitter.
-    fn on_piece(&mut self, piece: Piece<'_>, now: Instant) {
+    /// Routes one piece from the splitter; `end`: the journal offset just past it, for lines
+    /// read from the journal.
+    fn on_piece(&mut self, piece: Piece<'_>, now: Instant, end: Option<u64>) {
         match piece {
             Piece::Line(line) => {
                 Stats::add(&self.stats.lines_read, 1);
@@ -628,14 +766,51 @@ impl Intake {
                     buffers,
                     ..
                 } = self;
-                batcher.push(line, now, &mut |b| {
-                    backlog.push(encode(b, encoder, buffers))
-                });
+                let sealed = &mut |b| backlog.push(encode(b, encoder, buffers));
+                match end {
+                    None => batcher.push(line, now, sealed),
+                    Some(end) => {
+                        batcher.push_at(line, now, end, sealed);
+                        if end <= backlog.resend_below() {
+                            Stats::add(&self.stats.lines_resent, 1);
+                        }
+                        self.piece_end = end;
+                    }
+                }
             }
-            Piece::Empty => Stats::add(&self.stats.empty_lines, 1),
-            Piece::LongStart(bytes) => self.backlog.long_start(bytes),
-            Piece::LongMore(bytes) => self.backlog.long_more(bytes),
-            Piece::Oversized { len } => self.backlog.long_end(len, self.max_line),
+            Piece::Empty => {
+                Stats::add(&self.stats.empty_lines, 1);
+                if let Some(end) = end {
+                    self.piece_end = end;
+                    self.between_batches(end);
+                }
+            }
+            Piece::LongStart(bytes) => {
+                self.long_from = self.piece_end;
+                self.backlog.long_start(bytes);
+                self.long_progress(end);
+            }
+            Piece::LongMore(bytes) => {
+                self.backlog.long_more(bytes);
+                self.long_progress(end);
+            }
+            Piece::Oversized { len } => {
+                self.backlog.long_end(len, self.max_line);
+                if let Some(end) = end {
+                    self.long_progress(Some(end));
+                    self.piece_end = end;
+                    self.between_batches(end);
+                }
+            }
+        }
+    }
+
+    /// The bytes of an over-long line are kept in `oversized/` (or counted lost) as they come:
+    /// in the journal they need nothing more, so a line longer than the journal's cap cannot
+    /// stop it.
+    fn long_progress(&mut self, end: Option<u64>) {
+        if let Some(end) = end {
+            self.backlog.journal_done(Some(self.long_from..end));
         }
     }
 }

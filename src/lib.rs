@@ -36,6 +36,7 @@ pub use daemon::Outcome;
 /// The parsers of hostile input (the FIFO's bytes, spool files, service answers) and the
 /// request encoder, for the fuzz targets and tests.
 pub mod parsers {
+    pub use crate::backlog::journal::parse_state_slot;
     pub use crate::backlog::replay::{FileLines, Item};
     pub use crate::backlog::spool::{recoverable_lines, split_lines};
     pub use crate::input::lines::{LineSplitter, Piece};
@@ -96,6 +97,19 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
             })?,
         ),
     };
+    let journal = match &spool {
+        None => None,
+        Some(spool) => {
+            backlog::journal::Journal::open(spool, config.durable, config.fsync_interval).map_err(
+                |e| {
+                    Error::Setup(format!(
+                        "--failed-attempts-dir: the journal in {}: {e}",
+                        spool.dir().join(backlog::journal::JOURNAL_DIR).display()
+                    ))
+                },
+            )?
+        }
+    };
     let stop = Arc::new(stop::StopSignal::default());
     let sink = make_sink(&config, &aws::Env::from_process(), &stop)?;
     let input = input::Input::open(&config.input).map_err(|e| Error::Setup(e.to_string()))?;
@@ -108,6 +122,7 @@ pub fn run(config: Config) -> Result<Outcome, Error> {
             sink,
             stats,
             spool,
+            journal,
             stop,
         },
     );

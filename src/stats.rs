@@ -47,6 +47,9 @@ pub struct Stats {
     pub fifo_reopens: AtomicU64,
     /// Lines sent again from the failed-attempts directory and accepted.
     pub lines_replayed: AtomicU64,
+    /// Lines sent again from the journal after a restart that may have been accepted before
+    /// it (possible duplicates).
+    pub lines_resent: AtomicU64,
     /// Bytes of lines read but not yet accepted, kept on disk or dropped (the memory budget).
     pub buffered_bytes: AtomicU64,
     /// Failed requests by error code.
@@ -102,8 +105,9 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Reads every figure; `spool_bytes` is the failed-attempts directory's size now.
-    pub fn snapshot(&self, spool_bytes: u64) -> Snapshot {
+    /// Reads every figure; `spool_bytes` is the failed-attempts directory's size now and
+    /// `journal_bytes` the bytes in the journal not delivered yet.
+    pub fn snapshot(&self, spool_bytes: u64, journal_bytes: u64) -> Snapshot {
         use Kind::{Counter, Gauge};
         let f = |name, help, kind, value| Figure {
             name,
@@ -180,6 +184,12 @@ impl Stats {
                 g(&self.lines_replayed),
             ),
             f(
+                "lines_resent",
+                "Lines sent again from the journal after a restart that may have been accepted before it.",
+                Counter,
+                g(&self.lines_resent),
+            ),
+            f(
                 "lines_dropped",
                 "Lines neither delivered nor kept.",
                 Counter,
@@ -208,6 +218,12 @@ impl Stats {
                 "Bytes in the failed-attempts directory.",
                 Gauge,
                 spool_bytes,
+            ),
+            f(
+                "journal_bytes",
+                "Bytes in the journal (--durable) not delivered yet.",
+                Gauge,
+                journal_bytes,
             ),
         ];
         let failed_requests = self
@@ -292,14 +308,14 @@ mod tests {
         s.count_error("InternalFailure");
         s.count_error("InternalFailure");
         s.count_error("ProvisionedThroughputExceededException");
-        let line = s.snapshot(42).summary();
+        let line = s.snapshot(42, 0).summary();
         assert!(line.starts_with("lines_read=3 bytes_read=0 "), "{line}");
         assert!(line.contains(" spool_bytes=42 "), "{line}");
         assert!(line.ends_with(
             " failed_requests=InternalFailure:2,ProvisionedThroughputExceededException:1"
         ));
         assert!(Stats::default()
-            .snapshot(0)
+            .snapshot(0, 0)
             .summary()
             .ends_with(" failed_requests=-"));
     }
@@ -310,7 +326,7 @@ mod tests {
         Stats::add(&s.records_sent, 7);
         Stats::add(&s.buffered_bytes, 100);
         s.count_error("Odd\"Code\\");
-        let text = s.snapshot(5).prometheus();
+        let text = s.snapshot(5, 0).prometheus();
         assert!(text.contains(
             "# TYPE fifo2kinesis_records_sent_total counter\nfifo2kinesis_records_sent_total 7\n"
         ));
@@ -320,7 +336,7 @@ mod tests {
         assert!(text.contains("fifo2kinesis_spool_bytes 5\n"));
         assert!(text.contains("fifo2kinesis_failed_requests_total{code=\"Odd\\\"Code\\\\\"} 1\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 17);
-        assert_eq!(text.matches("# HELP ").count(), 17);
+        assert_eq!(samples, 19);
+        assert_eq!(text.matches("# HELP ").count(), 19);
     }
 }

@@ -3,13 +3,14 @@
 //! short yields only lines that were followed by a newline, and the streaming replay reader
 //! gives the same lines in any read size, passing lines over its limit on in pieces, with
 //! offsets that end lines. Leading bytes choose the read size, the reader's buffer chunk and
-//! the line limit.
+//! the line limit. The same bytes as the journal's state slot are never trusted unless well
+//! formed.
 #![no_main]
 
 use std::io::{self, Read};
 
 use fifo2kinesis::parsers::{FileLines, Item};
-use fifo2kinesis::parsers::{recoverable_lines, split_lines};
+use fifo2kinesis::parsers::{parse_state_slot, recoverable_lines, split_lines};
 use libfuzzer_sys::fuzz_target;
 
 struct Trickle<'a>(&'a [u8], usize);
@@ -69,4 +70,14 @@ fuzz_target!(|input: &[u8]| {
         }
     }
     assert_eq!(got, naive);
+
+    // The journal's state file is a file in the directory too: what the parser accepts has its
+    // done ranges sorted, apart, and above the watermark.
+    if let Some(state) = parse_state_slot(input) {
+        let mut last = state.watermark;
+        for (a, b) in state.done {
+            assert!(a > last && b > a, "{a}..{b} after {last}");
+            last = b;
+        }
+    }
 });

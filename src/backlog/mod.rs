@@ -14,12 +14,15 @@
 //! failing, or a sender that overran the stop deadline and its grace. While the daemon runs, a
 //! full or failing directory makes it hold lines in memory and pause reading instead.
 
+pub mod durable;
+pub mod journal;
 pub mod policy;
 pub mod replay;
 pub mod spool;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,6 +74,8 @@ struct InFlight {
     lines: u64,
     memory: u64,
     origin: Origin,
+    /// The journal bytes its lines came from (`--durable`, or an earlier run's journal).
+    journal: Option<Range<u64>>,
 }
 
 /// An over-long line being streamed to `oversized/`.
@@ -103,6 +108,8 @@ pub struct Backlog {
     spill_paused_until: Option<Instant>,
     warned_at: Option<Instant>,
     stopping: bool,
+    /// The journal, with `--durable` or while an earlier run's is delivered.
+    reading: Option<durable::Reading>,
 }
 
 impl Backlog {
@@ -129,6 +136,7 @@ impl Backlog {
             spill_paused_until: None,
             warned_at: None,
             stopping: false,
+            reading: None,
         }
     }
 
@@ -176,8 +184,10 @@ impl Backlog {
     /// being filled; spills waiting batches to disk when the policy says so.
     pub fn room(&mut self, need: u64, filling: u64, sender_healthy: bool, now: Instant) -> bool {
         loop {
-            let can_spill =
-                self.spool.is_some() && self.spill_paused_until.is_none_or(|until| now >= until);
+            // With --durable the lines are on disk already: memory waits for the sender.
+            let can_spill = self.spool.is_some()
+                && !self.durable()
+                && self.spill_paused_until.is_none_or(|until| now >= until);
             let m = Memory {
                 held: self.memory + filling,
                 need,
@@ -207,6 +217,7 @@ impl Backlog {
         match write_batch(spool, &batch) {
             Ok(path) => {
                 Stats::add(&self.stats.lines_spooled, batch.len() as u64);
+                self.journal_done(batch.journal());
                 log!(
                     Debug,
                     "memory budget reached: kept {} lines in {}",
@@ -243,7 +254,9 @@ impl Backlog {
             return None;
         }
         if !self.held.is_empty() {
-            self.spool_held(now);
+            if !self.durable() {
+                self.spool_held(now);
+            }
             if let Some(batch) = self.held.pop_front() {
                 self.set_memory(self.memory - batch.memory() as u64);
                 self.schedule.later(now);
@@ -275,12 +288,17 @@ impl Backlog {
         if origin != Origin::Live {
             self.set_memory(self.memory + memory);
         }
+        let journal = batch.journal();
+        if let Some(range) = &journal {
+            self.journal_handed(range.end);
+        }
         self.in_flight.insert(
             id,
             InFlight {
                 lines: batch.len() as u64,
                 memory,
                 origin,
+                journal,
             },
         );
         Job { id, batch }
@@ -306,8 +324,9 @@ impl Backlog {
         }
         match entry.origin {
             Origin::Replay { end } => self.replay_reported(end, finish, now),
-            Origin::Live | Origin::Held => {
-                if let Some(u) = finish.undelivered {
+            Origin::Live | Origin::Held => match finish.undelivered {
+                None => self.journal_done(entry.journal),
+                Some(mut u) => {
                     if u.permanent {
                         self.schedule.block(now);
                     }
@@ -317,9 +336,11 @@ impl Backlog {
                         u.batch.len(),
                         u.reason
                     );
+                    // What comes back covers the whole job's journal bytes until it is done.
+                    u.batch.set_journal(entry.journal);
                     self.set_aside(u.batch, &u.reason, now);
                 }
-            }
+            },
         }
     }
 
@@ -327,6 +348,17 @@ impl Backlog {
     fn set_aside(&mut self, batch: Batch, reason: &str, now: Instant) {
         let n = batch.len() as u64;
         if n == 0 {
+            self.journal_done(batch.journal());
+            return;
+        }
+        if self.durable() {
+            // The journal keeps them: held in memory and tried again (or read from the
+            // journal by the next run).
+            if !self.stopping {
+                self.set_memory(self.memory + batch.memory() as u64);
+                self.held.push_back(batch);
+                self.schedule.kept(now);
+            }
             return;
         }
         let written = self.spool.as_ref().map(|s| write_batch(s, &batch));
@@ -334,6 +366,7 @@ impl Backlog {
         match policy::dispose(self.spool.is_some(), took, self.stopping) {
             Disposal::Spool => {
                 Stats::add(&self.stats.lines_spooled, n);
+                self.journal_done(batch.journal());
                 if let Some(Ok(path)) = written {
                     log!(
                         Debug,
@@ -523,19 +556,26 @@ impl Backlog {
         }
         left.extend(self.waiting.drain(..));
         left.extend(self.held.drain(..));
+        if self.durable() {
+            // All of it is in the journal, for the next run.
+            left.clear();
+        }
         for batch in left {
             self.set_aside(batch, "stopping", now);
         }
         self.set_memory(0);
+        self.journal_sync(now, true);
     }
 
     /// The sender overran the stop: the lines it still has are lost (those of a spool file
     /// stay in the file). Returns how many were lost.
     pub fn abandon_in_flight(&mut self) -> u64 {
+        let durable = self.durable();
         let lost: u64 = self
             .in_flight
             .values()
             .filter(|e| !matches!(e.origin, Origin::Replay { .. }))
+            .filter(|e| !(durable && e.journal.is_some()))
             .map(|e| e.lines)
             .sum();
         self.in_flight.clear();

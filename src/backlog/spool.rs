@@ -98,7 +98,13 @@ impl Spool {
         };
         spool.ensure_dirs()?;
         spool.recover()?;
-        let used = dir_bytes(dir)? + dir_bytes(&dir.join(OVERSIZED_DIR))?;
+        let journal = dir.join(super::journal::JOURNAL_DIR);
+        let journal_bytes = if journal.is_dir() {
+            dir_bytes(&journal)?
+        } else {
+            0
+        };
+        let used = dir_bytes(dir)? + dir_bytes(&dir.join(OVERSIZED_DIR))? + journal_bytes;
         spool.used.store(used, Ordering::Relaxed);
         Ok(spool)
     }
@@ -119,6 +125,23 @@ impl Spool {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The cap, `--failed-attempts-max-bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Reserves room for as much of `bytes` as the cap allows; returns how much (0: full).
+    pub fn reserve_up_to(&self, bytes: u64) -> u64 {
+        let mut granted = 0;
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                granted = bytes.min(self.max_bytes.saturating_sub(u));
+                Some(u + granted)
+            });
+        granted
+    }
+
     /// Reserves room for `bytes` more, if the cap allows: the only way the count grows.
     pub fn reserve(&self, bytes: u64) -> bool {
         self.used
@@ -131,7 +154,7 @@ impl Spool {
     /// Counts `bytes` that move within the spool (a line moved from a spool file to
     /// `oversized/`): they are already held, so they need no room, and are released with the
     /// file they came from.
-    fn add_moved(&self, bytes: u64) {
+    pub(super) fn add_held(&self, bytes: u64) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -198,7 +221,7 @@ impl Spool {
     /// spool, so they need no room, and are released with the file they came from.
     pub fn write_moved(&self, file: &mut NewFile, bytes: &[u8]) -> io::Result<()> {
         file.write(bytes)?;
-        self.add_moved(bytes.len() as u64);
+        self.add_held(bytes.len() as u64);
         Ok(())
     }
 
@@ -512,7 +535,7 @@ fn dir_bytes(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -149,6 +149,26 @@ impl Input {
         }
     }
 
+    /// The descriptor, for moving its bytes with `splice(2)`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Notes that bytes were taken from the input other than by [`Input::read`].
+    pub fn got_data(&mut self) {
+        self.seen_writer = true;
+    }
+
+    /// What an end-of-file taken other than by [`Input::read`] means: a hang-up once a writer
+    /// was seen, else no writer yet.
+    pub fn end_of_input(&self) -> ReadOutcome {
+        if self.seen_writer {
+            ReadOutcome::Closed
+        } else {
+            ReadOutcome::WouldBlock
+        }
+    }
+
     /// Whether the path still names the pipe being read: false once it was removed, or
     /// replaced by another file (a new FIFO, a regular file, a symlink, a directory).
     pub fn path_is_current(&self) -> bool {

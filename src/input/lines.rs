@@ -77,10 +77,22 @@ impl LineSplitter {
     }
 
     /// Feeds one chunk, calling `out` for every piece it completes, in order.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut impl FnMut(Piece<'_>)) {
-        while let Some(nl) = find_newline(chunk) {
-            let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
-            chunk = rest;
+    #[inline]
+    pub fn feed(&mut self, chunk: &[u8], out: &mut impl FnMut(Piece<'_>)) {
+        self.feed_at(chunk, &mut |p, _| out(p));
+    }
+
+    /// Like [`LineSplitter::feed`], telling `out` with each piece how many bytes of the chunk
+    /// it has consumed: past the piece's `\n` for a line, an empty line or the end of a long
+    /// one; the whole chunk for the pieces of a long line that has not ended yet.
+    pub fn feed_at(&mut self, chunk: &[u8], out: &mut impl FnMut(Piece<'_>, usize)) {
+        let total = chunk.len();
+        let mut rest = chunk;
+        while let Some(nl) = find_newline(rest) {
+            let (head, after) = (&rest[..nl], &rest[nl + 1..]);
+            rest = after;
+            let at = total - rest.len();
+            let out = &mut |p: Piece<'_>| out(p, at);
             if self.long.is_none()
                 && !self.pending.is_empty()
                 && self.pending.len() + head.len() > self.max_line + 1
@@ -100,7 +112,14 @@ impl LineSplitter {
                 self.pending = line;
             }
         }
-        self.hold(chunk, out);
+        self.hold(rest, &mut |p| out(p, total));
+    }
+
+    /// Forgets an unfinished line (its bytes are kept elsewhere and read again later).
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        self.long = None;
+        self.shrink();
     }
 
     /// Ends the input: an unterminated tail becomes a line.

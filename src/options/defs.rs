@@ -18,6 +18,8 @@ pub(super) enum OptId {
     MaxRequestBytes,
     FailedAttemptsDir,
     FailedAttemptsMaxBytes,
+    Durable,
+    FsyncInterval,
     MaxBufferBytes,
     RetryInterval,
     RequestTimeout,
@@ -292,6 +294,43 @@ pub(super) const OPTIONS: &[Opt] = &[
         doc: "The largest size of --failed-attempts-dir. When it is full, nothing more is \
               written to it: reading pauses once memory is full too, and writers block. Kept \
               data is never deleted to make room.",
+    },
+    Opt {
+        id: OptId::Durable,
+        long: "durable",
+        short: None,
+        takes: Takes::Switch,
+        var: Some("FIFO2KINESIS_DURABLE"),
+        aws_vars: &[],
+        unset: Unset::Value("false"),
+        category: Category::Failures,
+        help: "Journal every byte read on disk first: a crash loses nothing (needs \
+               --failed-attempts-dir)",
+        doc: "Bytes leave the FIFO only into an append-only journal in \
+              --failed-attempts-dir/journal (moved by splice(2), inside the kernel), and \
+              batches are made from the journal; a journal segment is removed once every \
+              line in it was accepted. After a crash, a kill or a power cut, the next run \
+              delivers what the journal holds first (a line the crash cut is completed from \
+              it), resending at most what was in flight; it never loses or splits a line that \
+              reached the journal. The journal counts against --failed-attempts-max-bytes: \
+              when it is full, or the disk is, reading pauses and writers block until there \
+              is room again. Memory stays within --max-buffer-bytes however large the journal \
+              grows. Needs --failed-attempts-dir.",
+    },
+    Opt {
+        id: OptId::FsyncInterval,
+        long: "fsync-interval",
+        short: None,
+        takes: Takes::Value("DURATION"),
+        var: Some("FIFO2KINESIS_FSYNC_INTERVAL"),
+        aws_vars: &[],
+        unset: Unset::Value("1s"),
+        category: Category::Failures,
+        help: "With --durable, how often the journal is flushed to the disk (0: after every \
+               write)",
+        doc: "With --durable, how often the journal is forced to the disk (fdatasync): a \
+              power cut loses at most the lines read in this interval. 0 forces it after \
+              every write, at a cost in throughput. Without --durable it has no effect.",
     },
     Opt {
         id: OptId::MaxBufferBytes,

@@ -201,6 +201,10 @@ pub struct Config {
     pub max_buffer_bytes: usize,
     /// Largest size of the failed-attempts directory.
     pub failed_attempts_max_bytes: u64,
+    /// Whether every byte read is journaled on disk first (`--durable`).
+    pub durable: bool,
+    /// How often the journal is forced to the disk; zero: after every write.
+    pub fsync_interval: Duration,
     /// How often kept lines are tried again after an error retrying could not fix.
     pub retry_interval: Duration,
     /// How long one request may take.

@@ -80,6 +80,17 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         }
     })? as u64;
 
+    let durable = raw.durable.value;
+    if durable && raw.failed_attempts_dir.is_none() {
+        return Err(ConfigError::Missing {
+            option: "--failed-attempts-dir".into(),
+            hint: format!(
+                "{} keeps its journal there; set FIFO2KINESIS_FAILED_ATTEMPTS_DIR or the option",
+                raw.durable.name()
+            ),
+        });
+    }
+
     let retry_interval = raw.retry_interval.checked(|d| {
         if d.is_zero() {
             Err("a duration above zero (30s, 500ms)".into())
@@ -120,6 +131,8 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         shutdown_timeout: raw.shutdown_timeout.value,
         max_buffer_bytes,
         failed_attempts_max_bytes,
+        durable,
+        fsync_interval: raw.fsync_interval.value,
         retry_interval,
         request_timeout,
         stats_interval: nonzero(stats_interval),

@@ -1,0 +1,313 @@
+//! The backlog's side of the journal ([`super::journal`]): moving the input's bytes into it,
+//! handing them to the loop to make lines of as memory allows, and marking what was delivered.
+//!
+//! With `--durable` every byte of the input goes through the journal: the loop moves bytes
+//! from the pipe to the journal's tail while the cap allows (independent of memory, so a slow
+//! destination fills the disk, not memory), and reads the journal behind the tail into lines
+//! while the memory budget allows. Without `--durable`, a journal an earlier run left is read
+//! first, the same way, and emptied; then the input is read as usual.
+
+use std::io;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::journal::{Appended, Journal, Recovered};
+use super::{warn_limited, Backlog};
+use crate::input::{Input, ReadOutcome};
+use crate::log;
+
+/// After the journal could not be written (disk full, I/O error), how long before trying
+/// again.
+const WRITE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The journal and how far it has been read.
+pub(super) struct Reading {
+    pub(super) journal: Journal,
+    /// The next byte to hand to the loop.
+    cursor: u64,
+    /// The bytes at the cursor are the rest of a line whose start was handled: skip them.
+    skip_to_newline: bool,
+    /// Lines ending at or below this offset may have been accepted before a restart.
+    pub(super) resend_below: u64,
+    /// After a write error, no write before this.
+    paused_until: Option<Instant>,
+    /// The journal could not be written: reading waits (logged once until it can again).
+    failing: bool,
+    /// Bytes read from an input `splice` cannot take (a regular file), not yet in the journal.
+    unwritten: Vec<u8>,
+    /// The input is not a pipe: it is read, then written to the journal.
+    no_splice: bool,
+    /// A journal left by an earlier run was read to its end (without `--durable`).
+    read_all: bool,
+}
+
+/// What [`Backlog::read_journal`] gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JournalRead {
+    /// `n` bytes at offset `at` are in the buffer.
+    Bytes {
+        /// The offset of the first.
+        at: u64,
+        /// How many.
+        n: usize,
+    },
+    /// The reader moved from `from` to `to` over bytes that need nothing more.
+    Skipped {
+        /// Where it was.
+        from: u64,
+        /// Where it is.
+        to: u64,
+    },
+}
+
+impl Backlog {
+    /// Takes the journal (opened with [`Journal::open`]) and reads it from where `recovered`
+    /// says.
+    pub fn attach_journal(&mut self, journal: Journal, recovered: Recovered) {
+        if recovered.pending > 0 {
+            log!(
+                Info,
+                "the journal in {} holds {} bytes not delivered yet: sending them first",
+                journal.dir().display(),
+                recovered.pending
+            );
+        }
+        self.reading = Some(Reading {
+            journal,
+            cursor: recovered.start,
+            skip_to_newline: recovered.mid_line,
+            resend_below: recovered.handed,
+            paused_until: None,
+            failing: false,
+            unwritten: Vec::new(),
+            no_splice: false,
+            read_all: false,
+        });
+    }
+
+    /// Whether the input goes through the journal (`--durable`).
+    pub fn durable(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.journal.appending())
+    }
+
+    /// Whether lines come from the journal now: with `--durable` always, without it until an
+    /// earlier run's journal was read.
+    pub fn reads_journal(&self) -> bool {
+        self.reading
+            .as_ref()
+            .is_some_and(|r| r.journal.appending() || !r.read_all)
+    }
+
+    /// Whether the journal holds bytes not handed to the loop yet.
+    pub fn journal_unread(&self) -> bool {
+        self.reading
+            .as_ref()
+            .is_some_and(|r| !r.read_all && r.cursor < r.journal.tail())
+    }
+
+    /// The offset the journal's next byte gets.
+    pub fn journal_tail(&self) -> Option<u64> {
+        self.reading.as_ref().map(|r| r.journal.tail())
+    }
+
+    /// Bytes in the journal not delivered yet.
+    pub fn journal_pending(&self) -> u64 {
+        self.reading.as_ref().map_or(0, |r| r.journal.pending())
+    }
+
+    /// Lines ending at or below this offset may have been accepted before a restart.
+    pub fn resend_below(&self) -> u64 {
+        self.reading.as_ref().map_or(0, |r| r.resend_below)
+    }
+
+    /// An earlier run's journal was read to its end: the input is read as usual from now on.
+    pub fn journal_read_all(&mut self) {
+        if let Some(r) = self.reading.as_mut() {
+            r.read_all = true;
+        }
+    }
+
+    /// Reads the next bytes of the journal into `buf`, up to the next range that needs nothing
+    /// more (which is skipped).
+    pub fn read_journal(&mut self, buf: &mut [u8]) -> io::Result<JournalRead> {
+        let spool = self.spool.as_ref().expect("a journal has a directory");
+        let r = self.reading.as_mut().expect("a journal is being read");
+        let at = r.cursor;
+        let mut limit = r.journal.tail() - at;
+        if let Some((a, b)) = r.journal.done_after(at) {
+            if a <= at {
+                r.cursor = b;
+                // A done range that ends inside a line: the rest of an over-long line.
+                let mut last = [0u8; 1];
+                r.skip_to_newline =
+                    matches!(r.journal.read_at(b - 1, &mut last), Ok(1) if last[0] != b'\n');
+                return Ok(JournalRead::Skipped { from: at, to: b });
+            }
+            limit = limit.min(a - at);
+        }
+        let want = buf.len().min(limit as usize);
+        let n = r.journal.read_at(at, &mut buf[..want])?;
+        if r.skip_to_newline {
+            let end = match memchr::memchr(b'\n', &buf[..n]) {
+                Some(i) => {
+                    r.skip_to_newline = false;
+                    log!(
+                        Info,
+                        "skipped the rest of an over-long line a restart cut, up to offset {} of the journal",
+                        at + i as u64 + 1
+                    );
+                    at + i as u64 + 1
+                }
+                None => at + n as u64,
+            };
+            r.cursor = end;
+            r.journal.mark_done(at..end, spool);
+            return Ok(JournalRead::Skipped { from: at, to: end });
+        }
+        r.cursor = at + n as u64;
+        Ok(JournalRead::Bytes { at, n })
+    }
+
+    /// Moves what the input has into the journal (`buf` is for inputs `splice` cannot take).
+    /// `Ok(None)`: the journal cannot take more now (full, or writes failing): the loop waits.
+    pub fn append_input(
+        &mut self,
+        input: &mut Input,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> io::Result<Option<ReadOutcome>> {
+        let spool = self.spool.as_ref().expect("a journal has a directory");
+        let r = self.reading.as_mut().expect("a journal is being read");
+        if r.paused_until.is_some_and(|until| now < until) {
+            return Ok(None);
+        }
+        r.paused_until = None;
+        let result = if !r.unwritten.is_empty() {
+            r.journal.append_bytes(&r.unwritten, spool, now).map(|a| {
+                if a != Appended::Full {
+                    r.unwritten.clear();
+                }
+                a
+            })
+        } else if r.no_splice {
+            match input.read(buf)? {
+                ReadOutcome::Data(n) => {
+                    r.unwritten.extend_from_slice(&buf[..n]);
+                    return Ok(Some(ReadOutcome::Data(0)));
+                }
+                other => return Ok(Some(other)),
+            }
+        } else {
+            match r.journal.append_from(input.fd(), spool, now) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    log!(
+                        Debug,
+                        "the input is not a pipe: it is read, then written to the journal"
+                    );
+                    r.no_splice = true;
+                    return Ok(Some(ReadOutcome::Data(0)));
+                }
+                other => other,
+            }
+        };
+        let outcome = match result {
+            Ok(Appended::Bytes(n)) => {
+                input.got_data();
+                Some(ReadOutcome::Data(n))
+            }
+            Ok(Appended::WouldBlock) => Some(ReadOutcome::WouldBlock),
+            Ok(Appended::End) => Some(input.end_of_input()),
+            Ok(Appended::Full) => {
+                warn_limited(
+                    &mut self.warned_at,
+                    now,
+                    format_args!(
+                        "the failed-attempts directory is full (--failed-attempts-max-bytes): \
+                         reading paused, writers wait until delivered lines free room"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                r.paused_until = Some(now + WRITE_PAUSE);
+                r.failing = true;
+                warn_limited(
+                    &mut self.warned_at,
+                    now,
+                    format_args!(
+                        "cannot write the journal in {}: {e}; reading paused (nothing is lost), \
+                         trying again every {WRITE_PAUSE:?}",
+                        r.journal.dir().display()
+                    ),
+                );
+                None
+            }
+        };
+        if outcome.is_some() && r.failing {
+            r.failing = false;
+            log!(Info, "the journal takes writes again: reading resumed");
+        }
+        Ok(outcome)
+    }
+
+    /// The input's last writer hung up: an unfinished last line is a whole line.
+    pub fn input_ended(&mut self, now: Instant) {
+        let Some(r) = self.reading.as_mut() else {
+            return;
+        };
+        let spool = self.spool.as_ref().expect("a journal has a directory");
+        if !r.unwritten.is_empty() {
+            // Written with the next attempt; the line ends after it.
+            r.unwritten.push(b'\n');
+            return;
+        }
+        if let Err(e) = r.journal.terminate_last_line(spool, now) {
+            log!(
+                Warn,
+                "cannot end the last line in the journal ({e}): it is joined to the next writer's first line"
+            );
+        }
+    }
+
+    /// Records that the journal's `range` needs nothing more (delivered, or kept elsewhere).
+    pub fn journal_done(&mut self, range: Option<Range<u64>>) {
+        if let (Some(r), Some(range), Some(spool)) =
+            (self.reading.as_mut(), range, self.spool.as_ref())
+        {
+            r.journal.mark_done(range, spool);
+        }
+    }
+
+    /// Notes that the journal's bytes up to `end` were handed to the sender.
+    pub(super) fn journal_handed(&mut self, end: u64) {
+        if let Some(r) = self.reading.as_mut() {
+            r.journal.mark_handed(end);
+        }
+    }
+
+    /// When the journal next needs the loop: a sync, or the end of a pause after a write
+    /// error.
+    pub fn journal_deadline(&self) -> Option<Instant> {
+        let r = self.reading.as_ref()?;
+        match (r.journal.sync_deadline(), r.paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forces the journal to the disk when it is due (`force`: now).
+    pub fn journal_sync(&mut self, now: Instant, force: bool) {
+        let Some(r) = self.reading.as_mut() else {
+            return;
+        };
+        if force || r.journal.sync_deadline().is_some_and(|d| d <= now) {
+            if let Err(e) = r.journal.sync() {
+                warn_limited(
+                    &mut self.warned_at,
+                    now,
+                    format_args!("cannot force the journal to the disk: {e}"),
+                );
+            }
+        }
+    }
+}

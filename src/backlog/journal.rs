@@ -1,0 +1,1003 @@
+//! The journal (`--durable`): every byte taken from the input, on disk before anything else
+//! happens to it.
+//!
+//! The journal is one byte stream, numbered from 0 when it was first made, kept in segment
+//! files `journal/segment-<offset>` (the offset of the segment's first byte, 20 digits, so names
+//! sort by offset). Bytes are appended at the tail by `splice(2)` straight from the pipe into
+//! the last segment: no read byte is ever only in the process. The reader makes lines and
+//! batches from the journal behind the tail; a batch knows the bytes it covers, and once the
+//! destination accepted it (or its lines were kept elsewhere) those bytes are *done*. The
+//! *watermark* is the offset below which everything is done; segments wholly below it are
+//! removed.
+//!
+//! `journal/state` records the watermark, the done ranges above it, the highest offset handed
+//! to the sender, and whether the watermark falls inside a line (the rest of an over-long
+//! line, already kept apart). It is written in place after every change, alternating between
+//! two 4 KiB slots with a sequence number and a checksum, so a torn write leaves the other slot
+//! valid; a state that cannot be read means everything in the journal is sent again
+//! (duplicates, never a loss).
+//!
+//! Nothing is forced to the disk more than every `--fsync-interval` (0: after every append);
+//! a killed process loses nothing (the page cache survives it), a power cut at most that
+//! interval. Every file is created 0600, without following symlinks; a segment that is not a
+//! regular file, or overlaps another, is renamed aside with `.bad` and reported.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{OFlag, SpliceFFlags};
+
+use super::spool::{prepare_dir, sync_dir, Spool, BAD_SUFFIX};
+use crate::log;
+
+/// The journal's subdirectory of the failed-attempts directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// Prefix of a segment's file name.
+const SEGMENT_PREFIX: &str = "segment-";
+/// The state file's name.
+const STATE_FILE: &str = "state";
+/// Size of each of the state file's two slots.
+const SLOT: usize = 4096;
+/// The most done ranges above the watermark the state records; beyond them, the highest are
+/// left out (they are sent again after a restart: duplicates, never a loss).
+const MAX_RANGES: usize = (SLOT - 48) / 16;
+/// The state's first bytes.
+const MAGIC: &[u8; 4] = b"F2KJ";
+/// The largest segment; smaller when `--failed-attempts-max-bytes` is small, so that done
+/// segments free room in time.
+const SEGMENT_MAX: u64 = 8 << 20;
+/// The most moved from the input at once.
+pub const SPLICE_MAX: usize = 1 << 20;
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    start: u64,
+    len: u64,
+    file: File,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// What [`Journal::append_from`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Moved this many bytes to the tail.
+    Bytes(usize),
+    /// The input had nothing now.
+    WouldBlock,
+    /// The input reported its end (no writer, or standard input closed).
+    End,
+    /// `--failed-attempts-max-bytes` leaves no room.
+    Full,
+}
+
+/// What the journal held when it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Where reading starts: the watermark.
+    pub start: u64,
+    /// The watermark falls inside a line whose start was handled: skip to its end.
+    pub mid_line: bool,
+    /// Lines ending at or below this offset, not done, may have been accepted before the
+    /// restart: sending them again may duplicate them.
+    pub handed: u64,
+    /// Bytes not done yet.
+    pub pending: u64,
+}
+
+/// The journal.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    /// Where the next appended byte goes.
+    tail: u64,
+    segment_max: u64,
+    /// Whether bytes are appended (`--durable`), or the journal of an earlier run is only
+    /// delivered and emptied.
+    appending: bool,
+    watermark: u64,
+    /// Done ranges above the watermark: start → end, disjoint and not touching.
+    done: BTreeMap<u64, u64>,
+    /// The watermark falls inside a line.
+    mid_line: bool,
+    handed: u64,
+    state: File,
+    state_seq: u64,
+    fsync_interval: Duration,
+    /// Since when appended bytes wait to be forced to the disk.
+    dirty_since: Option<Instant>,
+    /// A segment was created or removed since the directory was last forced to the disk.
+    dir_dirty: bool,
+}
+
+impl Journal {
+    /// Opens the journal in `spool`'s directory, recovering what an earlier run left. With
+    /// `appending` false (no `--durable`) it returns `None` when there is nothing to deliver.
+    /// Its bytes are counted in the spool's size already ([`Spool::open`]).
+    pub fn open(
+        spool: &Spool,
+        appending: bool,
+        fsync_interval: Duration,
+    ) -> io::Result<Option<(Journal, Recovered)>> {
+        let dir = spool.dir().join(JOURNAL_DIR);
+        if !appending && !dir.exists() {
+            return Ok(None);
+        }
+        prepare_dir(&dir)?;
+        let segments = open_segments(&dir)?;
+        let state = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(dir.join(STATE_FILE))?;
+        if !state.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                dir.join(STATE_FILE).display()
+            )));
+        }
+        let saved = read_state(&state);
+        // Both slots are written out now, so that recording the state later never needs a
+        // new block of a full disk.
+        let len = state.metadata()?.len();
+        if len < 2 * SLOT as u64 {
+            state.write_all_at(&vec![0; 2 * SLOT - len as usize], len)?;
+            spool.add_held(2 * SLOT as u64 - len);
+        }
+        let cap = spool.max_bytes();
+        let mut journal = Journal {
+            dir,
+            segments,
+            tail: 0,
+            segment_max: (cap / 4).clamp(4096, SEGMENT_MAX),
+            appending,
+            watermark: 0,
+            done: BTreeMap::new(),
+            mid_line: false,
+            handed: 0,
+            state,
+            state_seq: 0,
+            fsync_interval,
+            dirty_since: None,
+            dir_dirty: false,
+        };
+        let first = journal.segments.front().map_or(0, |s| s.start);
+        journal.tail = journal.segments.back().map_or(0, Segment::end);
+        match saved {
+            Some(s) => {
+                journal.state_seq = s.seq;
+                journal.watermark = s.watermark;
+                journal.mid_line = s.mid_line;
+                journal.handed = s.handed;
+                for (a, b) in s.done {
+                    journal.done.insert(a, b);
+                }
+                if journal.segments.is_empty() {
+                    journal.tail = journal.watermark;
+                }
+            }
+            None => {
+                if journal.tail > first {
+                    log!(
+                        Warn,
+                        "the journal's state in {} is missing or unreadable: everything in the \
+                         journal is sent again (some lines may arrive twice)",
+                        journal.dir.display()
+                    );
+                }
+                journal.watermark = first;
+                journal.handed = journal.tail;
+            }
+        }
+        if journal.watermark < first {
+            // Segments below it were removed: they were done.
+            journal.watermark = first;
+            journal.mid_line = false;
+        }
+        if journal.watermark > journal.tail {
+            // Everything on disk was done (a power cut may have cut the last segment short):
+            // the stream goes on from the watermark.
+            journal.tail = journal.watermark;
+        }
+        // Gaps between segments (a segment removed by hand) hold nothing to read.
+        let gaps: Vec<(u64, u64)> = journal
+            .segments
+            .iter()
+            .zip(journal.segments.iter().skip(1))
+            .filter(|(a, b)| a.end() < b.start)
+            .map(|(a, b)| (a.end(), b.start))
+            .collect();
+        for (a, b) in gaps {
+            log!(
+                Warn,
+                "the journal has no bytes from {a} to {b} (a segment is missing); going on after it"
+            );
+            journal.insert_done(a, b);
+        }
+        let (watermark, tail) = (journal.watermark, journal.tail);
+        journal.done.retain(|&a, b| {
+            *b = (*b).min(tail);
+            a > watermark && a < *b
+        });
+        journal.advance_watermark();
+        journal.remove_done_segments(spool);
+        journal.write_state();
+        let done_above: u64 = journal.done.iter().map(|(a, b)| b - a).sum();
+        let recovered = Recovered {
+            start: journal.watermark,
+            mid_line: journal.mid_line,
+            handed: journal.handed.min(journal.tail),
+            pending: journal.tail - journal.watermark - done_above,
+        };
+        if !appending && recovered.pending == 0 {
+            return Ok(None);
+        }
+        Ok(Some((journal, recovered)))
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The offset the next appended byte gets.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Whether bytes are appended to it.
+    pub fn appending(&self) -> bool {
+        self.appending
+    }
+
+    /// The first done range that ends after `at`, if any: the reader skips it.
+    pub fn done_after(&self, at: u64) -> Option<(u64, u64)> {
+        if at < self.watermark {
+            return Some((at, self.watermark));
+        }
+        self.done
+            .range(..=at)
+            .next_back()
+            .filter(|(_, &b)| b > at)
+            .or_else(|| self.done.range(at + 1..).next())
+            .map(|(&a, &b)| (a, b))
+    }
+
+    /// Reads bytes at `at` (below the tail) into `buf`, at most up to the end of the segment
+    /// holding them.
+    pub fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(seg) = self.segments.iter().find(|s| s.start <= at && at < s.end()) else {
+            return Err(io::Error::other(format!(
+                "the journal holds no byte at offset {at}"
+            )));
+        };
+        let n = buf.len().min((seg.end() - at) as usize);
+        loop {
+            match seg.file.read_at(&mut buf[..n], at - seg.start) {
+                Ok(0) if n > 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "a journal segment is shorter than it was",
+                    ))
+                }
+                Ok(k) => return Ok(k),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The last segment, ready for `want` more bytes: a new one when there is none or it is
+    /// full.
+    fn writable_segment(&mut self) -> io::Result<&mut Segment> {
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|s| s.len >= self.segment_max || s.end() != self.tail);
+        if roll {
+            if let Some(last) = self.segments.back() {
+                // What it holds is forced to the disk before the next segment is started.
+                if self.dirty_since.is_some() {
+                    last.file.sync_data()?;
+                }
+            }
+            let path = self.dir.join(segment_name(self.tail));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(&path)?;
+            self.dir_dirty = true;
+            self.segments.push_back(Segment {
+                start: self.tail,
+                len: 0,
+                file,
+            });
+        }
+        Ok(self.segments.back_mut().expect("a segment was made"))
+    }
+
+    /// Moves up to [`SPLICE_MAX`] bytes from `input` (a pipe, nonblocking) to the tail,
+    /// within the room the spool's cap gives. Errors are the file system's (disk full, I/O
+    /// error): nothing was taken from the input then.
+    pub fn append_from(
+        &mut self,
+        input: impl AsFd,
+        spool: &Spool,
+        now: Instant,
+    ) -> io::Result<Appended> {
+        let segment_max = self.segment_max;
+        let seg = self.writable_segment()?;
+        let want = (segment_max - seg.len.min(segment_max)).clamp(1, SPLICE_MAX as u64);
+        let granted = spool.reserve_up_to(want);
+        if granted == 0 {
+            return Ok(Appended::Full);
+        }
+        let result = {
+            let mut off = seg.len as i64;
+            loop {
+                match nix::fcntl::splice(
+                    input.as_fd(),
+                    None,
+                    seg.file.as_fd(),
+                    Some(&mut off),
+                    granted as usize,
+                    SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE,
+                ) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map_err(io::Error::from),
+                }
+            }
+        };
+        match result {
+            Ok(0) => {
+                spool.release(granted);
+                Ok(Appended::End)
+            }
+            Ok(n) => {
+                spool.release(granted - n as u64);
+                self.appended(n as u64, now)?;
+                Ok(Appended::Bytes(n))
+            }
+            Err(e) => {
+                spool.release(granted);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(Appended::WouldBlock)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Appends `bytes` (read from an input `splice` cannot take, such as a regular file). On
+    /// an error nothing counts as appended; the caller keeps the bytes and tries again.
+    pub fn append_bytes(
+        &mut self,
+        bytes: &[u8],
+        spool: &Spool,
+        now: Instant,
+    ) -> io::Result<Appended> {
+        let n = bytes.len() as u64;
+        if !spool.reserve(n) {
+            return Ok(Appended::Full);
+        }
+        let written = self
+            .writable_segment()
+            .and_then(|seg| seg.file.write_all_at(bytes, seg.len));
+        match written {
+            Ok(()) => {
+                self.appended(n, now)?;
+                Ok(Appended::Bytes(bytes.len()))
+            }
+            Err(e) => {
+                spool.release(n);
+                Err(e)
+            }
+        }
+    }
+
+    fn appended(&mut self, n: u64, now: Instant) -> io::Result<()> {
+        let seg = self.segments.back_mut().expect("appended to a segment");
+        seg.len += n;
+        self.tail += n;
+        self.dirty_since.get_or_insert(now);
+        if self.fsync_interval.is_zero() {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Ends an unterminated last line with `\n` (its writer hung up: it is a whole line).
+    pub fn terminate_last_line(&mut self, spool: &Spool, now: Instant) -> io::Result<()> {
+        if self.tail == self.watermark || !self.appending {
+            return Ok(());
+        }
+        let mut last = [0u8; 1];
+        if self.read_at(self.tail - 1, &mut last)? == 1 && last[0] != b'\n' {
+            match self.append_bytes(b"\n", spool, now)? {
+                Appended::Full => {
+                    return Err(io::Error::other(
+                        "the failed-attempts directory is full (--failed-attempts-max-bytes)",
+                    ))
+                }
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `range` is done (accepted, or kept elsewhere); `ends_mid_line`: its end
+    /// falls inside a line. Removes the segments this completes.
+    pub fn mark_done(&mut self, range: std::ops::Range<u64>, spool: &Spool) {
+        if range.start >= range.end || range.end <= self.watermark {
+            return;
+        }
+        self.insert_done(range.start.max(self.watermark), range.end);
+        if self.advance_watermark() {
+            self.remove_done_segments(spool);
+        }
+        self.write_state();
+    }
+
+    /// Notes that bytes up to `end` were handed to the sender.
+    pub fn mark_handed(&mut self, end: u64) {
+        if end > self.handed {
+            self.handed = end;
+            self.write_state();
+        }
+    }
+
+    fn insert_done(&mut self, mut a: u64, mut b: u64) {
+        // Merge with a range that starts before and reaches `a`.
+        if let Some((&pa, &pb)) = self.done.range(..=a).next_back() {
+            if pb >= a {
+                a = pa;
+                b = b.max(pb);
+                self.done.remove(&pa);
+            }
+        }
+        // Absorb the ranges that start within.
+        let inside: Vec<(u64, u64)> = self.done.range(a..=b).map(|(&x, &y)| (x, y)).collect();
+        for (x, y) in inside {
+            b = b.max(y);
+            self.done.remove(&x);
+        }
+        self.done.insert(a, b);
+    }
+
+    /// Moves the watermark over the done ranges that reach it; true if it moved.
+    fn advance_watermark(&mut self) -> bool {
+        let before = self.watermark;
+        while let Some((&a, &b)) = self.done.iter().next() {
+            if a > self.watermark {
+                break;
+            }
+            self.watermark = self.watermark.max(b);
+            self.done.remove(&a);
+        }
+        if self.watermark != before {
+            let mut last = [0u8; 1];
+            self.mid_line =
+                matches!(self.read_at(self.watermark - 1, &mut last), Ok(1) if last[0] != b'\n');
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes the segments that end at or below the watermark.
+    fn remove_done_segments(&mut self, spool: &Spool) {
+        while let Some(seg) = self.segments.front() {
+            // The segment being appended to stays until it is full: removing and making it
+            // again for every delivered batch would cost two file operations each.
+            let appending_to =
+                self.appending && self.segments.len() == 1 && seg.len < self.segment_max;
+            if seg.end() > self.watermark || appending_to {
+                break;
+            }
+            let path = self.dir.join(segment_name(seg.start));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log!(
+                        Warn,
+                        "cannot remove the delivered journal segment {}: {e}",
+                        path.display()
+                    );
+                    return;
+                }
+            }
+            spool.release(seg.len);
+            self.dir_dirty = true;
+            self.segments.pop_front();
+        }
+    }
+
+    /// Writes the state to the next slot (forced to the disk with the next sync).
+    fn write_state(&mut self) {
+        self.state_seq += 1;
+        let record = encode_state(&State {
+            seq: self.state_seq,
+            watermark: self.watermark,
+            handed: self.handed,
+            mid_line: self.mid_line,
+            done: self
+                .done
+                .iter()
+                .take(MAX_RANGES)
+                .map(|(&a, &b)| (a, b))
+                .collect(),
+        });
+        let slot = (self.state_seq % 2) * SLOT as u64;
+        if let Err(e) = self.state.write_all_at(&record, slot) {
+            log!(
+                Warn,
+                "cannot record the journal's state: {e} (after a restart, lines may arrive twice)"
+            );
+        }
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When appended bytes are next forced to the disk, if any wait.
+    pub fn sync_deadline(&self) -> Option<Instant> {
+        self.dirty_since.map(|d| d + self.fsync_interval)
+    }
+
+    /// Forces what was appended (and the state) to the disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty_since.is_none() && !self.dir_dirty {
+            return Ok(());
+        }
+        if let Some(last) = self.segments.back() {
+            last.file.sync_data()?;
+        }
+        self.state.sync_data()?;
+        if self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        self.dirty_since = None;
+        Ok(())
+    }
+
+    /// Bytes not done yet.
+    pub fn pending(&self) -> u64 {
+        let done: u64 = self.done.iter().map(|(a, b)| b - a).sum();
+        self.tail - self.watermark - done
+    }
+}
+
+fn segment_name(start: u64) -> String {
+    format!("{SEGMENT_PREFIX}{start:020}")
+}
+
+/// Opens the segments in `dir`, oldest first; sets aside what is not a regular file or
+/// overlaps another segment.
+fn open_segments(dir: &Path) -> io::Result<VecDeque<Segment>> {
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(digits) = name.strip_prefix(SEGMENT_PREFIX) else {
+            continue;
+        };
+        match digits.parse::<u64>() {
+            Ok(start) if digits.len() == 20 => found.push((start, entry.path())),
+            _ => {}
+        }
+    }
+    found.sort();
+    let mut segments: VecDeque<Segment> = VecDeque::new();
+    for (start, path) in found {
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(&path)
+            .and_then(|f| {
+                let m = f.metadata()?;
+                if m.is_file() {
+                    Ok((f, m.len()))
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ))
+                }
+            });
+        let overlaps = segments.back().is_some_and(|s| s.end() > start);
+        match opened {
+            Ok((file, len)) if !overlaps && start.checked_add(len).is_some() => {
+                segments.push_back(Segment { start, len, file })
+            }
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "it overlaps the segment before it".into(),
+                };
+                let bad = PathBuf::from(format!("{}{BAD_SUFFIX}", path.display()));
+                match fs::rename(&path, &bad) {
+                    Ok(()) => log!(
+                        Error,
+                        "journal segment {} cannot be used ({why}): renamed to {}",
+                        path.display(),
+                        bad.display()
+                    ),
+                    Err(e) => log!(
+                        Error,
+                        "journal segment {} cannot be used ({why}) nor renamed aside: {e}",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+    Ok(segments)
+}
+
+/// The journal's state as recorded in one slot of its state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Which write this was (the newer slot wins).
+    pub seq: u64,
+    /// Everything below this offset needs nothing more.
+    pub watermark: u64,
+    /// The highest offset handed to the sender.
+    pub handed: u64,
+    /// The watermark falls inside a line.
+    pub mid_line: bool,
+    /// Done ranges above the watermark, sorted and apart.
+    pub done: Vec<(u64, u64)>,
+}
+
+/// One slot: magic, sequence, watermark, handed, mid-line flag, count, ranges, then an
+/// FNV-1a checksum of all of it; little-endian.
+fn encode_state(s: &State) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SLOT);
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&s.seq.to_le_bytes());
+    v.extend_from_slice(&s.watermark.to_le_bytes());
+    v.extend_from_slice(&s.handed.to_le_bytes());
+    v.push(u8::from(s.mid_line));
+    v.extend_from_slice(&(s.done.len() as u32).to_le_bytes());
+    for (a, b) in &s.done {
+        v.extend_from_slice(&a.to_le_bytes());
+        v.extend_from_slice(&b.to_le_bytes());
+    }
+    let sum = fnv1a(&v);
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+/// Reads one slot; `None` unless it is whole and consistent.
+fn decode_state(slot: &[u8]) -> Option<State> {
+    let u64_at = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(slot.get(i..i + 8)?.try_into().ok()?))
+    };
+    if slot.get(..4)? != MAGIC {
+        return None;
+    }
+    let seq = u64_at(4)?;
+    let watermark = u64_at(12)?;
+    let handed = u64_at(20)?;
+    let mid_line = match *slot.get(28)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let n = u32::from_le_bytes(slot.get(29..33)?.try_into().ok()?) as usize;
+    if n > MAX_RANGES {
+        return None;
+    }
+    let end = 33 + n * 16;
+    if u64_at(end)? != fnv1a(slot.get(..end)?) {
+        return None;
+    }
+    let mut done = Vec::with_capacity(n);
+    let mut last = watermark;
+    for i in 0..n {
+        let (a, b) = (u64_at(33 + i * 16)?, u64_at(41 + i * 16)?);
+        // Sorted, above the watermark, not touching each other, not empty.
+        if a <= last || b <= a {
+            return None;
+        }
+        last = b;
+        done.push((a, b));
+    }
+    Some(State {
+        seq,
+        watermark,
+        handed,
+        mid_line,
+        done,
+    })
+}
+
+/// The newest whole slot of the state file.
+fn read_state(file: &File) -> Option<State> {
+    let mut buf = vec![0u8; 2 * SLOT];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let a = decode_state(&buf[..SLOT.min(got)]);
+    let b = if got > SLOT {
+        decode_state(&buf[SLOT..got])
+    } else {
+        None
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// 64-bit FNV-1a: enough to tell a torn or foreign slot from a whole one.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Parses one slot of the journal's state file (a hostile file in the directory); `None`
+/// unless the slot is whole and consistent.
+pub fn parse_state_slot(slot: &[u8]) -> Option<State> {
+    decode_state(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("f2k-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn pipe_with(bytes: &[u8]) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).unwrap();
+        nix::unistd::write(&w, bytes).unwrap();
+        (r, w)
+    }
+
+    fn read_all(j: &Journal, from: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = from;
+        let mut buf = [0u8; 7];
+        while at < j.tail() {
+            let n = j.read_at(at, &mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+            at += n as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn bytes_spliced_from_a_pipe_are_read_back_across_segments() {
+        let dir = temp("splice");
+        let spool = Spool::open(&dir, 2 * SLOT as u64 + 16 * 1024).unwrap();
+        let (mut j, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                start: 0,
+                mid_line: false,
+                handed: 0,
+                pending: 0
+            }
+        );
+        let content: Vec<u8> = (0..1000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let t0 = Instant::now();
+        for part in content.chunks(3000) {
+            let (rd, _w) = pipe_with(part);
+            let mut got = 0;
+            while let Appended::Bytes(n) = j.append_from(&rd, &spool, t0).unwrap() {
+                got += n;
+            }
+            assert_eq!(got, part.len());
+            assert_eq!(
+                j.append_from(&rd, &spool, t0).unwrap(),
+                Appended::WouldBlock
+            );
+        }
+        assert!(j.segments.len() > 1, "4 KiB segments under a 16 KiB cap");
+        assert_eq!(read_all(&j, 0), content);
+        assert_eq!(spool.used(), content.len() as u64 + 2 * SLOT as u64);
+        for seg in fs::read_dir(dir.join(JOURNAL_DIR)).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                seg.unwrap().metadata().unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cap_stops_appending_and_done_segments_give_room_back() {
+        let dir = temp("cap");
+        let spool = Spool::open(&dir, 2 * SLOT as u64 + 8192).unwrap();
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let t0 = Instant::now();
+        let (rd, w) = pipe_with(&[b'x'; 10_000]);
+        let mut got = 0;
+        while let Appended::Bytes(n) = j.append_from(&rd, &spool, t0).unwrap() {
+            got += n;
+        }
+        assert_eq!(got, 8192);
+        assert_eq!(j.append_from(&rd, &spool, t0).unwrap(), Appended::Full);
+        j.mark_done(0..4096, &spool);
+        assert_eq!(
+            j.segments.front().unwrap().start,
+            4096,
+            "the first segment was removed"
+        );
+        assert_eq!(
+            j.append_from(&rd, &spool, t0).unwrap(),
+            Appended::Bytes(10_000 - 8192)
+        );
+        drop(w);
+        assert_eq!(j.append_from(&rd, &spool, t0).unwrap(), Appended::End);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_restart_starts_at_the_watermark_and_skips_what_was_done_above_it() {
+        let dir = temp("restart");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let t0 = Instant::now();
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+                .unwrap()
+                .unwrap();
+            j.append_bytes(b"a\nbb\nccc\ndddd\npartial", &spool, t0)
+                .unwrap();
+            j.mark_handed(14);
+            j.mark_done(0..2, &spool);
+            j.mark_done(5..9, &spool);
+            // Killed here: nothing was synced, the page cache keeps it.
+        }
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (j, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.start, 2);
+        assert!(!r.mid_line);
+        assert_eq!(r.handed, 14);
+        assert_eq!(r.pending, 21 - 2 - 4);
+        assert_eq!(j.done_after(2), Some((5, 9)));
+        assert_eq!(j.done_after(9), None);
+        assert_eq!(read_all(&j, 2), b"bb\nccc\ndddd\npartial");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_or_foreign_state_falls_back_to_the_other_slot_or_to_everything() {
+        let s = State {
+            seq: 7,
+            watermark: 10,
+            handed: 20,
+            mid_line: true,
+            done: vec![(12, 15), (16, 18)],
+        };
+        let mut slot = encode_state(&s);
+        assert_eq!(decode_state(&slot), Some(s.clone()));
+        for i in 0..slot.len() {
+            let mut torn = slot.clone();
+            torn[i] ^= 0x40;
+            assert_eq!(decode_state(&torn), None, "byte {i} changed");
+        }
+        slot.truncate(slot.len() - 1);
+        assert_eq!(decode_state(&slot), None);
+        let bad = State {
+            done: vec![(15, 12)],
+            ..s.clone()
+        };
+        assert_eq!(
+            decode_state(&encode_state(&bad)),
+            None,
+            "ranges must be well formed"
+        );
+        let below = State {
+            done: vec![(5, 12)],
+            ..s
+        };
+        assert_eq!(
+            decode_state(&encode_state(&below)),
+            None,
+            "ranges lie above the watermark"
+        );
+
+        let dir = temp("torn");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+                .unwrap()
+                .unwrap();
+            j.append_bytes(b"one\ntwo\n", &spool, Instant::now())
+                .unwrap();
+            j.mark_done(0..4, &spool);
+        }
+        fs::write(dir.join(JOURNAL_DIR).join(STATE_FILE), b"garbage").unwrap();
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (_, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.start, 0, "no state: everything is sent again");
+        assert_eq!(r.handed, 8, "and counted as possibly sent before");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn done_ranges_merge_and_move_the_watermark() {
+        let dir = temp("merge");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        j.append_bytes(&[b'\n'; 100], &spool, Instant::now())
+            .unwrap();
+        j.mark_done(10..20, &spool);
+        j.mark_done(30..40, &spool);
+        j.mark_done(20..30, &spool);
+        assert_eq!(j.done.iter().collect::<Vec<_>>(), vec![(&10, &40)]);
+        j.mark_done(5..12, &spool);
+        j.mark_done(0..5, &spool);
+        assert_eq!(j.watermark, 40);
+        assert!(j.done.is_empty());
+        assert_eq!(j.pending(), 60);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_segment_that_is_not_a_regular_file_is_set_aside_never_opened() {
+        let dir = temp("hostile");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let jdir = dir.join(JOURNAL_DIR);
+        prepare_dir(&jdir).unwrap();
+        let fifo = jdir.join(segment_name(0));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (_, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.pending, 0);
+        assert!(!fifo.exists());
+        assert!(jdir
+            .join(format!("{}{BAD_SUFFIX}", segment_name(0)))
+            .exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
