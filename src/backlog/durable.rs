@@ -231,6 +231,8 @@ impl Backlog {
             Err(e) => {
                 r.paused_until = Some(now + WRITE_PAUSE);
                 r.failing = true;
+                // What was delivered makes room, so that reading can go on by itself.
+                r.journal.free_done(spool);
                 warn_limited(
                     &mut self.warned_at,
                     now,

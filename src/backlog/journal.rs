@@ -49,8 +49,8 @@ const MAX_RANGES: usize = (SLOT - 48) / 16;
 /// The state's first bytes.
 const MAGIC: &[u8; 4] = b"F2KJ";
 /// The largest segment; smaller when `--failed-attempts-max-bytes` is small, so that done
-/// segments free room in time.
-const SEGMENT_MAX: u64 = 8 << 20;
+/// segments free room in time. One file made and removed per MiB costs nothing measurable.
+const SEGMENT_MAX: u64 = 1 << 20;
 /// The most moved from the input at once.
 pub const SPLICE_MAX: usize = 1 << 20;
 
@@ -60,6 +60,8 @@ struct Segment {
     start: u64,
     len: u64,
     file: File,
+    /// Bytes at its start given back to the file system (a full disk): a hole now.
+    punched: u64,
 }
 
 impl Segment {
@@ -328,6 +330,7 @@ impl Journal {
                 start: self.tail,
                 len: 0,
                 file,
+                punched: 0,
             });
         }
         Ok(self.segments.back_mut().expect("a segment was made"))
@@ -504,11 +507,41 @@ impl Journal {
 
     /// Removes the segments that end at or below the watermark.
     fn remove_done_segments(&mut self, spool: &Spool) {
+        self.remove_segments(spool, false);
+    }
+
+    /// Gives back to a full disk what is done: every done segment, the one being appended to
+    /// included, and the done start of the first one left (punched out of the file).
+    pub fn free_done(&mut self, spool: &Spool) {
+        self.remove_segments(spool, true);
+        let Some(seg) = self.segments.front_mut() else {
+            return;
+        };
+        let done = (self.watermark.saturating_sub(seg.start).min(seg.len)) & !4095;
+        if done > seg.punched {
+            let punched = nix::fcntl::fallocate(
+                &seg.file,
+                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                seg.punched as i64,
+                (done - seg.punched) as i64,
+            );
+            if punched.is_ok() {
+                spool.release(done - seg.punched);
+                seg.punched = done;
+            }
+        }
+    }
+
+    fn remove_segments(&mut self, spool: &Spool, squeeze: bool) {
         while let Some(seg) = self.segments.front() {
-            // The segment being appended to stays until it is full: removing and making it
-            // again for every delivered batch would cost two file operations each.
-            let appending_to =
-                self.appending && self.segments.len() == 1 && seg.len < self.segment_max;
+            // The segment being appended to stays until it is full (unless the disk is):
+            // removing and making it again for every delivered batch would cost two file
+            // operations each.
+            let appending_to = !squeeze
+                && self.appending
+                && self.segments.len() == 1
+                && seg.len < self.segment_max;
             if seg.end() > self.watermark || appending_to {
                 break;
             }
@@ -525,7 +558,7 @@ impl Journal {
                     return;
                 }
             }
-            spool.release(seg.len);
+            spool.release(seg.len - seg.punched);
             self.dir_dirty = true;
             self.segments.pop_front();
         }
@@ -626,7 +659,12 @@ fn open_segments(dir: &Path) -> io::Result<VecDeque<Segment>> {
         let overlaps = segments.back().is_some_and(|s| s.end() > start);
         match opened {
             Ok((file, len)) if !overlaps && start.checked_add(len).is_some() => {
-                segments.push_back(Segment { start, len, file })
+                segments.push_back(Segment {
+                    start,
+                    len,
+                    file,
+                    punched: 0,
+                })
             }
             other => {
                 let why = match other {

@@ -72,20 +72,40 @@ fn spooled_lines(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Where lines wait while they cannot be delivered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Memory only.
+    Memory,
+    /// Memory, then the failed-attempts directory.
+    Spool,
+    /// The journal (`--durable`).
+    Journal,
+}
+
+/// The options for `keep`, with the failed-attempts directory `failed`.
+fn keep_args(keep: Keep, failed: &Path) -> Vec<&str> {
+    let dir = failed.to_str().unwrap();
+    match keep {
+        Keep::Memory => vec![],
+        Keep::Spool => vec!["--failed-attempts-dir", dir],
+        Keep::Journal => vec!["--failed-attempts-dir", dir, "--durable"],
+    }
+}
+
 /// The endpoint refuses connections for 10 s, then comes back.
-fn refused_then_back(spool: bool) {
-    let name = if spool {
-        "refused-spool"
-    } else {
-        "refused-nospool"
+fn refused_then_back(keep: Keep) {
+    let name = match keep {
+        Keep::Memory => "refused-nospool",
+        Keep::Spool => "refused-spool",
+        Keep::Journal => "refused-durable",
     };
+    let spool = keep == Keep::Spool;
     let dir = TempDir::new(name);
     let failed = dir.join("failed");
     let port = free_port();
     let mut extra = vec!["--max-buffer-bytes", "10MiB"];
-    if spool {
-        extra.extend(["--failed-attempts-dir", failed.to_str().unwrap()]);
-    }
+    extra.extend(keep_args(keep, &failed));
     let (daemon, fifo) = start(&dir, &format!("http://127.0.0.1:{port}"), &extra);
     let sent = lines(name, N, 200);
     let w = writer(&fifo, sent.clone());
@@ -98,9 +118,19 @@ fn refused_then_back(spool: bool) {
             || !spool_files(&failed).is_empty(),
         );
     }
+    if keep == Keep::Journal {
+        // Memory fills; reading goes on into the journal.
+        wait_until(
+            Duration::from_secs(10),
+            "the journal to grow past memory",
+            || daemon.stat("journal_bytes") > 10 << 20,
+        );
+    }
     thread::sleep(outage_end.saturating_duration_since(Instant::now()));
     if spool {
         assert!(w.is_finished() || daemon.stat("lines_spooled") > 0);
+    } else if keep == Keep::Journal {
+        assert!(spool_files(&failed).is_empty(), "the journal is the spool");
     } else {
         assert!(
             !w.is_finished(),
@@ -112,6 +142,11 @@ fn refused_then_back(spool: bool) {
     wait_until(LONG, "every line", || server.received_count() >= N);
     if spool {
         wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
+    }
+    if keep == Keep::Journal {
+        wait_until(LONG, "an empty journal", || {
+            daemon.stat("journal_bytes") == 0
+        });
     }
     let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
@@ -125,12 +160,17 @@ fn refused_then_back(spool: bool) {
 
 #[test]
 fn connections_refused_for_10s_without_a_spool() {
-    refused_then_back(false);
+    refused_then_back(Keep::Memory);
 }
 
 #[test]
 fn connections_refused_for_10s_with_a_spool() {
-    refused_then_back(true);
+    refused_then_back(Keep::Spool);
+}
+
+#[test]
+fn connections_refused_for_10s_with_durable() {
+    refused_then_back(Keep::Journal);
 }
 
 /// A cheap, repeatable hash for choosing faults.
@@ -144,7 +184,17 @@ fn mix(a: usize, b: usize) -> u64 {
 
 #[test]
 fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
+    throttling_server_errors_and_slow_answers(Keep::Memory);
+}
+
+#[test]
+fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing_with_durable() {
+    throttling_server_errors_and_slow_answers(Keep::Journal);
+}
+
+fn throttling_server_errors_and_slow_answers(keep: Keep) {
     let dir = TempDir::new("faults-mixed");
+    let failed = dir.join("failed");
     let server =
         FakeKinesis::with_behaviour("test-stream", false, |n, req| match mix(n, 0) % 100 {
             0..=9 => Reply::Error(
@@ -159,14 +209,17 @@ fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
                 Reply::FailRecords(throttled, "ProvisionedThroughputExceededException")
             }
         });
-    let (daemon, fifo) = start(&dir, &server.url, &["--request-timeout", "1s"]);
+    let mut extra = vec!["--request-timeout", "1s"];
+    extra.extend(keep_args(keep, &failed));
+    let (daemon, fifo) = start(&dir, &server.url, &extra);
     let sent = lines("mixed", N, 100);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || server.received_count() >= N);
     let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     println!(
-        "throttling 20% of records, 10% 500s, 1% slow answers: {N} lines, {dups} duplicates, {} retries, {} throttled records",
+        "throttling 20% of records, 10% 500s, 1% slow answers{}: {N} lines, {dups} duplicates, {} retries, {} throttled records",
+        if keep == Keep::Journal { " (--durable)" } else { "" },
         stat_from(&log, "retries"),
         stat_from(&log, "throttled_records")
     );
@@ -180,7 +233,17 @@ fn throttling_server_errors_and_slow_answers_lose_and_repeat_nothing() {
 
 #[test]
 fn dropped_connections_may_repeat_but_lose_nothing() {
+    dropped_connections(Keep::Memory);
+}
+
+#[test]
+fn dropped_connections_may_repeat_but_lose_nothing_with_durable() {
+    dropped_connections(Keep::Journal);
+}
+
+fn dropped_connections(keep: Keep) {
     let dir = TempDir::new("faults-hangup");
+    let failed = dir.join("failed");
     let server = FakeKinesis::with_behaviour("test-stream", false, |n, _| {
         if mix(n, 7) % 100 < 5 {
             Reply::HangUp {
@@ -190,13 +253,20 @@ fn dropped_connections_may_repeat_but_lose_nothing() {
             Reply::Accept
         }
     });
-    let (daemon, fifo) = start(&dir, &server.url, &[]);
+    let (daemon, fifo) = start(&dir, &server.url, &keep_args(keep, &failed));
     let sent = lines("hangup", N, 100);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || check_all(&server, &sent));
     stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
-    println!("5% of connections closed mid-request: {N} lines, {dups} duplicates");
+    println!(
+        "5% of connections closed mid-request{}: {N} lines, {dups} duplicates",
+        if keep == Keep::Journal {
+            " (--durable)"
+        } else {
+            ""
+        }
+    );
 }
 
 /// Whether every sent line has arrived (duplicates allowed).
@@ -210,6 +280,15 @@ fn check_all(server: &FakeKinesis, sent: &[Vec<u8>]) -> bool {
 
 #[test]
 fn a_stream_being_created_for_10s_then_success() {
+    stream_being_created(Keep::Spool);
+}
+
+#[test]
+fn a_stream_being_created_for_10s_then_success_with_durable() {
+    stream_being_created(Keep::Journal);
+}
+
+fn stream_being_created(keep: Keep) {
     let dir = TempDir::new("faults-notfound");
     let failed = dir.join("failed");
     let born = Instant::now() + Duration::from_secs(10);
@@ -223,24 +302,32 @@ fn a_stream_being_created_for_10s_then_success() {
     let (daemon, fifo) = start(
         &dir,
         &server.url,
-        &[
-            "--failed-attempts-dir",
-            failed.to_str().unwrap(),
-            "--retry-interval",
-            "1s",
-        ],
+        &[keep_args(keep, &failed), vec!["--retry-interval", "1s"]].concat(),
     );
     let sent = lines("notfound", N, 100);
     writer(&fifo, sent.clone()).join().unwrap();
     wait_until(LONG, "every line", || server.received_count() >= N);
     wait_until(LONG, "an empty spool", || spool_files(&failed).is_empty());
+    if keep == Keep::Journal {
+        wait_until(LONG, "an empty journal", || {
+            daemon.stat("journal_bytes") == 0
+        });
+    }
     let log = stop_cleanly(daemon);
     let dups = check_delivery(&server.received(), &sent);
     let logged = log
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("ResourceNotFoundException"))
         .count();
-    println!("stream missing for 10 s: {N} lines, {dups} duplicates, {} replayed, error logged {logged} time(s)", stat_from(&log, "lines_replayed"));
+    let mode = if keep == Keep::Journal {
+        " (--durable)"
+    } else {
+        ""
+    };
+    println!(
+        "stream missing for 10 s{mode}: {N} lines, {dups} duplicates, {} replayed, error logged {logged} time(s)",
+        stat_from(&log, "lines_replayed")
+    );
     assert_eq!(dups, 0);
     assert_eq!(logged, 1, "a distinct error is logged once:\n{log}");
 }
@@ -330,21 +417,19 @@ fn kill_9_during_an_outage_keeps_what_was_spooled() {
     stop_during_outage_then_restart(true);
 }
 
-/// A 30 s outage: without a spool, memory stays within budget + 8 MB and writers block; with
-/// one, reading continues and files appear.
-fn memory_during_outage(spool: bool) {
-    let name = if spool {
-        "memory-spool"
-    } else {
-        "memory-nospool"
+/// A 30 s outage: memory stays within budget + 8 MB; without a spool writers block; with one,
+/// reading continues and files appear; with `--durable`, reading continues into the journal.
+fn memory_during_outage(keep: Keep) {
+    let name = match keep {
+        Keep::Memory => "memory-nospool",
+        Keep::Spool => "memory-spool",
+        Keep::Journal => "memory-durable",
     };
+    let spool = keep != Keep::Memory;
     let dir = TempDir::new(name);
     let failed = dir.join("failed");
     let port = free_port();
-    let mut extra = vec![];
-    if spool {
-        extra.extend(["--failed-attempts-dir", failed.to_str().unwrap()]);
-    }
+    let extra = keep_args(keep, &failed);
     let (daemon, fifo) = start(&dir, &format!("http://127.0.0.1:{port}"), &extra);
     // 400,000 lines of 100 bytes: about 45 MB with partition keys, over the 32 MiB default.
     let sent = lines(name, 4 * N, 100);
@@ -359,7 +444,11 @@ fn memory_during_outage(spool: bool) {
     let budget_kib = 32 * 1024;
     println!("{name}: peak RSS {peak} KiB during a 30 s outage (budget {budget_kib} KiB); writer finished: {}", w.is_finished());
     assert!(peak <= budget_kib + 8 * 1024, "peak RSS {peak} KiB");
-    if spool {
+    if keep == Keep::Journal {
+        assert!(w.is_finished(), "with --durable, reading continues");
+        assert!(spool_files(&failed).is_empty(), "the journal is the spool");
+        assert!(daemon.stat("journal_bytes") >= 4 * N as u64 * 101);
+    } else if spool {
         assert!(w.is_finished(), "with a spool, reading continues");
         assert!(!spool_files(&failed).is_empty());
     } else {
@@ -374,12 +463,17 @@ fn memory_during_outage(spool: bool) {
 
 #[test]
 fn memory_stays_within_budget_during_an_outage_without_a_spool() {
-    memory_during_outage(false);
+    memory_during_outage(Keep::Memory);
 }
 
 #[test]
 fn reading_continues_during_an_outage_with_a_spool() {
-    memory_during_outage(true);
+    memory_during_outage(Keep::Spool);
+}
+
+#[test]
+fn reading_continues_into_the_journal_within_the_memory_budget_with_durable() {
+    memory_during_outage(Keep::Journal);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod answers;
 mod backlog;
 mod credentials;
 mod daemon;
+mod durable;
 mod endpoints;
 mod faults;
 mod kinesalite;
