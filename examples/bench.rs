@@ -8,6 +8,9 @@
 //! runs whose label contains it, e.g. `"100 B lines, HTTP"` or `TLS`. Each run is made
 //! `FIFO2KINESIS_BENCH_REPEAT` times (default 3); the row printed is the run of median
 //! throughput, with the lowest and highest daemon CPU of all of them beside it.
+//!
+//! The 100 B and 4 KiB cases run a second time with `--durable` (the journal in the temporary
+//! directory, fsynced every second), with their CPU and peak RSS beside the default mode's.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code)]
@@ -137,6 +140,7 @@ struct Case<'a> {
     tls: bool,
     lines: usize,
     size: usize,
+    durable: bool,
 }
 
 fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
@@ -145,6 +149,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
         tls,
         lines,
         size,
+        durable,
     } = case;
     let records = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
@@ -175,6 +180,15 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     if tls {
         cmd.args(["--ca-bundle", cert.cert_path.to_str().unwrap()]);
     }
+    let journal = dir.join("failed");
+    let _ = fs::remove_dir_all(&journal);
+    if durable {
+        cmd.args([
+            "--durable",
+            "--failed-attempts-dir",
+            journal.to_str().unwrap(),
+        ]);
+    }
     let mut daemon: Child = cmd.spawn().unwrap();
     let data = input(lines, size);
     let started = Instant::now();
@@ -202,6 +216,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     )
     .unwrap();
     daemon.wait().unwrap();
+    let _ = fs::remove_dir_all(&journal);
     let floor = cat_floor(dir, &data);
     Run {
         label: label.to_string(),
@@ -243,7 +258,7 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let cert = TestCert::generate(&dir);
     println!(
-        "{:<22} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10} {:>14} {:>18}",
+        "{:<31} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10} {:>14} {:>18} {:>22}",
         "run",
         "lines",
         "lines/s",
@@ -254,20 +269,38 @@ fn main() {
         "cat floor s",
         "x floor",
         "server CPU-s",
-        "CPU-s/100MB range"
+        "CPU-s/100MB range",
+        "CPU, RSS vs default"
     );
     let repeat: usize = std::env::var("FIFO2KINESIS_BENCH_REPEAT")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3)
         .max(1);
-    for (size, lines) in [
+    // The default mode's median CPU per 100 MB and peak RSS, by line size and TLS.
+    let mut default_mode: Vec<((usize, bool), (f64, u64))> = Vec::new();
+    let cases = [
         (100, base_lines),
         (1024, base_lines / 10),
         (4096, base_lines / 40),
-    ] {
-        for tls in [false, true] {
-            let label = format!("{size:>5} B lines, {}", if tls { "TLS " } else { "HTTP" });
+    ]
+    .into_iter()
+    .flat_map(|(size, lines)| {
+        [false, true].into_iter().flat_map(move |tls| {
+            let journaled = size != 1024;
+            [false, true]
+                .into_iter()
+                .filter(move |&d| !d || journaled)
+                .map(move |durable| (size, lines, tls, durable))
+        })
+    });
+    for (size, lines, tls, durable) in cases {
+        {
+            let label = format!(
+                "{size:>5} B lines, {}{}",
+                if tls { "TLS " } else { "HTTP" },
+                if durable { ", --durable" } else { "" }
+            );
             if !label.contains(&filter) {
                 continue;
             }
@@ -278,6 +311,7 @@ fn main() {
                         tls,
                         lines,
                         size,
+                        durable,
                     };
                     run(&bin, &dir, &cert, &case)
                 })
@@ -287,8 +321,24 @@ fn main() {
             let highest = runs.iter().map(per_100mb).fold(0.0, f64::max);
             runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
             let r = &runs[runs.len() / 2];
+            let cpu = per_100mb(r);
+            let versus = if durable {
+                default_mode.iter().find(|(k, _)| *k == (size, tls)).map_or(
+                    String::from("-"),
+                    |(_, (c, rss))| {
+                        format!(
+                            "{:+.0}% CPU, {:+} KiB",
+                            (cpu / c - 1.0) * 100.0,
+                            r.rss_kib as i64 - *rss as i64
+                        )
+                    },
+                )
+            } else {
+                default_mode.push(((size, tls), (cpu, r.rss_kib)));
+                String::from("-")
+            };
             println!(
-                "{:<22} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1} {:>14.2} {:>18}",
+                "{:<31} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
                 r.label,
                 r.lines,
                 r.lines as f64 / r.seconds,
@@ -299,7 +349,8 @@ fn main() {
                 r.floor.as_secs_f64(),
                 r.seconds / r.floor.as_secs_f64(),
                 r.server_cpu,
-                format!("{lowest:.3}-{highest:.3}")
+                format!("{lowest:.3}-{highest:.3}"),
+                versus
             );
         }
     }

@@ -154,8 +154,12 @@ fn the_metrics_file_parses_and_matches_what_happened() {
     });
     let (heads, samples) = parse_metrics(&metrics);
 
-    let gauges = ["fifo2kinesis_buffered_bytes", "fifo2kinesis_spool_bytes"];
-    assert_eq!(heads.len(), 17, "{heads:?}");
+    let gauges = [
+        "fifo2kinesis_buffered_bytes",
+        "fifo2kinesis_spool_bytes",
+        "fifo2kinesis_journal_bytes",
+    ];
+    assert_eq!(heads.len(), 19, "{heads:?}");
     for (name, kind, help) in &heads {
         assert!(name.starts_with("fifo2kinesis_"), "{name}");
         let want = if gauges.contains(&name.as_str()) {
@@ -180,11 +184,13 @@ fn the_metrics_file_parses_and_matches_what_happened() {
         ("fifo2kinesis_failed_records_total", 0),
         ("fifo2kinesis_lines_spooled_total", 1),
         ("fifo2kinesis_lines_replayed_total", 0),
+        ("fifo2kinesis_lines_resent_total", 0),
         ("fifo2kinesis_lines_dropped_total", 0),
         ("fifo2kinesis_fifo_reopens_total", 1),
         ("fifo2kinesis_credential_refreshes_total", 0),
         ("fifo2kinesis_buffered_bytes", 0),
         ("fifo2kinesis_spool_bytes", spool_bytes as usize),
+        ("fifo2kinesis_journal_bytes", 0),
         (
             "fifo2kinesis_failed_requests_total{code=\"InternalFailure\"}",
             1,
