@@ -121,6 +121,8 @@ pub struct Journal {
     dirty_since: Option<Instant>,
     /// A segment was created or removed since the directory was last forced to the disk.
     dir_dirty: bool,
+    /// Bytes from this offset on have not been forced to the disk.
+    synced_to: u64,
 }
 
 impl Journal {
@@ -176,6 +178,7 @@ impl Journal {
             fsync_interval,
             dirty_since: None,
             dir_dirty: false,
+            synced_to: 0,
         };
         let first = journal.segments.front().map_or(0, |s| s.start);
         journal.tail = journal.segments.back().map_or(0, Segment::end);
@@ -311,12 +314,6 @@ impl Journal {
             .back()
             .is_none_or(|s| s.len >= self.segment_max || s.end() != self.tail);
         if roll {
-            if let Some(last) = self.segments.back() {
-                // What it holds is forced to the disk before the next segment is started.
-                if self.dirty_since.is_some() {
-                    last.file.sync_data()?;
-                }
-            }
             let path = self.dir.join(segment_name(self.tail));
             let file = OpenOptions::new()
                 .read(true)
@@ -599,9 +596,11 @@ impl Journal {
         if self.dirty_since.is_none() && !self.dir_dirty {
             return Ok(());
         }
-        if let Some(last) = self.segments.back() {
-            last.file.sync_data()?;
+        // Every segment written since the last sync (more than one when segments rolled over).
+        for seg in self.segments.iter().filter(|s| s.end() > self.synced_to) {
+            seg.file.sync_data()?;
         }
+        self.synced_to = self.tail;
         self.state.sync_data()?;
         if self.dir_dirty {
             sync_dir(&self.dir)?;
