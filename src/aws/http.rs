@@ -72,17 +72,16 @@ impl HttpSettings {
         self.extra_roots.as_ref().map_or(0, |c| c.len())
     }
 
+    /// Mozilla's roots (and the bundle's), with rustls on ring.
     fn tls(&self) -> TlsConfig {
-        let roots = match &self.extra_roots {
-            None => RootCerts::WebPki,
-            Some(extra) => {
-                let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .map(|c| Certificate::from_der(c.as_ref()).to_owned());
-                RootCerts::from(builtin.chain(extra.iter().cloned()))
-            }
-        };
-        TlsConfig::builder().root_certs(roots).build()
+        let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned());
+        let extra = self.extra_roots.iter().flat_map(|e| e.iter().cloned());
+        TlsConfig::builder()
+            .root_certs(RootCerts::from(builtin.chain(extra)))
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build()
     }
 
     /// An agent for AWS service endpoints (proxies from the environment honoured).
