@@ -229,10 +229,17 @@ impl Backlog {
                 None
             }
             Err(e) => {
+                // What was delivered makes room: if some came back, try again at once.
+                let freed = r.journal.free_done(spool);
+                if freed > 0 {
+                    log!(
+                        Debug,
+                        "the journal could not be written ({e}): gave {freed} delivered bytes back to the disk"
+                    );
+                    return Ok(Some(ReadOutcome::Data(0)));
+                }
                 r.paused_until = Some(now + WRITE_PAUSE);
                 r.failing = true;
-                // What was delivered makes room, so that reading can go on by itself.
-                r.journal.free_done(spool);
                 warn_limited(
                     &mut self.warned_at,
                     now,

@@ -508,11 +508,14 @@ impl Journal {
     }
 
     /// Gives back to a full disk what is done: every done segment, the one being appended to
-    /// included, and the done start of the first one left (punched out of the file).
-    pub fn free_done(&mut self, spool: &Spool) {
+    /// included, and the done start of the first one left (punched out of the file). Returns
+    /// how many bytes it gave back.
+    pub fn free_done(&mut self, spool: &Spool) -> u64 {
+        let before = spool.used();
         self.remove_segments(spool, true);
+        let mut freed = before.saturating_sub(spool.used());
         let Some(seg) = self.segments.front_mut() else {
-            return;
+            return freed;
         };
         let done = (self.watermark.saturating_sub(seg.start).min(seg.len)) & !4095;
         if done > seg.punched {
@@ -525,9 +528,11 @@ impl Journal {
             );
             if punched.is_ok() {
                 spool.release(done - seg.punched);
+                freed += done - seg.punched;
                 seg.punched = done;
             }
         }
+        freed
     }
 
     fn remove_segments(&mut self, spool: &Spool, squeeze: bool) {

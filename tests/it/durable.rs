@@ -382,3 +382,43 @@ fn a_journal_left_by_a_durable_run_is_delivered_without_durable() {
         .collect();
     assert!(left.is_empty(), "delivered segments are removed: {left:?}");
 }
+
+/// The journal alone fills the disk while deliveries go through: what was delivered is given
+/// back (done segments removed, the done start of the segment being written punched out) and
+/// reading goes on by itself, with nothing freed by hand.
+#[test]
+fn a_disk_the_journal_fills_itself_gets_delivered_bytes_back_and_reading_goes_on() {
+    let dir = TempDir::new("disk-self");
+    let failed = dir.join("failed");
+    let disk = Tmpfs::mount(&failed, "4m");
+    let filler = failed.join("filler");
+    fs::write(&filler, vec![0u8; (disk.free() - 300 * 1024) as usize]).unwrap();
+    let server = FakeKinesis::start("test-stream");
+    let fifo = dir.join("in.pipe");
+    let daemon = start_daemon(
+        &dir,
+        &fifo,
+        &server,
+        &[
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--durable",
+            "--flush-interval",
+            "100ms",
+        ],
+    );
+    // 3 MB through 300 KiB of free disk.
+    let sent = numbered_lines("diskself", 30_000, 100);
+    spawn_writer(&fifo, sent.clone(), 100, LONG).join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= sent.len());
+    let log = stop_cleanly(daemon);
+    let (lost, cut, dups) = tally(&server.received(), &sent);
+    println!(
+        "a disk with 300 KiB free: {} lines, {lost} lost, {cut} cut, {dups} duplicates; the full disk was warned about {} time(s)",
+        sent.len(),
+        log.matches("cannot write the journal").count()
+    );
+    assert_eq!((lost, cut, dups), (0, 0, 0));
+    assert!(filler.exists(), "nothing was freed by hand");
+    drop(disk);
+}
