@@ -1042,4 +1042,42 @@ mod tests {
             .exists());
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn an_fsync_interval_of_zero_forces_every_append_and_one_second_waits() {
+        let dir = temp("fsync");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let t0 = Instant::now();
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::ZERO)
+                .unwrap()
+                .unwrap();
+            j.append_bytes(b"a\n", &spool, t0).unwrap();
+            assert_eq!(j.sync_deadline(), None, "forced at once");
+            assert_eq!(j.synced_to, 2);
+        }
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        j.sync().unwrap();
+        j.append_bytes(b"b\n", &spool, t0).unwrap();
+        assert_eq!(j.sync_deadline(), Some(t0 + Duration::from_secs(1)));
+        j.sync().unwrap();
+        assert_eq!((j.sync_deadline(), j.synced_to), (None, 4));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_that_is_a_symlink_is_refused_not_followed() {
+        let dir = temp("symlink");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let jdir = dir.join(JOURNAL_DIR);
+        prepare_dir(&jdir).unwrap();
+        let target = dir.join("elsewhere");
+        fs::write(&target, b"not the journal's").unwrap();
+        std::os::unix::fs::symlink(&target, jdir.join(STATE_FILE)).unwrap();
+        assert!(Journal::open(&spool, true, Duration::from_secs(1)).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"not the journal's");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -422,3 +422,64 @@ fn a_disk_the_journal_fills_itself_gets_delivered_bytes_back_and_reading_goes_on
     assert!(filler.exists(), "nothing was freed by hand");
     drop(disk);
 }
+
+/// `--failed-attempts-max-bytes` bounds the journal: when it is full, reading pauses and the
+/// writer waits; nothing kept is deleted, and every line arrives once the stream is back.
+#[test]
+fn a_full_journal_pauses_the_writer_and_deletes_nothing() {
+    let dir = TempDir::new("journal-cap");
+    let failed = dir.join("failed");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let fifo = dir.join("in.pipe");
+    let daemon = Daemon::start(
+        &dir,
+        &kinesis_args(
+            fifo.to_str().unwrap(),
+            &[
+                "--failed-attempts-dir",
+                failed.to_str().unwrap(),
+                "--durable",
+                "--failed-attempts-max-bytes",
+                "2MiB",
+                "--max-record-bytes",
+                "64KiB",
+                "--max-request-bytes",
+                "256KiB",
+                "--max-buffer-bytes",
+                "1MiB",
+            ],
+        ),
+        &aws_env(&endpoint),
+    );
+    wait_until(LONG, "the FIFO", || {
+        assert!(!daemon.has_exited(), "{}", daemon.stderr());
+        fifo.exists()
+    });
+    // 5 MB: past the journal's cap and the pipe's buffer.
+    let sent = numbered_lines("cap", 50_000, 100);
+    let w = spawn_writer(&fifo, sent.clone(), 100, LONG);
+    daemon.wait_log("--failed-attempts-max-bytes", LONG);
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        !w.is_finished(),
+        "the writer waits while the journal is full"
+    );
+    let journal_bytes = |d: &Path| -> u64 {
+        fs::read_dir(d.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    assert!(journal_bytes(&failed) <= 2 << 20, "the cap holds");
+    let server = FakeKinesis::on_port(port, "test-stream", |_, _| Reply::Accept);
+    w.join().unwrap();
+    wait_until(LONG, "every line", || server.received_count() >= sent.len());
+    let log = stop_cleanly(daemon);
+    let (lost, cut, dups) = tally(&server.received(), &sent);
+    println!(
+        "a 2 MiB journal for 5 MB: {lost} lost, {cut} cut, {dups} duplicates, lines_dropped={}",
+        stat_from(&log, "lines_dropped")
+    );
+    assert_eq!((lost, cut, dups), (0, 0, 0));
+}
