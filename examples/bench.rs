@@ -10,8 +10,8 @@
 //! throughput, with the lowest and highest daemon CPU of all of them beside it.
 //!
 //! The 100 B and 4 KiB cases run a second time with `--durable` (the journal in the temporary
-//! directory, fsynced every second), with their median CPU and peak RSS beside the default
-//! mode's.
+//! directory, fsynced every second), with their median CPU and median peak RSS beside the
+//! default mode's.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code)]
@@ -326,19 +326,22 @@ fn main() {
             let mut cpus: Vec<f64> = runs.iter().map(per_100mb).collect();
             cpus.sort_by(f64::total_cmp);
             let cpu = cpus[cpus.len() / 2];
+            let mut rsses: Vec<u64> = runs.iter().map(|r| r.rss_kib).collect();
+            rsses.sort_unstable();
+            let rss = rsses[rsses.len() / 2];
             let versus = if durable {
                 default_mode.iter().find(|(k, _)| *k == (size, tls)).map_or(
                     String::from("-"),
-                    |(_, (c, rss))| {
+                    |(_, (c, other))| {
                         format!(
                             "{:+.0}% CPU, {:+} KiB",
                             (cpu / c - 1.0) * 100.0,
-                            r.rss_kib as i64 - *rss as i64
+                            rss as i64 - *other as i64
                         )
                     },
                 )
             } else {
-                default_mode.push(((size, tls), (cpu, r.rss_kib)));
+                default_mode.push(((size, tls), (cpu, rss)));
                 String::from("-")
             };
             println!(

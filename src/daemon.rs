@@ -109,7 +109,7 @@ struct Daemon {
     /// The last problem with the path that was logged (logged again only when it changes).
     path_problem: Option<String>,
     /// Standard input ended with `--durable`: the stop begins once the journal was read.
-    input_ended: bool,
+    stdin_ended: bool,
 }
 
 /// Runs the daemon until it is stopped.
@@ -184,6 +184,9 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         buffers,
         piece_end: start_at,
         long_from: start_at,
+        long_read_to: None,
+        long_released_to: start_at,
+        carry_end: None,
     };
 
     let first_report = config.stats_interval.map(|i| Instant::now() + i);
@@ -203,7 +206,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         path_check_at: None,
         detached: false,
         path_problem: None,
-        input_ended: false,
+        stdin_ended: false,
     };
     if daemon.input.path().is_some() {
         daemon.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
@@ -252,7 +255,9 @@ impl Daemon {
         let deadline = match &self.stopping {
             Some(s) if s.channel_closed => Some(s.deadline + STOP_GRACE),
             Some(s) => Some(s.deadline),
-            None if (self.input_ready && !self.input.pollable()
+            None if (self.input_ready
+                && !self.input.pollable()
+                && !self.intake.backlog.journal_blocked()
                 || self.intake.backlog.journal_unread())
                 && self.may_read() =>
             {
@@ -282,7 +287,7 @@ impl Daemon {
             if (self.input_ready && !self.detached) || self.intake.backlog.journal_unread() {
                 self.read_input(poll)?;
             }
-            if self.input_ended && !self.intake.backlog.journal_unread() {
+            if self.stdin_ended && !self.intake.backlog.journal_unread() {
                 log!(Info, "standard input ended");
                 self.begin_stop();
             }
@@ -400,13 +405,14 @@ impl Daemon {
                 if self.intake.backlog.journal_unread() {
                     return Ok(());
                 }
-                // An earlier run's journal was read: its unfinished last line is a line.
-                self.intake.finish_line_at(now);
+                // An earlier run's journal was read; the input completes a line it left
+                // unfinished.
+                self.intake.journal_read_to_the_end();
                 self.intake.backlog.journal_read_all();
                 self.hand_over();
                 return self.read_input(poll);
             }
-            if !self.input_ready || self.detached || self.input_ended {
+            if !self.input_ready || self.detached || self.stdin_ended {
                 return Ok(());
             }
             match self
@@ -417,6 +423,9 @@ impl Daemon {
                 Some(ReadOutcome::Data(n)) => Stats::add(&self.stats.bytes_read, n as u64),
                 Some(ReadOutcome::WouldBlock) => self.input_ready = false,
                 Some(ReadOutcome::Closed) => self.on_input_closed(poll)?,
+                // A line longer than the journal can hold gives up its bytes read so far
+                // (they are in oversized/), and the journal tries again.
+                None if self.intake.release_long_line() => {}
                 // Full or failing: delivered lines or the retry deadline wake the loop.
                 None => return Ok(()),
             }
@@ -428,9 +437,9 @@ impl Daemon {
     fn on_input_closed(&mut self, poll: &Poll) -> io::Result<()> {
         if self.intake.backlog.durable() {
             // The journal ends the line; the reader finds it there.
-            self.intake.backlog.input_ended(Instant::now());
+            self.intake.backlog.writer_hung_up(Instant::now());
             if self.input.path().is_none() {
-                self.input_ended = true;
+                self.stdin_ended = true;
                 self.input_ready = false;
                 return Ok(());
             }
@@ -689,40 +698,48 @@ struct Intake {
     piece_end: u64,
     /// Where the over-long line being read from the journal started.
     long_from: u64,
+    /// How far that line has been read, while it is being read.
+    long_read_to: Option<u64>,
+    /// How far its bytes were given up to make room in the journal.
+    long_released_to: u64,
+    /// The journal offset the next line ends at: an earlier run's journal ended in the middle
+    /// of a line, which the input completes (without `--durable`).
+    carry_end: Option<u64>,
 }
 
 impl Intake {
+    /// Runs `f` with the splitter taken out, so that its pieces can reach the rest of `self`.
+    fn with_splitter(&mut self, f: impl FnOnce(&mut LineSplitter, &mut Intake)) {
+        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
+        f(&mut splitter, self);
+        self.splitter = splitter;
+    }
+
     /// Splits a chunk read at `now` into lines and batches.
     fn feed(&mut self, chunk: &[u8], now: Instant) {
-        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.feed(chunk, &mut |p| self.on_piece(p, now, None));
-        self.splitter = splitter;
+        self.with_splitter(|s, me| s.feed(chunk, &mut |p| me.on_piece(p, now, None)));
     }
 
     /// Splits a chunk read from the journal at offset `at`.
     fn feed_at(&mut self, chunk: &[u8], at: u64, now: Instant) {
-        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.feed_at(chunk, &mut |p, n| {
-            self.on_piece(p, now, Some(at + n as u64))
+        self.with_splitter(|s, me| {
+            s.feed_at(chunk, &mut |p, n| me.on_piece(p, now, Some(at + n as u64)))
         });
-        self.splitter = splitter;
     }
 
-    /// Ends an unfinished line read from the journal, at the journal's end.
-    fn finish_line_at(&mut self, now: Instant) {
-        let tail = self.backlog.journal_tail().unwrap_or(self.piece_end);
-        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.finish(&mut |p| self.on_piece(p, now, Some(tail)));
-        self.splitter = splitter;
+    /// An earlier run's journal was read to its end: a line it left unfinished is completed
+    /// by the input (its writer may hold the FIFO open), and covers the journal to its end.
+    fn journal_read_to_the_end(&mut self) {
+        if self.splitter.has_partial() {
+            self.carry_end = self.backlog.journal_tail();
+        }
     }
 
     /// The journal reader moved from `from` to `to` over bytes that need nothing more.
     fn skipped(&mut self, from: u64, to: u64, now: Instant) {
         if self.splitter.has_partial() {
             // Only a damaged journal skips inside a line: what came before is a line.
-            let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-            splitter.finish(&mut |p| self.on_piece(p, now, Some(from)));
-            self.splitter = splitter;
+            self.with_splitter(|s, me| s.finish(&mut |p| me.on_piece(p, now, Some(from))));
         }
         self.piece_end = to;
         if !self.batcher.is_filling() {
@@ -742,9 +759,21 @@ impl Intake {
 
     /// Ends the current line, if any: the input ended or the daemon is stopping.
     fn finish_line(&mut self, now: Instant) {
-        let mut splitter = std::mem::replace(&mut self.splitter, LineSplitter::new(0));
-        splitter.finish(&mut |p| self.on_piece(p, now, None));
-        self.splitter = splitter;
+        self.with_splitter(|s, me| s.finish(&mut |p| me.on_piece(p, now, None)));
+    }
+
+    /// The journal is full in the middle of an over-long line: the bytes of it read so far
+    /// (streamed to `oversized/`, or counted lost) need nothing more. True if that gave
+    /// anything up, so that appending is worth another try.
+    fn release_long_line(&mut self) -> bool {
+        match self.long_read_to {
+            Some(to) if to > self.long_released_to => {
+                self.backlog.journal_done(Some(self.long_from..to));
+                self.long_released_to = to;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Hands a sealed batch to the backlog, with its request body made here.
@@ -759,6 +788,7 @@ impl Intake {
         match piece {
             Piece::Line(line) => {
                 Stats::add(&self.stats.lines_read, 1);
+                let end = end.or_else(|| self.carry_end.take());
                 let Intake {
                     batcher,
                     backlog,
@@ -780,37 +810,32 @@ impl Intake {
             }
             Piece::Empty => {
                 Stats::add(&self.stats.empty_lines, 1);
-                if let Some(end) = end {
+                if let Some(end) = end.or_else(|| self.carry_end.take()) {
                     self.piece_end = end;
                     self.between_batches(end);
                 }
             }
             Piece::LongStart(bytes) => {
                 self.long_from = self.piece_end;
+                self.long_released_to = self.piece_end;
+                self.long_read_to = end;
                 self.backlog.long_start(bytes);
-                self.long_progress(end);
             }
             Piece::LongMore(bytes) => {
+                self.long_read_to = end;
                 self.backlog.long_more(bytes);
-                self.long_progress(end);
             }
             Piece::Oversized { len } => {
+                // Kept in oversized/ (or counted lost) now: its journal bytes need nothing
+                // more. Until here a crash reads it again from the journal, whole.
                 self.backlog.long_end(len, self.max_line);
-                if let Some(end) = end {
-                    self.long_progress(Some(end));
+                self.long_read_to = None;
+                if let Some(end) = end.or_else(|| self.carry_end.take()) {
+                    self.backlog.journal_done(Some(self.long_from..end));
                     self.piece_end = end;
                     self.between_batches(end);
                 }
             }
-        }
-    }
-
-    /// The bytes of an over-long line are kept in `oversized/` (or counted lost) as they come:
-    /// in the journal they need nothing more, so a line longer than the journal's cap cannot
-    /// stop it.
-    fn long_progress(&mut self, end: Option<u64>) {
-        if let Some(end) = end {
-            self.backlog.journal_done(Some(self.long_from..end));
         }
     }
 }

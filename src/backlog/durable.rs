@@ -39,6 +39,10 @@ pub(super) struct Reading {
     no_splice: bool,
     /// A journal left by an earlier run was read to its end (without `--durable`).
     read_all: bool,
+    /// The last writer hung up on an unfinished line and its `\n` is not written yet.
+    newline_owed: bool,
+    /// The last attempt to append found the journal full or failing: reading waits.
+    blocked: bool,
 }
 
 /// What [`Backlog::read_journal`] gave.
@@ -82,6 +86,8 @@ impl Backlog {
             unwritten: Vec::new(),
             no_splice: false,
             read_all: false,
+            newline_owed: false,
+            blocked: false,
         });
     }
 
@@ -182,7 +188,18 @@ impl Backlog {
             return Ok(None);
         }
         r.paused_until = None;
-        let result = if !r.unwritten.is_empty() {
+        let result = if r.newline_owed {
+            // The line the last writer left unfinished ends before the next writer's bytes.
+            r.journal.terminate_last_line(spool, now).map(|a| {
+                if a != Appended::Full {
+                    r.newline_owed = false;
+                }
+                match a {
+                    Appended::Full => Appended::Full,
+                    _ => Appended::Bytes(0),
+                }
+            })
+        } else if !r.unwritten.is_empty() {
             r.journal.append_bytes(&r.unwritten, spool, now).map(|a| {
                 if a != Appended::Full {
                     r.unwritten.clear();
@@ -217,6 +234,10 @@ impl Backlog {
             }
             Ok(Appended::WouldBlock) => Some(ReadOutcome::WouldBlock),
             Ok(Appended::End) => Some(input.end_of_input()),
+            Ok(Appended::Full) if r.journal.free_done(spool) > 0 => {
+                // Delivered bytes the segment being written still held came back: again.
+                Some(ReadOutcome::Data(0))
+            }
             Ok(Appended::Full) => {
                 warn_limited(
                     &mut self.warned_at,
@@ -256,26 +277,24 @@ impl Backlog {
             r.failing = false;
             log!(Info, "the journal takes writes again: reading resumed");
         }
+        r.blocked = outcome.is_none();
         Ok(outcome)
     }
 
-    /// The input's last writer hung up: an unfinished last line is a whole line.
-    pub fn input_ended(&mut self, now: Instant) {
-        let Some(r) = self.reading.as_mut() else {
+    /// Whether the last attempt to append found the journal full or failing (the loop waits
+    /// for a delivery or the pause's end rather than trying again at once).
+    pub fn journal_blocked(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.blocked)
+    }
+
+    /// The input's last writer hung up: an unfinished last line is a whole line. Its `\n` is
+    /// written now, or before anything else when the journal takes writes again.
+    pub fn writer_hung_up(&mut self, now: Instant) {
+        let (Some(r), Some(spool)) = (self.reading.as_mut(), self.spool.as_ref()) else {
             return;
         };
-        let spool = self.spool.as_ref().expect("a journal has a directory");
-        if !r.unwritten.is_empty() {
-            // Written with the next attempt; the line ends after it.
-            r.unwritten.push(b'\n');
-            return;
-        }
-        if let Err(e) = r.journal.terminate_last_line(spool, now) {
-            log!(
-                Warn,
-                "cannot end the last line in the journal ({e}): it is joined to the next writer's first line"
-            );
-        }
+        r.newline_owed =
+            !matches!(r.journal.terminate_last_line(spool, now), Ok(a) if a != Appended::Full);
     }
 
     /// Records that the journal's `range` needs nothing more (delivered, or kept elsewhere).
@@ -310,13 +329,7 @@ impl Backlog {
             return;
         };
         if force || r.journal.sync_deadline().is_some_and(|d| d <= now) {
-            if let Err(e) = r.journal.sync() {
-                warn_limited(
-                    &mut self.warned_at,
-                    now,
-                    format_args!("cannot force the journal to the disk: {e}"),
-                );
-            }
+            r.journal.sync_or_warn(now);
         }
     }
 }

@@ -53,6 +53,9 @@ const MAGIC: &[u8; 4] = b"F2KJ";
 const SEGMENT_MAX: u64 = 1 << 20;
 /// The most moved from the input at once.
 pub const SPLICE_MAX: usize = 1 << 20;
+/// The largest offset accepted from the directory (2^62: centuries of input at any rate), so
+/// that no sum of offsets overflows.
+const MAX_OFFSET: u64 = 1 << 62;
 
 /// One segment file.
 #[derive(Debug)]
@@ -123,6 +126,8 @@ pub struct Journal {
     dir_dirty: bool,
     /// Bytes from this offset on have not been forced to the disk.
     synced_to: u64,
+    /// When a failed sync was last logged.
+    sync_warned: Option<Instant>,
 }
 
 impl Journal {
@@ -135,25 +140,28 @@ impl Journal {
         fsync_interval: Duration,
     ) -> io::Result<Option<(Journal, Recovered)>> {
         let dir = spool.dir().join(JOURNAL_DIR);
-        if !appending && !dir.exists() {
-            return Ok(None);
+        if !appending {
+            // Only an earlier --durable run's segments are worth a look; anything else under
+            // that name is left alone.
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    log!(
+                        Warn,
+                        "{} is not a directory: no journal to deliver",
+                        dir.display()
+                    );
+                    return Ok(None);
+                }
+                Err(_) => return Ok(None),
+            }
+            if open_segments(&dir)?.is_empty() {
+                return Ok(None);
+            }
         }
         prepare_dir(&dir)?;
         let segments = open_segments(&dir)?;
-        let state = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
-            .open(dir.join(STATE_FILE))?;
-        if !state.metadata()?.is_file() {
-            return Err(io::Error::other(format!(
-                "{} is not a regular file",
-                dir.join(STATE_FILE).display()
-            )));
-        }
+        let state = open_state(&dir)?;
         let saved = read_state(&state);
         // Both slots are written out now, so that recording the state later never needs a
         // new block of a full disk.
@@ -179,6 +187,7 @@ impl Journal {
             dirty_since: None,
             dir_dirty: false,
             synced_to: 0,
+            sync_warned: None,
         };
         let first = journal.segments.front().map_or(0, |s| s.start);
         journal.tail = journal.segments.back().map_or(0, Segment::end);
@@ -215,8 +224,9 @@ impl Journal {
         }
         if journal.watermark > journal.tail {
             // Everything on disk was done (a power cut may have cut the last segment short):
-            // the stream goes on from the watermark.
+            // the stream goes on from the watermark, with a new line.
             journal.tail = journal.watermark;
+            journal.mid_line = false;
         }
         // Gaps between segments (a segment removed by hand) hold nothing to read.
         let gaps: Vec<(u64, u64)> = journal
@@ -226,20 +236,27 @@ impl Journal {
             .filter(|(a, b)| a.end() < b.start)
             .map(|(a, b)| (a.end(), b.start))
             .collect();
-        for (a, b) in gaps {
+        let (watermark, tail) = (journal.watermark, journal.tail);
+        let saved_done = std::mem::take(&mut journal.done);
+        for (a, b) in saved_done {
+            let (a, b) = (a.max(watermark), b.min(tail));
+            if a < b {
+                journal.insert_done(a, b);
+            }
+        }
+        for (a, b) in gaps.into_iter().filter(|&(_, b)| b > watermark) {
             log!(
                 Warn,
                 "the journal has no bytes from {a} to {b} (a segment is missing); going on after it"
             );
-            journal.insert_done(a, b);
+            journal.insert_done(a.max(watermark), b);
         }
-        let (watermark, tail) = (journal.watermark, journal.tail);
-        journal.done.retain(|&a, b| {
-            *b = (*b).min(tail);
-            a > watermark && a < *b
-        });
-        journal.advance_watermark();
-        journal.remove_done_segments(spool);
+        // A watermark in a gap moves over it, with a new line after it.
+        if journal.advance_watermark() && journal.read_at(journal.watermark - 1, &mut [0]).is_err()
+        {
+            journal.mid_line = false;
+        }
+        journal.remove_segments(spool, false);
         journal.write_state();
         let done_above: u64 = journal.done.iter().map(|(a, b)| b - a).sum();
         let recovered = Recovered {
@@ -306,14 +323,15 @@ impl Journal {
         }
     }
 
-    /// The last segment, ready for `want` more bytes: a new one when there is none or it is
-    /// full.
+    /// The last segment, ready for more bytes: a new one when there is none, it is full, or
+    /// it does not end at the tail.
     fn writable_segment(&mut self) -> io::Result<&mut Segment> {
         let roll = self
             .segments
             .back()
             .is_none_or(|s| s.len >= self.segment_max || s.end() != self.tail);
         if roll {
+            self.ensure_dir()?;
             let path = self.dir.join(segment_name(self.tail));
             let file = OpenOptions::new()
                 .read(true)
@@ -333,9 +351,27 @@ impl Journal {
         Ok(self.segments.back_mut().expect("a segment was made"))
     }
 
+    /// Makes the journal's directory and state file again if someone removed them.
+    fn ensure_dir(&mut self) -> io::Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        log!(
+            Warn,
+            "the journal directory {} was removed; creating it again",
+            self.dir.display()
+        );
+        prepare_dir(&self.dir)?;
+        self.state = open_state(&self.dir)?;
+        self.state.write_all_at(&[0; 2 * SLOT], 0)?;
+        self.write_state();
+        self.dir_dirty = true;
+        Ok(())
+    }
+
     /// Moves up to [`SPLICE_MAX`] bytes from `input` (a pipe, nonblocking) to the tail,
-    /// within the room the spool's cap gives. Errors are the file system's (disk full, I/O
-    /// error): nothing was taken from the input then.
+    /// within the room the spool's cap gives. An error is the file system's (disk full, I/O
+    /// error) or the input's; `splice` takes nothing from the pipe that it did not write.
     pub fn append_from(
         &mut self,
         input: impl AsFd,
@@ -372,7 +408,7 @@ impl Journal {
             }
             Ok(n) => {
                 spool.release(granted - n as u64);
-                self.appended(n as u64, now)?;
+                self.appended(n as u64, now);
                 Ok(Appended::Bytes(n))
             }
             Err(e) => {
@@ -403,7 +439,7 @@ impl Journal {
             .and_then(|seg| seg.file.write_all_at(bytes, seg.len));
         match written {
             Ok(()) => {
-                self.appended(n, now)?;
+                self.appended(n, now);
                 Ok(Appended::Bytes(bytes.len()))
             }
             Err(e) => {
@@ -413,45 +449,67 @@ impl Journal {
         }
     }
 
-    fn appended(&mut self, n: u64, now: Instant) -> io::Result<()> {
+    /// Counts `n` appended bytes. With `--fsync-interval 0` they are forced to the disk now;
+    /// a sync that fails is logged and tried again at the next append (the bytes are in).
+    fn appended(&mut self, n: u64, now: Instant) {
         let seg = self.segments.back_mut().expect("appended to a segment");
         seg.len += n;
         self.tail += n;
         self.dirty_since.get_or_insert(now);
         if self.fsync_interval.is_zero() {
-            self.sync()?;
+            self.sync_or_warn(now);
         }
-        Ok(())
+    }
+
+    /// Forces the journal to the disk; a failure is logged (once a minute) and tried again
+    /// after `--fsync-interval` (at least a second), not at once.
+    pub fn sync_or_warn(&mut self, now: Instant) {
+        if let Err(e) = self.sync() {
+            if self
+                .sync_warned
+                .is_none_or(|at| now >= at + Duration::from_secs(60))
+            {
+                self.sync_warned = Some(now);
+                log!(
+                    Warn,
+                    "cannot force the journal in {} to the disk: {e}",
+                    self.dir.display()
+                );
+            }
+            self.dirty_since =
+                Some(now + Duration::from_secs(1).saturating_sub(self.fsync_interval));
+        }
     }
 
     /// Ends an unterminated last line with `\n` (its writer hung up: it is a whole line).
-    pub fn terminate_last_line(&mut self, spool: &Spool, now: Instant) -> io::Result<()> {
-        if self.tail == self.watermark || !self.appending {
-            return Ok(());
+    /// `Bytes(0)` when the line was ended already; `Full` when the cap leaves no room for it.
+    pub fn terminate_last_line(&mut self, spool: &Spool, now: Instant) -> io::Result<Appended> {
+        if !self.appending {
+            return Ok(Appended::Bytes(0));
         }
-        let mut last = [0u8; 1];
-        if self.read_at(self.tail - 1, &mut last)? == 1 && last[0] != b'\n' {
-            match self.append_bytes(b"\n", spool, now)? {
-                Appended::Full => {
-                    return Err(io::Error::other(
-                        "the failed-attempts directory is full (--failed-attempts-max-bytes)",
-                    ))
-                }
-                _ => return Ok(()),
-            }
+        let unterminated = if self.tail == self.watermark {
+            // Everything is done; the last line may still be the rest of an over-long one.
+            self.mid_line
+        } else {
+            let mut last = [0u8; 1];
+            self.read_at(self.tail - 1, &mut last)? == 1 && last[0] != b'\n'
+        };
+        if unterminated {
+            self.append_bytes(b"\n", spool, now)
+        } else {
+            Ok(Appended::Bytes(0))
         }
-        Ok(())
     }
 
-    /// Records that `range` is done (accepted, or kept elsewhere); `ends_mid_line`: its end
-    /// falls inside a line. Removes the segments this completes.
+    /// Records that `range` is done (accepted, or kept elsewhere) and removes the segments
+    /// this completes.
     pub fn mark_done(&mut self, range: std::ops::Range<u64>, spool: &Spool) {
         if range.start >= range.end || range.end <= self.watermark {
             return;
         }
         self.insert_done(range.start.max(self.watermark), range.end);
         if self.advance_watermark() {
-            self.remove_done_segments(spool);
+            self.remove_segments(spool, false);
         }
         self.write_state();
     }
@@ -502,11 +560,6 @@ impl Journal {
         }
     }
 
-    /// Removes the segments that end at or below the watermark.
-    fn remove_done_segments(&mut self, spool: &Spool) {
-        self.remove_segments(spool, false);
-    }
-
     /// Gives back to a full disk what is done: every done segment, the one being appended to
     /// included, and the done start of the first one left (punched out of the file). Returns
     /// how many bytes it gave back.
@@ -535,6 +588,8 @@ impl Journal {
         freed
     }
 
+    /// Removes the segments that end at or below the watermark; the one being appended to
+    /// only when it is full, or when `squeeze` (the disk or the cap is full).
     fn remove_segments(&mut self, spool: &Spool, squeeze: bool) {
         while let Some(seg) = self.segments.front() {
             // The segment being appended to stays until it is full (unless the disk is):
@@ -543,6 +598,7 @@ impl Journal {
             let appending_to = !squeeze
                 && self.appending
                 && self.segments.len() == 1
+                && seg.end() == self.tail
                 && seg.len < self.segment_max;
             if seg.end() > self.watermark || appending_to {
                 break;
@@ -622,6 +678,27 @@ impl Journal {
     }
 }
 
+/// Opens (or creates, 0600) the state file without following a symlink or blocking, and
+/// refuses anything but a regular file.
+fn open_state(dir: &Path) -> io::Result<File> {
+    let path = dir.join(STATE_FILE);
+    let state = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(&path)?;
+    if !state.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(state)
+}
+
 fn segment_name(start: u64) -> String {
     format!("{SEGMENT_PREFIX}{start:020}")
 }
@@ -636,8 +713,11 @@ fn open_segments(dir: &Path) -> io::Result<VecDeque<Segment>> {
         let Some(digits) = name.strip_prefix(SEGMENT_PREFIX) else {
             continue;
         };
+        // Exactly the names this journal writes: 20 ASCII digits, within MAX_OFFSET.
         match digits.parse::<u64>() {
-            Ok(start) if digits.len() == 20 => found.push((start, entry.path())),
+            Ok(start) if start <= MAX_OFFSET && name == segment_name(start) => {
+                found.push((start, entry.path()))
+            }
             _ => {}
         }
     }
@@ -662,7 +742,7 @@ fn open_segments(dir: &Path) -> io::Result<VecDeque<Segment>> {
             });
         let overlaps = segments.back().is_some_and(|s| s.end() > start);
         match opened {
-            Ok((file, len)) if !overlaps && start.checked_add(len).is_some() => {
+            Ok((file, len)) if !overlaps && start + len <= MAX_OFFSET => {
                 segments.push_back(Segment {
                     start,
                     len,
@@ -729,8 +809,9 @@ fn encode_state(s: &State) -> Vec<u8> {
     v
 }
 
-/// Reads one slot; `None` unless it is whole and consistent.
-fn decode_state(slot: &[u8]) -> Option<State> {
+/// Parses one slot of the journal's state file (a hostile file in the directory); `None`
+/// unless it is whole and consistent.
+pub fn parse_state_slot(slot: &[u8]) -> Option<State> {
     let u64_at = |i: usize| -> Option<u64> {
         Some(u64::from_le_bytes(slot.get(i..i + 8)?.try_into().ok()?))
     };
@@ -740,6 +821,9 @@ fn decode_state(slot: &[u8]) -> Option<State> {
     let seq = u64_at(4)?;
     let watermark = u64_at(12)?;
     let handed = u64_at(20)?;
+    if watermark > MAX_OFFSET || handed > MAX_OFFSET {
+        return None;
+    }
     let mid_line = match *slot.get(28)? {
         0 => false,
         1 => true,
@@ -757,8 +841,8 @@ fn decode_state(slot: &[u8]) -> Option<State> {
     let mut last = watermark;
     for i in 0..n {
         let (a, b) = (u64_at(33 + i * 16)?, u64_at(41 + i * 16)?);
-        // Sorted, above the watermark, not touching each other, not empty.
-        if a <= last || b <= a {
+        // Sorted, above the watermark, not touching each other, not empty, in bounds.
+        if a <= last || b <= a || b > MAX_OFFSET {
             return None;
         }
         last = b;
@@ -785,9 +869,9 @@ fn read_state(file: &File) -> Option<State> {
             Err(_) => return None,
         }
     }
-    let a = decode_state(&buf[..SLOT.min(got)]);
+    let a = parse_state_slot(&buf[..SLOT.min(got)]);
     let b = if got > SLOT {
-        decode_state(&buf[SLOT..got])
+        parse_state_slot(&buf[SLOT..got])
     } else {
         None
     };
@@ -805,12 +889,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-/// Parses one slot of the journal's state file (a hostile file in the directory); `None`
-/// unless the slot is whole and consistent.
-pub fn parse_state_slot(slot: &[u8]) -> Option<State> {
-    decode_state(slot)
 }
 
 #[cfg(test)]
@@ -956,20 +1034,20 @@ mod tests {
             done: vec![(12, 15), (16, 18)],
         };
         let mut slot = encode_state(&s);
-        assert_eq!(decode_state(&slot), Some(s.clone()));
+        assert_eq!(parse_state_slot(&slot), Some(s.clone()));
         for i in 0..slot.len() {
             let mut torn = slot.clone();
             torn[i] ^= 0x40;
-            assert_eq!(decode_state(&torn), None, "byte {i} changed");
+            assert_eq!(parse_state_slot(&torn), None, "byte {i} changed");
         }
         slot.truncate(slot.len() - 1);
-        assert_eq!(decode_state(&slot), None);
+        assert_eq!(parse_state_slot(&slot), None);
         let bad = State {
             done: vec![(15, 12)],
             ..s.clone()
         };
         assert_eq!(
-            decode_state(&encode_state(&bad)),
+            parse_state_slot(&encode_state(&bad)),
             None,
             "ranges must be well formed"
         );
@@ -978,7 +1056,7 @@ mod tests {
             ..s
         };
         assert_eq!(
-            decode_state(&encode_state(&below)),
+            parse_state_slot(&encode_state(&below)),
             None,
             "ranges lie above the watermark"
         );
@@ -1078,6 +1156,129 @@ mod tests {
         std::os::unix::fs::symlink(&target, jdir.join(STATE_FILE)).unwrap();
         assert!(Journal::open(&spool, true, Duration::from_secs(1)).is_err());
         assert_eq!(fs::read(&target).unwrap(), b"not the journal's");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_segment_under_the_watermark_is_gone_over_not_read() {
+        let dir = temp("gap");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+                .unwrap()
+                .unwrap();
+            j.append_bytes(b"aaaa\n", &spool, Instant::now()).unwrap();
+            j.tail = 10_000;
+            j.segments.clear();
+            j.append_bytes(b"bbbb\ncccc\n", &spool, Instant::now())
+                .unwrap();
+            j.mark_done(10_000..10_005, &spool);
+        }
+        // A stray earlier segment, and the watermark's segment missing.
+        let jdir = dir.join(JOURNAL_DIR);
+        fs::write(jdir.join(segment_name(0)), b"old\n").unwrap();
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (j, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.start, 0);
+        assert_eq!(
+            j.done_after(4),
+            Some((4, 10_005)),
+            "the gap and what was done after it"
+        );
+        assert_eq!(r.pending, 4 + 5);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_names_the_journal_writes_are_segments() {
+        let dir = temp("names");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let jdir = dir.join(JOURNAL_DIR);
+        prepare_dir(&jdir).unwrap();
+        fs::write(jdir.join(segment_name(0)), b"real\n").unwrap();
+        fs::write(jdir.join("segment-+0000000000000000000"), b"forged\n").unwrap();
+        fs::write(jdir.join(segment_name(MAX_OFFSET + 1)), b"far\n").unwrap();
+        let (j, r) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.pending, 5);
+        let mut buf = [0u8; 5];
+        j.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"real\n");
+        assert!(jdir.join(segment_name(0)).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn without_durable_anything_but_a_journal_with_segments_is_left_alone() {
+        let dir = temp("plain");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        fs::write(dir.join(JOURNAL_DIR), b"a file").unwrap();
+        assert!(Journal::open(&spool, false, Duration::from_secs(1))
+            .unwrap()
+            .is_none());
+        fs::remove_file(dir.join(JOURNAL_DIR)).unwrap();
+        prepare_dir(&dir.join(JOURNAL_DIR)).unwrap();
+        assert!(Journal::open(&spool, false, Duration::from_secs(1))
+            .unwrap()
+            .is_none());
+        assert!(
+            !dir.join(JOURNAL_DIR).join(STATE_FILE).exists(),
+            "nothing written"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hang_up_after_an_over_long_line_whose_bytes_are_all_done_still_ends_it() {
+        let dir = temp("hangup");
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let t0 = Instant::now();
+        j.append_bytes(b"ok\nxxxxxxxxxx", &spool, t0).unwrap();
+        j.mark_done(0..13, &spool);
+        assert!(j.mid_line);
+        assert_eq!(
+            j.terminate_last_line(&spool, t0).unwrap(),
+            Appended::Bytes(1)
+        );
+        assert_eq!(j.tail(), 14);
+        assert_eq!(
+            j.terminate_last_line(&spool, t0).unwrap(),
+            Appended::Bytes(0),
+            "once"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_cap_gets_back_the_done_bytes_of_the_segment_being_written() {
+        let dir = temp("squeeze");
+        // Room for the state and 3000 bytes: less than one 4 KiB segment.
+        let spool = Spool::open(&dir, 2 * SLOT as u64 + 3000).unwrap();
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let t0 = Instant::now();
+        let (rd, _w) = pipe_with(&[b'\n'; 5000]);
+        while let Appended::Bytes(_) = j.append_from(&rd, &spool, t0).unwrap() {}
+        assert_eq!(j.append_from(&rd, &spool, t0).unwrap(), Appended::Full);
+        j.mark_done(0..3000, &spool);
+        assert_eq!(
+            j.segments.len(),
+            1,
+            "the segment being written is kept while there is room"
+        );
+        assert_eq!(j.append_from(&rd, &spool, t0).unwrap(), Appended::Full);
+        assert_eq!(j.free_done(&spool), 3000);
+        assert!(matches!(
+            j.append_from(&rd, &spool, t0).unwrap(),
+            Appended::Bytes(2000)
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,8 @@
 //! plain functions of [`policy`].
 //!
 //! What it promises: every line read ends in exactly one of accepted, in the failed-attempts
-//! directory, or counted as lost (`lines_dropped`, and the exit status 1). Lines are lost only
+//! directory (with `--durable`, in the journal: [`journal`], [`durable`]), or counted as lost
+//! (`lines_dropped`, and the exit status 1). Lines are lost only
 //! when there is nowhere to keep them: no directory, or at the stop a directory that is full or
 //! failing, or a sender that overran the stop deadline and its grace. While the daemon runs, a
 //! full or failing directory makes it hold lines in memory and pause reading instead.

@@ -535,6 +535,7 @@ fn dir_bytes(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
+/// Forces a directory's entries to the disk.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -115,13 +115,6 @@ impl LineSplitter {
         self.hold(rest, &mut |p| out(p, total));
     }
 
-    /// Forgets an unfinished line (its bytes are kept elsewhere and read again later).
-    pub fn reset(&mut self) {
-        self.pending.clear();
-        self.long = None;
-        self.shrink();
-    }
-
     /// Ends the input: an unterminated tail becomes a line.
     pub fn finish(&mut self, out: &mut impl FnMut(Piece<'_>)) {
         if self.long.is_some() {
