@@ -187,6 +187,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         long_read_to: None,
         long_released_to: start_at,
         carry_end: None,
+        discard_to_newline: false,
     };
 
     let first_report = config.stats_interval.map(|i| Instant::now() + i);
@@ -287,7 +288,10 @@ impl Daemon {
             if (self.input_ready && !self.detached) || self.intake.backlog.journal_unread() {
                 self.read_input(poll)?;
             }
-            if self.stdin_ended && !self.intake.backlog.journal_unread() {
+            if self.stdin_ended
+                && !self.intake.backlog.journal_unread()
+                && !self.intake.backlog.journal_newline_owed()
+            {
                 log!(Info, "standard input ended");
                 self.begin_stop();
             }
@@ -412,7 +416,8 @@ impl Daemon {
                 self.hand_over();
                 return self.read_input(poll);
             }
-            if !self.input_ready || self.detached || self.stdin_ended {
+            let owed = self.intake.backlog.journal_newline_owed();
+            if !owed && (!self.input_ready || self.detached || self.stdin_ended) {
                 return Ok(());
             }
             match self
@@ -705,6 +710,9 @@ struct Intake {
     /// The journal offset the next line ends at: an earlier run's journal ended in the middle
     /// of a line, which the input completes (without `--durable`).
     carry_end: Option<u64>,
+    /// The input's first bytes up to a newline are the rest of an over-long line the journal
+    /// of an earlier run began (without `--durable`).
+    discard_to_newline: bool,
 }
 
 impl Intake {
@@ -716,7 +724,14 @@ impl Intake {
     }
 
     /// Splits a chunk read at `now` into lines and batches.
-    fn feed(&mut self, chunk: &[u8], now: Instant) {
+    fn feed(&mut self, mut chunk: &[u8], now: Instant) {
+        if self.discard_to_newline {
+            let Some(nl) = memchr::memchr(b'\n', chunk) else {
+                return;
+            };
+            self.discard_to_newline = false;
+            chunk = &chunk[nl + 1..];
+        }
         self.with_splitter(|s, me| s.feed(chunk, &mut |p| me.on_piece(p, now, None)));
     }
 
@@ -733,6 +748,9 @@ impl Intake {
         if self.splitter.has_partial() {
             self.carry_end = self.backlog.journal_tail();
         }
+        // The journal ended inside an over-long line whose start was handled: the input's
+        // first bytes up to a newline are the rest of it.
+        self.discard_to_newline = self.backlog.journal_skips_to_newline();
     }
 
     /// The journal reader moved from `from` to `to` over bytes that need nothing more.
@@ -765,10 +783,16 @@ impl Intake {
     /// The journal is full in the middle of an over-long line: the bytes of it read so far
     /// (streamed to `oversized/`, or counted lost) need nothing more. True if that gave
     /// anything up, so that appending is worth another try.
+    /// Only when everything before the line is done: otherwise the journal would get nothing
+    /// back, and the line would lose its guarantee of being kept whole across a crash.
     fn release_long_line(&mut self) -> bool {
         match self.long_read_to {
-            Some(to) if to > self.long_released_to => {
+            Some(to)
+                if to > self.long_released_to
+                    && self.backlog.journal_watermark() >= self.long_from =>
+            {
                 self.backlog.journal_done(Some(self.long_from..to));
+                self.backlog.long_released();
                 self.long_released_to = to;
                 true
             }

@@ -121,6 +121,22 @@ impl Backlog {
         self.reading.as_ref().map_or(0, |r| r.journal.pending())
     }
 
+    /// Everything in the journal below this offset needs nothing more.
+    pub fn journal_watermark(&self) -> u64 {
+        self.reading.as_ref().map_or(0, |r| r.journal.watermark())
+    }
+
+    /// Whether the last writer's unfinished line still waits for its `\n` (a full journal).
+    pub fn journal_newline_owed(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.newline_owed)
+    }
+
+    /// Whether the rest of an over-long line is skipped when reading goes on (its start was
+    /// handled before a restart).
+    pub fn journal_skips_to_newline(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.skip_to_newline)
+    }
+
     /// Lines ending at or below this offset may have been accepted before a restart.
     pub fn resend_below(&self) -> u64 {
         self.reading.as_ref().map_or(0, |r| r.resend_below)
@@ -143,10 +159,14 @@ impl Backlog {
         if let Some((a, b)) = r.journal.done_after(at) {
             if a <= at {
                 r.cursor = b;
-                // A done range that ends inside a line: the rest of an over-long line.
-                let mut last = [0u8; 1];
-                r.skip_to_newline =
-                    matches!(r.journal.read_at(b - 1, &mut last), Ok(1) if last[0] != b'\n');
+                // A done range that ends inside a line: the rest of an over-long line. At the
+                // watermark the journal knows (the byte before may be punched or removed).
+                r.skip_to_newline = if b == r.journal.watermark() {
+                    r.journal.mid_line()
+                } else {
+                    let mut last = [0u8; 1];
+                    matches!(r.journal.read_at(b - 1, &mut last), Ok(1) if last[0] != b'\n')
+                };
                 return Ok(JournalRead::Skipped { from: at, to: b });
             }
             limit = limit.min(a - at);
@@ -229,7 +249,9 @@ impl Backlog {
         };
         let outcome = match result {
             Ok(Appended::Bytes(n)) => {
-                input.got_data();
+                if n > 0 {
+                    input.got_data();
+                }
                 Some(ReadOutcome::Data(n))
             }
             Ok(Appended::WouldBlock) => Some(ReadOutcome::WouldBlock),
@@ -331,5 +353,184 @@ impl Backlog {
         if force || r.journal.sync_deadline().is_some_and(|d| d <= now) {
             r.journal.sync_or_warn(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backlog::journal::Journal;
+    use crate::backlog::spool::Spool;
+    use crate::backlog::Limits;
+    use crate::stats::Stats;
+    use std::sync::Arc;
+
+    /// A restart leaves a done range above the watermark ending at a 4 KiB boundary; the batch
+    /// before it is delivered while the reader waits (memory), a full journal punches up to
+    /// the new watermark, and the reader's mid-line test reads a hole.
+    #[test]
+    fn a_done_range_ending_at_a_punched_watermark_keeps_the_next_line() {
+        let dir = std::env::temp_dir().join(format!("f2k-durable-punch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        // 100 bytes line, then lines up to 4096, then "victim\n", "after\n".
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&[b'a'; 99]);
+        bytes.push(b'\n');
+        while bytes.len() < 4096 {
+            let room = 4096 - bytes.len();
+            let n = room.min(50);
+            bytes.extend(std::iter::repeat_n(b'b', n - 1));
+            bytes.push(b'\n');
+        }
+        assert_eq!(bytes.len(), 4096);
+        bytes.extend_from_slice(b"victim\nafter\n");
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+                .unwrap()
+                .unwrap();
+            j.append_bytes(&bytes, &spool, Instant::now()).unwrap();
+            // The previous run: [100, 4096) delivered before [0, 100).
+            j.mark_done(100..4096, &spool);
+        }
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (j, rec) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.start, 0);
+        let mut b = Backlog::new(
+            Limits {
+                budget: 1 << 20,
+                retry_interval: Duration::from_secs(1),
+                max_records: 500,
+                max_request_bytes: 1 << 20,
+                max_line: 1000,
+                overhead: 0,
+            },
+            Some(spool),
+            Arc::new(Stats::default()),
+            Instant::now(),
+        );
+        b.attach_journal(j, rec);
+        let mut buf = vec![0u8; 100];
+        assert_eq!(
+            b.read_journal(&mut buf).unwrap(),
+            JournalRead::Bytes { at: 0, n: 100 }
+        );
+        // The reader pauses (memory); the batch of [0, 100) is delivered.
+        b.journal_done(Some(0..100));
+        // The journal is full: free_done gives back the done bytes.
+        let spool = b.spool.as_ref().unwrap();
+        let freed = b.reading.as_mut().unwrap().journal.free_done(spool);
+        assert!(freed > 0);
+        let mut big = vec![0u8; 8192];
+        let r1 = b.read_journal(&mut big).unwrap();
+        println!(
+            "{r1:?} skip_to_newline={}",
+            b.reading.as_ref().unwrap().skip_to_newline
+        );
+        let r2 = b.read_journal(&mut big).unwrap();
+        println!("{r2:?}");
+        assert_eq!(
+            r1,
+            JournalRead::Skipped {
+                from: 100,
+                to: 4096
+            }
+        );
+        assert!(
+            matches!(r2, JournalRead::Bytes { at: 4096, .. }),
+            "the line \"victim\" at 4096 must be read, got {r2:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The same with the segment that held the byte before the watermark removed: a released
+    /// prefix of an over-long line ending at a segment's end, and its rest read as a line.
+    #[test]
+    fn a_released_prefix_ending_at_a_removed_segment_still_skips_the_rest_of_its_line() {
+        let dir = std::env::temp_dir().join(format!("f2k-durable-rm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cap = 16384;
+        let spool = Spool::open(&dir, cap).unwrap();
+        let mut bytes = b"ok\n".to_vec();
+        bytes.resize(3 + 5000, b'L');
+        bytes.extend_from_slice(b"\nnext\n");
+        {
+            let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+                .unwrap()
+                .unwrap();
+            j.append_bytes(&bytes[..4096], &spool, Instant::now())
+                .unwrap();
+            j.append_bytes(&bytes[4096..], &spool, Instant::now())
+                .unwrap();
+            // The previous run released the long line's first 4093 bytes (to the segment's end).
+            j.mark_done(3..4096, &spool);
+        }
+        let spool = Spool::open(&dir, cap).unwrap();
+        let (j, rec) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let mut b = Backlog::new(
+            Limits {
+                budget: 1 << 20,
+                retry_interval: Duration::from_secs(1),
+                max_records: 500,
+                max_request_bytes: 1 << 20,
+                max_line: 1000,
+                overhead: 0,
+            },
+            Some(spool),
+            Arc::new(Stats::default()),
+            Instant::now(),
+        );
+        b.attach_journal(j, rec);
+        let mut buf = vec![0u8; 3];
+        assert_eq!(
+            b.read_journal(&mut buf).unwrap(),
+            JournalRead::Bytes { at: 0, n: 3 }
+        );
+        b.journal_done(Some(0..3));
+        let mut big = vec![0u8; 8192];
+        let r1 = b.read_journal(&mut big).unwrap();
+        println!(
+            "{r1:?} skip_to_newline={}",
+            b.reading.as_ref().unwrap().skip_to_newline
+        );
+        let r2 = b.read_journal(&mut big).unwrap();
+        println!("{r2:?}");
+        assert!(
+            matches!(r2, JournalRead::Skipped { .. }),
+            "the rest of the released line must be skipped, got {r2:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A journal directory removed between segment rolls is not made again until the next
+    /// roll: appends meanwhile go to an unlinked file, and a kill then loses them.
+    #[test]
+    fn a_removed_journal_directory_is_made_again_at_the_next_sync() {
+        let dir = std::env::temp_dir().join(format!("f2k-durable-rmdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        j.append_bytes(b"a\n", &spool, Instant::now()).unwrap();
+        std::fs::remove_dir_all(j.dir()).unwrap();
+        j.append_bytes(b"b\n", &spool, Instant::now()).unwrap();
+        j.sync_or_warn(Instant::now());
+        let exists = j.dir().exists();
+        drop(j);
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        let (_, rec) = Journal::open(&spool, true, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        println!(
+            "dir made again: {exists}; pending after a restart: {}",
+            rec.pending
+        );
+        assert!(exists, "the directory is made again");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

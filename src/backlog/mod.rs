@@ -84,6 +84,9 @@ struct LongLine {
     file: Option<NewFile>,
     /// Why it is not being kept, once it is not.
     refused: Option<String>,
+    /// Its journal bytes read so far were given up to make room (`--durable`): the file is
+    /// the only copy of them.
+    released: bool,
 }
 
 /// The owner of every line not yet accepted.
@@ -471,6 +474,7 @@ impl Backlog {
         let mut long = LongLine {
             file: None,
             refused: None,
+            released: false,
         };
         match &self.spool {
             None => long.refused = Some("no --failed-attempts-dir is set".into()),
@@ -538,6 +542,13 @@ impl Backlog {
         }
     }
 
+    /// The over-long line being read gave up its journal bytes read so far (`--durable`).
+    pub fn long_released(&mut self) {
+        if let Some(long) = self.long.as_mut() {
+            long.released = true;
+        }
+    }
+
     /// The daemon is stopping: no more replays or retries of held lines.
     pub fn begin_stop(&mut self) {
         self.stopping = true;
@@ -565,6 +576,22 @@ impl Backlog {
             self.set_aside(batch, "stopping", now);
         }
         self.set_memory(0);
+        if let Some(long) = self.long.take() {
+            // An over-long line the stop cut: with its journal bytes given up, the start kept
+            // so far is all there is (the next run skips the rest); otherwise the journal reads
+            // it again whole.
+            if let (Some(file), Some(spool)) = (long.file, self.spool.as_ref()) {
+                if long.released {
+                    Stats::add(&self.stats.lines_dropped, 1);
+                    match spool.keep_partial(file) {
+                        Ok(p) => log!(Warn, "an over-long line longer than the journal holds was cut by the stop: its start is in {}", p.display()),
+                        Err(e) => log!(Error, "an over-long line cut by the stop is lost: {e}"),
+                    }
+                } else {
+                    spool.abandon(file);
+                }
+            }
+        }
         self.journal_sync(now, true);
     }
 

@@ -383,6 +383,7 @@ impl Backlog {
                         self.long = Some(LongLine {
                             file: spool.begin_oversized().ok(),
                             refused: None,
+                            released: false,
                         });
                     }
                     if let Some(f) = self.long.as_mut().and_then(|l| l.file.as_mut()) {

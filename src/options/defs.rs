@@ -315,7 +315,8 @@ pub(super) const OPTIONS: &[Opt] = &[
               reached the journal. The journal counts against --failed-attempts-max-bytes: \
               when it is full, or the disk is, reading pauses and writers block until there \
               is room again. Memory stays within --max-buffer-bytes however large the journal \
-              grows. Needs --failed-attempts-dir.",
+              grows. Needs --failed-attempts-dir, and --failed-attempts-max-bytes of at \
+              least twice --max-request-bytes.",
     },
     Opt {
         id: OptId::FsyncInterval,

@@ -351,3 +351,34 @@ fn an_empty_partition_key_is_random() {
         PartitionKey::Fixed(" ".into())
     );
 }
+
+#[test]
+fn durable_needs_the_directory_and_room_for_two_requests() {
+    fn with(extra: &[&'static str]) -> Vec<&'static str> {
+        [BASE, extra].concat()
+    }
+    let e = err(&with(&["--durable"]), &[]);
+    assert!(e.contains("--failed-attempts-dir"), "{e}");
+    let e = err(
+        &with(&[
+            "--durable",
+            "-D",
+            "/d",
+            "--failed-attempts-max-bytes",
+            "1MiB",
+        ]),
+        &[],
+    );
+    assert!(e.contains("at least twice --max-request-bytes"), "{e}");
+    let c = run(
+        &with(&["--durable", "-D", "/d", "--fsync-interval", "0"]),
+        &[],
+    )
+    .unwrap();
+    assert!(c.durable);
+    assert_eq!(c.fsync_interval, Duration::ZERO);
+    let c = run(&with(&["-D", "/d"]), &[("FIFO2KINESIS_DURABLE", "true")]).unwrap();
+    assert!(c.durable);
+    assert_eq!(c.fsync_interval, Duration::from_secs(1));
+    assert!(!run(BASE, &[]).unwrap().durable);
+}

@@ -72,6 +72,10 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
+    let cap_given = (
+        raw.failed_attempts_max_bytes.name(),
+        raw.failed_attempts_max_bytes.text.clone(),
+    );
     let failed_attempts_max_bytes = raw.failed_attempts_max_bytes.checked(|&n| {
         if n == 0 {
             Err("a size above zero".into())
@@ -81,6 +85,17 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
     })? as u64;
 
     let durable = raw.durable.value;
+    // The journal holds at least a batch being filled and one being sent.
+    if durable && failed_attempts_max_bytes < 2 * max_request_bytes as u64 {
+        return Err(ConfigError::Invalid {
+            option: cap_given.0,
+            value: cap_given.1,
+            expected: format!(
+                "with --durable, a size of at least twice --max-request-bytes ({})",
+                2 * max_request_bytes
+            ),
+        });
+    }
     if durable && raw.failed_attempts_dir.is_none() {
         return Err(ConfigError::Missing {
             option: "--failed-attempts-dir".into(),

@@ -625,3 +625,86 @@ fn a_line_a_kill_cut_is_completed_by_a_run_without_durable() {
     got.dedup();
     assert_eq!(got, ["whole line", "first-half-second-half", "next line"]);
 }
+
+/// FNV-1a, as the journal checks its state slots with.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A journal state file, written independently of the daemon's code: magic, sequence,
+/// watermark, handed, mid-line flag, the done ranges, the checksum; two 4 KiB slots.
+fn state_file(watermark: u64, mid_line: bool, done: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(b"F2KJ");
+    v.extend_from_slice(&5u64.to_le_bytes());
+    v.extend_from_slice(&watermark.to_le_bytes());
+    v.extend_from_slice(&watermark.to_le_bytes());
+    v.push(u8::from(mid_line));
+    v.extend_from_slice(&(done.len() as u32).to_le_bytes());
+    for (a, b) in done {
+        v.extend_from_slice(&a.to_le_bytes());
+        v.extend_from_slice(&b.to_le_bytes());
+    }
+    let s = fnv1a(&v);
+    v.extend_from_slice(&s.to_le_bytes());
+    v.resize(8192, 0);
+    v
+}
+
+/// The journal a --durable run leaves after it released the first part of an over-long line
+/// (journal full) and was killed: the rest of that line is still in the FIFO. A run without
+/// --durable must not deliver that rest as a line.
+#[test]
+fn the_rest_of_a_released_over_long_line_is_not_a_line_without_durable() {
+    for (name, watermark, mid, done) in [
+        ("all-done", 53u64, true, vec![]),
+        ("pending", 0u64, false, vec![(3u64, 53u64)]),
+    ] {
+        let dir = TempDir::new(&format!("rest-of-long-{name}"));
+        let fifo = dir.join("in.pipe");
+        let failed = dir.join("failed");
+        let jdir = failed.join("journal");
+        fs::create_dir_all(&jdir).unwrap();
+        fs::set_permissions(&failed, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&jdir, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut seg = b"ok\n".to_vec();
+        seg.resize(53, b'L');
+        fs::write(jdir.join("segment-00000000000000000000"), &seg).unwrap();
+        fs::write(jdir.join("state"), state_file(watermark, mid, &done)).unwrap();
+        let server = FakeKinesis::start("test-stream");
+        let args = [
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--max-record-bytes",
+            "40",
+            "--flush-interval",
+            "100ms",
+        ];
+        let (daemon, _logs) = start_run(300, &fifo, &server, &args);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"tail-of-long\nnext\n").unwrap();
+        wait_until(LONG, "next", || {
+            server.received().last().is_some_and(|l| l == b"next")
+        });
+        let log = stop_cleanly(daemon);
+        let got: Vec<String> = server
+            .received()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        println!("{name}: received {got:?}");
+        assert!(
+            !got.iter().any(|l| l == "tail-of-long"),
+            "{name}: the rest of an over-long line arrived as a line: {got:?}\n{log}"
+        );
+    }
+}

@@ -126,6 +126,8 @@ pub struct Journal {
     synced_to: u64,
     /// When a failed sync was last logged.
     sync_warned: Option<Instant>,
+    /// The next append starts a new segment (the directory was made again).
+    roll_next: bool,
 }
 
 impl Journal {
@@ -186,6 +188,7 @@ impl Journal {
             dir_dirty: false,
             synced_to: 0,
             sync_warned: None,
+            roll_next: false,
         };
         let first = journal.segments.front().map_or(0, |s| s.start);
         journal.tail = journal.segments.back().map_or(0, Segment::end);
@@ -263,7 +266,7 @@ impl Journal {
             handed: journal.handed.min(journal.tail),
             pending: journal.tail - journal.watermark - done_above,
         };
-        if !appending && recovered.pending == 0 {
+        if !appending && recovered.pending == 0 && !recovered.mid_line {
             return Ok(None);
         }
         Ok(Some((journal, recovered)))
@@ -277,6 +280,16 @@ impl Journal {
     /// The offset the next appended byte gets.
     pub fn tail(&self) -> u64 {
         self.tail
+    }
+
+    /// Everything below this offset needs nothing more.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Whether the watermark falls inside a line (the rest of an over-long one).
+    pub fn mid_line(&self) -> bool {
+        self.mid_line
     }
 
     /// Whether bytes are appended to it.
@@ -324,10 +337,11 @@ impl Journal {
     /// The last segment, ready for more bytes: a new one when there is none, it is full, or
     /// it does not end at the tail.
     fn writable_segment(&mut self) -> io::Result<&mut Segment> {
-        let roll = self
-            .segments
-            .back()
-            .is_none_or(|s| s.len >= self.segment_max || s.end() != self.tail);
+        let roll = self.roll_next
+            || self
+                .segments
+                .back()
+                .is_none_or(|s| s.len >= self.segment_max || s.end() != self.tail);
         if roll {
             self.ensure_dir()?;
             let path = self.dir.join(segment_name(self.tail));
@@ -339,6 +353,7 @@ impl Journal {
                 .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
                 .open(&path)?;
             self.dir_dirty = true;
+            self.roll_next = false;
             self.segments.push_back(Segment {
                 start: self.tail,
                 len: 0,
@@ -351,7 +366,7 @@ impl Journal {
 
     /// Makes the journal's directory and state file again if someone removed them.
     fn ensure_dir(&mut self) -> io::Result<()> {
-        if self.dir.is_dir() {
+        if self.dir.join(STATE_FILE).is_file() {
             return Ok(());
         }
         log!(
@@ -364,6 +379,9 @@ impl Journal {
         self.state.write_all_at(&[0; 2 * SLOT], 0)?;
         self.write_state();
         self.dir_dirty = true;
+        // What the removed segments held is read on from their open files, but is not on the
+        // disk any more: appending goes on in a new segment.
+        self.roll_next = true;
         Ok(())
     }
 
@@ -655,6 +673,7 @@ impl Journal {
         if self.dirty_since.is_none() && !self.dir_dirty {
             return Ok(());
         }
+        self.ensure_dir()?;
         // Every segment written since the last sync (more than one when segments rolled over).
         for seg in self.segments.iter().filter(|s| s.end() > self.synced_to) {
             seg.file.sync_data()?;
