@@ -365,13 +365,40 @@ mod tests {
     use crate::stats::Stats;
     use std::sync::Arc;
 
+    const STATE_FILE_NAME: &str = "state";
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("f2k-durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A backlog reading the journal `j` of `spool` from where `rec` says.
+    fn backlog_reading(spool: Spool, j: Journal, rec: Recovered) -> Backlog {
+        let limits = Limits {
+            budget: 1 << 20,
+            retry_interval: Duration::from_secs(1),
+            max_records: 500,
+            max_request_bytes: 1 << 20,
+            max_line: 1000,
+            overhead: 0,
+        };
+        let mut b = Backlog::new(
+            limits,
+            Some(spool),
+            Arc::new(Stats::default()),
+            Instant::now(),
+        );
+        b.attach_journal(j, rec);
+        b
+    }
+
     /// A restart leaves a done range above the watermark ending at a 4 KiB boundary; the batch
     /// before it is delivered while the reader waits (memory), a full journal punches up to
     /// the new watermark, and the reader's mid-line test reads a hole.
     #[test]
     fn a_done_range_ending_at_a_punched_watermark_keeps_the_next_line() {
-        let dir = std::env::temp_dir().join(format!("f2k-durable-punch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp("punch");
         let spool = Spool::open(&dir, 1 << 20).unwrap();
         // 100 bytes line, then lines up to 4096, then "victim\n", "after\n".
         let mut bytes = Vec::new();
@@ -398,20 +425,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(rec.start, 0);
-        let mut b = Backlog::new(
-            Limits {
-                budget: 1 << 20,
-                retry_interval: Duration::from_secs(1),
-                max_records: 500,
-                max_request_bytes: 1 << 20,
-                max_line: 1000,
-                overhead: 0,
-            },
-            Some(spool),
-            Arc::new(Stats::default()),
-            Instant::now(),
-        );
-        b.attach_journal(j, rec);
+        let mut b = backlog_reading(spool, j, rec);
         let mut buf = vec![0u8; 100];
         assert_eq!(
             b.read_journal(&mut buf).unwrap(),
@@ -425,12 +439,7 @@ mod tests {
         assert!(freed > 0);
         let mut big = vec![0u8; 8192];
         let r1 = b.read_journal(&mut big).unwrap();
-        println!(
-            "{r1:?} skip_to_newline={}",
-            b.reading.as_ref().unwrap().skip_to_newline
-        );
         let r2 = b.read_journal(&mut big).unwrap();
-        println!("{r2:?}");
         assert_eq!(
             r1,
             JournalRead::Skipped {
@@ -449,8 +458,7 @@ mod tests {
     /// prefix of an over-long line ending at a segment's end, and its rest read as a line.
     #[test]
     fn a_released_prefix_ending_at_a_removed_segment_still_skips_the_rest_of_its_line() {
-        let dir = std::env::temp_dir().join(format!("f2k-durable-rm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp("rm");
         let cap = 16384;
         let spool = Spool::open(&dir, cap).unwrap();
         let mut bytes = b"ok\n".to_vec();
@@ -471,20 +479,7 @@ mod tests {
         let (j, rec) = Journal::open(&spool, true, Duration::from_secs(1))
             .unwrap()
             .unwrap();
-        let mut b = Backlog::new(
-            Limits {
-                budget: 1 << 20,
-                retry_interval: Duration::from_secs(1),
-                max_records: 500,
-                max_request_bytes: 1 << 20,
-                max_line: 1000,
-                overhead: 0,
-            },
-            Some(spool),
-            Arc::new(Stats::default()),
-            Instant::now(),
-        );
-        b.attach_journal(j, rec);
+        let mut b = backlog_reading(spool, j, rec);
         let mut buf = vec![0u8; 3];
         assert_eq!(
             b.read_journal(&mut buf).unwrap(),
@@ -493,12 +488,8 @@ mod tests {
         b.journal_done(Some(0..3));
         let mut big = vec![0u8; 8192];
         let r1 = b.read_journal(&mut big).unwrap();
-        println!(
-            "{r1:?} skip_to_newline={}",
-            b.reading.as_ref().unwrap().skip_to_newline
-        );
+        assert_eq!(r1, JournalRead::Skipped { from: 3, to: 4096 });
         let r2 = b.read_journal(&mut big).unwrap();
-        println!("{r2:?}");
         assert!(
             matches!(r2, JournalRead::Skipped { .. }),
             "the rest of the released line must be skipped, got {r2:?}"
@@ -506,12 +497,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A journal directory removed between segment rolls is not made again until the next
-    /// roll: appends meanwhile go to an unlinked file, and a kill then loses them.
+    /// A journal directory removed while the daemon runs is made again (with its state) at
+    /// the next sync, not only when a segment fills up.
     #[test]
     fn a_removed_journal_directory_is_made_again_at_the_next_sync() {
-        let dir = std::env::temp_dir().join(format!("f2k-durable-rmdir-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp("rmdir");
         let spool = Spool::open(&dir, 1 << 20).unwrap();
         let (mut j, _) = Journal::open(&spool, true, Duration::from_secs(1))
             .unwrap()
@@ -520,17 +510,17 @@ mod tests {
         std::fs::remove_dir_all(j.dir()).unwrap();
         j.append_bytes(b"b\n", &spool, Instant::now()).unwrap();
         j.sync_or_warn(Instant::now());
-        let exists = j.dir().exists();
+        assert!(
+            j.dir().join(STATE_FILE_NAME).is_file(),
+            "made again, with its state"
+        );
+        j.append_bytes(b"c\n", &spool, Instant::now()).unwrap();
         drop(j);
         let spool = Spool::open(&dir, 1 << 20).unwrap();
         let (_, rec) = Journal::open(&spool, true, Duration::from_secs(1))
             .unwrap()
             .unwrap();
-        println!(
-            "dir made again: {exists}; pending after a restart: {}",
-            rec.pending
-        );
-        assert!(exists, "the directory is made again");
+        assert_eq!(rec.pending, 2, "what came after is in the new directory");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,6 +17,20 @@ use nix::sys::signal::Signal;
 
 const LONG: Duration = Duration::from_secs(180);
 
+/// Starts the daemon on `fifo` for an endpoint that may not answer yet, and waits for the FIFO.
+fn start_with_endpoint(dir: &TempDir, fifo: &Path, endpoint: &str, extra: &[&str]) -> Daemon {
+    let daemon = Daemon::start(
+        dir,
+        &kinesis_args(fifo.to_str().unwrap(), extra),
+        &aws_env(endpoint),
+    );
+    wait_until(LONG, "the FIFO", || {
+        assert!(!daemon.has_exited(), "{}", daemon.stderr());
+        fifo.exists()
+    });
+    daemon
+}
+
 /// A cheap, repeatable hash for choosing moments.
 fn mix(a: u64) -> u64 {
     let mut x = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -213,21 +227,18 @@ fn a_full_disk_pauses_reading_and_every_line_arrives_once_space_is_freed() {
     fs::write(&filler, vec![0u8; (free - 600 * 1024) as usize]).unwrap();
     let port = free_port();
     let fifo = dir.join("in.pipe");
-    let daemon = Daemon::start(
+    let daemon = start_with_endpoint(
         &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &[
-                "--failed-attempts-dir",
-                failed.to_str().unwrap(),
-                "--durable",
-                "--flush-interval",
-                "100ms",
-            ],
-        ),
-        &aws_env(&format!("http://127.0.0.1:{port}")),
+        &fifo,
+        &format!("http://127.0.0.1:{port}"),
+        &[
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--durable",
+            "--flush-interval",
+            "100ms",
+        ],
     );
-    wait_until(LONG, "the FIFO", || fifo.exists());
     // 20,000 lines of 100 bytes: 2 MB, more than the disk has left.
     let sent = numbered_lines("diskfull", 20_000, 100);
     let w = spawn_writer(&fifo, sent.clone(), 100, LONG);
@@ -280,12 +291,7 @@ fn durable_stop_during_an_outage(kill9: bool) {
         "10MiB",
     ];
     let fifo = dir.join("in.pipe");
-    let mut daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &extra),
-        &aws_env(&endpoint),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let mut daemon = start_with_endpoint(&dir, &fifo, &endpoint, &extra);
     let sent = numbered_lines(name, 100_000, 150);
     spawn_writer(&fifo, sent.clone(), 1000, LONG)
         .join()
@@ -358,12 +364,7 @@ fn a_journal_left_by_a_durable_run_is_delivered_without_durable() {
         "1s",
     ];
     let durable: Vec<&str> = args.iter().copied().chain(["--durable"]).collect();
-    let daemon = Daemon::start(
-        &dir,
-        &kinesis_args(fifo.to_str().unwrap(), &durable),
-        &aws_env(&endpoint),
-    );
-    wait_until(LONG, "the FIFO", || fifo.exists());
+    let daemon = start_with_endpoint(&dir, &fifo, &endpoint, &durable);
     let sent = numbered_lines("leftover", 1000, 50);
     spawn_writer(&fifo, sent.clone(), 100, LONG).join().unwrap();
     wait_until(LONG, "every line read", || {
@@ -434,30 +435,24 @@ fn a_full_journal_pauses_the_writer_and_deletes_nothing() {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let fifo = dir.join("in.pipe");
-    let daemon = Daemon::start(
+    let daemon = start_with_endpoint(
         &dir,
-        &kinesis_args(
-            fifo.to_str().unwrap(),
-            &[
-                "--failed-attempts-dir",
-                failed.to_str().unwrap(),
-                "--durable",
-                "--failed-attempts-max-bytes",
-                "2MiB",
-                "--max-record-bytes",
-                "64KiB",
-                "--max-request-bytes",
-                "256KiB",
-                "--max-buffer-bytes",
-                "1MiB",
-            ],
-        ),
-        &aws_env(&endpoint),
+        &fifo,
+        &endpoint,
+        &[
+            "--failed-attempts-dir",
+            failed.to_str().unwrap(),
+            "--durable",
+            "--failed-attempts-max-bytes",
+            "2MiB",
+            "--max-record-bytes",
+            "64KiB",
+            "--max-request-bytes",
+            "256KiB",
+            "--max-buffer-bytes",
+            "1MiB",
+        ],
     );
-    wait_until(LONG, "the FIFO", || {
-        assert!(!daemon.has_exited(), "{}", daemon.stderr());
-        fifo.exists()
-    });
     // 5 MB: past the journal's cap and the pipe's buffer.
     let sent = numbered_lines("cap", 50_000, 100);
     let w = spawn_writer(&fifo, sent.clone(), 100, LONG);
