@@ -155,12 +155,12 @@ impl Journal {
                 }
                 Err(_) => return Ok(None),
             }
-            if open_segments(&dir)?.is_empty() {
-                return Ok(None);
-            }
         }
         prepare_dir(&dir)?;
         let segments = open_segments(&dir)?;
+        if !appending && segments.is_empty() {
+            return Ok(None);
+        }
         let state = open_state(&dir)?;
         let saved = read_state(&state);
         // Both slots are written out now, so that recording the state later never needs a
@@ -253,10 +253,8 @@ impl Journal {
             journal.insert_done(a.max(watermark), b);
         }
         // A watermark in a gap moves over it, with a new line after it.
-        if journal.advance_watermark() && journal.read_at(journal.watermark - 1, &mut [0]).is_err()
-        {
-            journal.mid_line = false;
-        }
+        // (advance_watermark finds no byte before a watermark in a gap: not inside a line.)
+        journal.advance_watermark();
         journal.remove_segments(spool, false);
         journal.write_state();
         let done_above: u64 = journal.done.iter().map(|(a, b)| b - a).sum();
