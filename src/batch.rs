@@ -1,13 +1,15 @@
 //! Batches of lines and the rules that decide when a batch is flushed.
 //!
 //! A [`Batch`] keeps its lines back to back in one buffer, so a line costs one copy and no
-//! allocation of its own; it knows nothing of any destination. What a destination adds to each
-//! line (a partition key) is a number of bytes the [`Batcher`] is told, and the request body is
-//! made by the destination's encoder ([`crate::sink::Encoder`]) and carried with the batch as
-//! opaque bytes. The [`Batcher`] seals the batch it is filling when it holds `max_records`
-//! lines, when the next line would push it past `max_bytes` (counting each line's overhead, as
-//! the destination counts a request), or when `interval` has passed since its first line
-//! entered. Time is passed in, so tests drive it.
+//! allocation of its own; it knows nothing of any destination. A record is one line, or, when
+//! the destination packs many lines into a record (KPL aggregation), a run of lines the batch
+//! marks. What a destination adds to a record is told to the [`Batcher`] as numbers (a
+//! partition key's bytes, or a [`Packing`]), and the request body is made by the
+//! destination's encoder ([`crate::sink::Encoder`]) and carried with the batch as opaque
+//! bytes. The [`Batcher`] seals the batch it is filling when it holds `max_records` records,
+//! when the next line would push it past `max_bytes` (counting what the destination adds, as
+//! it counts a request), or when `interval` has passed since its first line entered. Time is
+//! passed in, so tests drive it.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -33,7 +35,10 @@ pub struct Batch {
     bytes: Vec<u8>,
     spans: Vec<Span>,
     prepared: Option<Box<Prepared>>,
-    /// Bytes an encoder attached to every line (`attached_each` per line, in line order), kept
+    /// The first line of each record when lines are packed many to a record (ascending, the
+    /// first 0); empty: every line is a record of its own.
+    records: Vec<u32>,
+    /// Bytes an encoder attached to every record (`attached_each` per record, in order), kept
     /// through [`Batch::subset`] so that a resend is encoded as the first attempt was.
     attached: Vec<u8>,
     attached_each: usize,
@@ -58,7 +63,8 @@ impl Batch {
         Batch::default()
     }
 
-    /// Adds a line.
+    /// Adds a line: to the last record if the batch packs lines ([`Batch::start_record`]),
+    /// otherwise as a record of its own.
     pub fn push(&mut self, line: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(line);
@@ -72,6 +78,56 @@ impl Batch {
     /// The number of lines.
     pub fn len(&self) -> usize {
         self.spans.len()
+    }
+
+    /// Makes the next line pushed the first of a new record: the batch then packs lines many
+    /// to a record. Starting a record in a batch that holds lines one to a record makes each
+    /// of them a record first.
+    pub fn start_record(&mut self) {
+        let lines = self.spans.len() as u32;
+        if self.records.last() == Some(&lines) {
+            return;
+        }
+        if self.records.is_empty() {
+            self.records.extend(0..self.spans.len() as u32);
+        }
+        self.records.push(lines);
+    }
+
+    /// Whether lines are packed many to a record.
+    pub fn is_packed(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    /// The number of records.
+    pub fn record_count(&self) -> usize {
+        if self.records.is_empty() {
+            self.spans.len()
+        } else {
+            // A record started last holds no line until one is pushed; it does not count.
+            self.records.len()
+                - usize::from(self.records.last() == Some(&(self.spans.len() as u32)))
+        }
+    }
+
+    /// The indices of the lines of record `r`.
+    pub fn record_lines(&self, r: usize) -> Range<usize> {
+        if self.records.is_empty() {
+            return r..r + 1;
+        }
+        let start = self.records[r] as usize;
+        let end = self
+            .records
+            .get(r + 1)
+            .map_or(self.spans.len(), |&e| e as usize);
+        start..end
+    }
+
+    /// The lines of record `r`, in order.
+    pub fn record(&self, r: usize) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.spans[self.record_lines(r)]
+            .iter()
+            .map(|s| &self.bytes[s.range()])
     }
 
     /// Whether there are no lines.
@@ -94,23 +150,24 @@ impl Batch {
     pub fn memory(&self) -> usize {
         self.bytes.capacity()
             + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.records.capacity() * std::mem::size_of::<u32>()
             + self.attached.capacity()
             + self.prepared.as_ref().map_or(0, |p| p.body.capacity())
     }
 
-    /// Attaches `each` bytes to every line (`bytes` holds them in line order), for the encoder
-    /// that made them to use again when some of the lines are sent again.
+    /// Attaches `each` bytes to every record (`bytes` holds them in record order), for the
+    /// encoder that made them to use again when some of the records are sent again.
     pub fn attach(&mut self, each: usize, bytes: Vec<u8>) {
         assert_eq!(
             bytes.len(),
-            each * self.len(),
-            "attached bytes for every line"
+            each * self.record_count(),
+            "attached bytes for every record"
         );
         self.attached = bytes;
         self.attached_each = each;
     }
 
-    /// The bytes attached to line `i`, if any were.
+    /// The bytes attached to record `i`, if any were.
     pub fn attached(&self, i: usize) -> Option<&[u8]> {
         if self.attached.is_empty() {
             return None;
@@ -149,18 +206,104 @@ impl Batch {
         self.spans.iter().map(|s| &self.bytes[s.range()])
     }
 
-    /// A new batch with only the lines at `indices` (ascending), in their original order, and
-    /// what was attached to them.
+    /// A new batch with only the records at `indices` (ascending), in their original order,
+    /// packed as they were, and what was attached to them.
     pub fn subset(&self, indices: &[usize]) -> Batch {
         let mut b = Batch::new();
         for &i in indices {
-            b.push(self.line(i));
-            if let Some(a) = self.attached(i) {
-                b.attached.extend_from_slice(a);
-            }
+            self.push_record_to(i, &mut b);
         }
         b.attached_each = self.attached_each;
         b
+    }
+
+    /// Adds record `r` of this batch to `to` as a record of its own, with what was attached to
+    /// it.
+    fn push_record_to(&self, r: usize, to: &mut Batch) {
+        if self.is_packed() {
+            to.start_record();
+        }
+        for line in self.record(r) {
+            to.push(line);
+        }
+        if let Some(a) = self.attached(r) {
+            to.attached.extend_from_slice(a);
+        }
+    }
+
+    /// The batch in two halves for requests that are too large: its records in two runs, or,
+    /// for one record of many lines, its lines in two records (each with the record's key).
+    /// A batch of one line cannot be split.
+    pub fn halves(&self) -> Option<(Batch, Batch)> {
+        let records = self.record_count();
+        if records >= 2 {
+            let first: Vec<usize> = (0..records / 2).collect();
+            let second: Vec<usize> = (records / 2..records).collect();
+            return Some((self.subset(&first), self.subset(&second)));
+        }
+        if self.len() < 2 {
+            return None;
+        }
+        let half = self.len() / 2;
+        let make = |lines: Range<usize>| {
+            let mut b = Batch::new();
+            b.start_record();
+            for i in lines {
+                b.push(self.line(i));
+            }
+            if let Some(a) = self.attached(0) {
+                b.attach(self.attached_each, a.to_vec());
+            }
+            b
+        };
+        Some((make(0..half), make(half..self.len())))
+    }
+
+    /// Adds every record of `other` after this batch's, packed as they were. What was
+    /// attached stays only if both batches carry it alike.
+    pub fn append(&mut self, other: &Batch) {
+        if other.is_empty() {
+            return;
+        }
+        let keep_attached = self.is_empty()
+            || (self.attached_each == other.attached_each
+                && self.attached.is_empty() == other.attached.is_empty());
+        if self.is_empty() {
+            self.attached_each = other.attached_each;
+        }
+        for r in 0..other.record_count() {
+            if other.is_packed() || self.is_packed() {
+                self.start_record();
+            }
+            for line in other.record(r) {
+                self.push(line);
+            }
+        }
+        if keep_attached {
+            self.attached.extend_from_slice(&other.attached);
+        } else {
+            self.attached.clear();
+            self.attached_each = 0;
+        }
+    }
+
+    /// Packs a batch whose lines are one to a record as `packing` would have, first line
+    /// first, each record as full as it may be. What was attached to its lines is dropped.
+    pub fn pack(&mut self, packing: &Packing) {
+        if self.is_packed() {
+            return;
+        }
+        let mut open = 0;
+        for i in 0..self.spans.len() {
+            let cost = (packing.line_cost)(self.spans[i].len as usize);
+            if i == 0 || open + cost > packing.max_record_bytes {
+                self.records.push(i as u32);
+                open = packing.record_overhead;
+            }
+            open += cost;
+        }
+        self.attached.clear();
+        self.attached_each = 0;
     }
 
     /// The lines joined by `\n`: the failed-attempts file format.
@@ -185,6 +328,26 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Time from a batch's first record to its flush; `None`: no timer.
     pub interval: Option<Duration>,
+}
+
+/// How a destination packs many lines into one record (KPL aggregation), in the numbers the
+/// [`Batcher`] needs to count records and bytes as the destination will.
+#[derive(Clone, Copy, Debug)]
+pub struct Packing {
+    /// The bytes of a record besides its lines' (framing, digest, partition key).
+    pub record_overhead: usize,
+    /// The bytes a line of `n` bytes takes in a record.
+    pub line_cost: fn(usize) -> usize,
+    /// The largest record of more than one line. A line too long to share a record is a
+    /// record of its own, as large as the destination's record limit allows.
+    pub max_record_bytes: usize,
+}
+
+impl Packing {
+    /// The size of a record holding `lines`.
+    pub fn record_bytes<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> usize {
+        self.record_overhead + lines.map(|l| (self.line_cost)(l.len())).sum::<usize>()
+    }
 }
 
 /// Spare buffers the batches and request bodies of delivered batches leave behind, for the
@@ -244,6 +407,11 @@ pub struct Batcher {
     limits: Limits,
     /// Bytes the destination adds to each line (its partition key).
     overhead: usize,
+    /// How lines are packed many to a record, if they are.
+    packing: Option<Packing>,
+    /// With packing: the bytes of the batch being filled, and of its last record.
+    filled_bytes: usize,
+    record_bytes: usize,
     current: Batch,
     first_at: Option<Instant>,
     buffers: Buffers,
@@ -262,12 +430,23 @@ impl Batcher {
         Batcher {
             limits,
             overhead,
+            packing: None,
+            filled_bytes: 0,
+            record_bytes: 0,
             current: Batch::new(),
             first_at: None,
             buffers: Buffers::default(),
             range_start: 0,
             last_end: None,
         }
+    }
+
+    /// A batcher for a destination that packs many lines into a record as `packing` says:
+    /// `limits` count records, not lines.
+    pub fn packing(limits: Limits, packing: Packing) -> Self {
+        let mut b = Batcher::new(limits, 0);
+        b.packing = Some(packing);
+        b
     }
 
     /// The spare buffers new batches are made from; delivered batches go back to them.
@@ -295,6 +474,9 @@ impl Batcher {
         end: Option<u64>,
         sealed: &mut impl FnMut(Batch),
     ) {
+        if let Some(packing) = self.packing {
+            return self.push_packed(&packing, line, now, end, sealed);
+        }
         let record = line.len() + self.overhead;
         if !self.current.is_empty()
             && self.current.size_with(self.overhead) + record > self.limits.max_bytes
@@ -310,6 +492,46 @@ impl Batcher {
         }
         if self.current.len() >= self.limits.max_records {
             sealed(self.take_current());
+        }
+    }
+
+    /// Adds a line to the last record if it fits there, or to a new one.
+    fn push_packed(
+        &mut self,
+        packing: &Packing,
+        line: &[u8],
+        now: Instant,
+        end: Option<u64>,
+        sealed: &mut impl FnMut(Batch),
+    ) {
+        let cost = (packing.line_cost)(line.len());
+        let mut joins =
+            !self.current.is_empty() && self.record_bytes + cost <= packing.max_record_bytes;
+        let adds = if joins {
+            cost
+        } else {
+            packing.record_overhead + cost
+        };
+        if !self.current.is_empty()
+            && (self.filled_bytes + adds > self.limits.max_bytes
+                || (!joins && self.current.record_count() >= self.limits.max_records))
+        {
+            sealed(self.take_current());
+            joins = false;
+        }
+        if self.current.is_empty() {
+            self.first_at = Some(now);
+        }
+        if !joins {
+            self.current.start_record();
+            self.record_bytes = packing.record_overhead;
+            self.filled_bytes += packing.record_overhead;
+        }
+        self.current.push(line);
+        self.record_bytes += cost;
+        self.filled_bytes += cost;
+        if end.is_some() {
+            self.last_end = end;
         }
     }
 
@@ -355,6 +577,8 @@ impl Batcher {
 
     fn take_current(&mut self) -> Batch {
         self.first_at = None;
+        self.filled_bytes = 0;
+        self.record_bytes = 0;
         let cap = self.current.size().max(4096);
         let records = self.current.len();
         let mut next = Batch {

@@ -136,14 +136,15 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
     // Bodies are built here, on the reading thread, while the sender is busy.
     let encoder = sink.encoder();
     let overhead = encoder.as_ref().map_or(0, |e| e.line_overhead());
-    let batcher = Batcher::new(
-        Limits {
-            max_records: config.buffer_queue_limit,
-            max_bytes: config.max_request_bytes,
-            interval: config.flush_interval,
-        },
-        overhead,
-    );
+    let limits = Limits {
+        max_records: config.buffer_queue_limit,
+        max_bytes: config.max_request_bytes,
+        interval: config.flush_interval,
+    };
+    let batcher = match encoder.as_ref().and_then(|e| e.packing()) {
+        Some(packing) => Batcher::packing(limits, packing),
+        None => Batcher::new(limits, overhead),
+    };
     let max_line = config.max_record_bytes - overhead;
     let buffers = batcher.buffers().clone();
     let sender = Sender::spawn(

@@ -16,8 +16,8 @@
 //!   it takes; `x-amz-retry-after` is honoured up to the backoff ceiling;
 //! - expired credentials: refresh and retry at once the first time, then back off;
 //! - too large for the stream (only when the request is beyond the documented limits, see
-//!   `kinesis::classify`): halve, down to single records; a single record that is still too
-//!   large is handed back as oversized;
+//!   `kinesis::classify`): halve, down to single records, and a record of many lines down to
+//!   single lines; a single line that is still too large is handed back as oversized;
 //! - an error retrying cannot fix: stop, handing back what is left as `permanent`;
 //! - the stop deadline passed: stop, handing back what is left.
 
@@ -91,7 +91,7 @@ pub struct Undelivered {
 /// How a delivery ended: every record of the batch is counted once.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Finish {
-    /// Records accepted.
+    /// Lines accepted (in as many records or fewer).
     pub accepted: u64,
     /// Single records the stream refused as too large (their data only).
     pub oversized: Vec<Vec<u8>>,
@@ -197,10 +197,10 @@ impl Delivery {
 
     /// Takes in the result of the attempt [`Delivery::next`] asked for, made at `now`.
     pub fn on_result(&mut self, result: PutResult, now: Instant, rng: &mut Rng) -> Decision {
-        let sent = self.pieces.front().map_or(0, Batch::len);
+        let sent = self.pieces.front().map_or(0, Batch::record_count);
         let decision = match result {
             PutResult::Accepted => {
-                self.finish.accepted += sent as u64;
+                self.finish.accepted += self.pieces.front().map_or(0, Batch::len) as u64;
                 self.attempt = 0;
                 self.refreshed = false;
                 self.spent = self.pieces.pop_front();
@@ -219,9 +219,11 @@ impl Delivery {
                     .filter(|f| classify_record(&f.code) == ErrorKind::Throttled)
                     .count();
                 let accepted = sent - failed.len();
-                self.finish.accepted += accepted as u64;
                 let indices: Vec<usize> = failed.iter().map(|f| f.index).collect();
                 let front = self.pieces.front_mut().expect("an attempt was made");
+                let failed_lines: usize =
+                    indices.iter().map(|&i| front.record_lines(i).len()).sum();
+                self.finish.accepted += (front.len() - failed_lines) as u64;
                 *front = front.subset(&indices);
                 // Records went through: throttling is per shard, so wait a little, but do not
                 // escalate as for a failed request.
@@ -258,18 +260,15 @@ impl Delivery {
             PutResult::Failed(f) if f.kind == ErrorKind::TooLarge => {
                 let front = self.pieces.pop_front().expect("an attempt was made");
                 self.attempt = 0;
-                if front.len() == 1 {
+                let Some((first, second)) = front.halves() else {
                     self.finish.oversized.push(front.line(0).to_vec());
                     if self.pieces.is_empty() {
                         self.done = true;
                     }
                     return Decision::Oversized(f);
-                }
-                let half = front.len() / 2;
-                let first: Vec<usize> = (0..half).collect();
-                let second: Vec<usize> = (half..front.len()).collect();
-                self.pieces.push_front(front.subset(&second));
-                self.pieces.push_front(front.subset(&first));
+                };
+                self.pieces.push_front(second);
+                self.pieces.push_front(first);
                 return Decision::Split(f);
             }
             PutResult::Failed(f) => {
@@ -289,9 +288,7 @@ impl Delivery {
     fn give_up(&mut self, reason: String, permanent: bool) {
         let mut left = self.pieces.pop_front().unwrap_or_default();
         for piece in self.pieces.drain(..) {
-            for d in piece.lines() {
-                left.push(d);
-            }
+            left.append(&piece);
         }
         if !left.is_empty() {
             self.finish.undelivered = Some(Undelivered {

@@ -221,6 +221,7 @@ pub fn make_sink(
                 &aws.region,
                 &k.stream_name,
                 Keys::from_config(&config.partition_key, random::Rng::from_entropy()),
+                config.aggregate,
                 aws.credentials,
                 timeouts,
             )))

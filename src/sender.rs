@@ -30,13 +30,17 @@ use crate::log;
 use crate::log::one_line;
 use crate::random::Rng;
 use crate::sink::ErrorKind;
-use crate::sink::{Failure, Sink};
+use crate::sink::{FailedRecord, Failure, PutResult, Sink};
 use crate::stats::Stats;
 use crate::stop::StopSignal;
 
 /// Jobs queued for the sender beyond the one it is working on. Two keep it busy while the
 /// reading thread prepares the next, and keep memory small while deliveries go through.
 pub const QUEUED_JOBS: usize = 2;
+
+/// A PUT payload unit: a record is billed in whole units of its data and key (25 KB, counted
+/// here as 25 KiB, so the KPL's 50 KiB aggregate is two units).
+pub const PAYLOAD_UNIT: usize = 25 * 1024;
 
 /// A batch to deliver, with the backlog's name for it.
 #[derive(Debug)]
@@ -116,6 +120,8 @@ impl Sender {
     }
 
     /// Queues a job, or hands it back if the channel is full (or closed by a stop).
+    // The job comes back as it went, moved: boxing it would allocate at every full channel.
+    #[allow(clippy::result_large_err)]
     pub fn try_send(&self, job: Job) -> Result<(), Job> {
         match &self.jobs {
             None => Err(job),
@@ -202,8 +208,9 @@ impl Worker {
                     if retrying {
                         Stats::add(&stats.retries, 1);
                     }
-                    let records = pending.len();
+                    let records = pending.record_count();
                     let result = self.sink.put(pending, deadline);
+                    self.count_accepted(pending, &result);
                     let decision = delivery.on_result(result, Instant::now(), &mut self.rng);
                     self.note(&decision, records);
                     decision
@@ -214,6 +221,31 @@ impl Worker {
             }
             retrying = matches!(decision, Decision::Retry { .. } | Decision::Resend { .. });
         }
+    }
+
+    /// Counts the lines and PUT payload units of the records `result` says were accepted.
+    fn count_accepted(&self, batch: &Batch, result: &PutResult) {
+        let failed: &[FailedRecord] = match result {
+            PutResult::Accepted => &[],
+            PutResult::Partial { failed, .. } => failed,
+            PutResult::Failed(_) => return,
+        };
+        let mut failed = failed.iter().map(|f| f.index).peekable();
+        let (mut lines, mut units) = (0, 0);
+        for r in 0..batch.record_count() {
+            if failed.next_if_eq(&r).is_some() {
+                continue;
+            }
+            lines += batch.record_lines(r).len() as u64;
+            units += self
+                .sink
+                .record_bytes(batch, r)
+                .div_ceil(PAYLOAD_UNIT)
+                .max(1) as u64;
+        }
+        let stats = &self.shared.stats;
+        Stats::add(&stats.user_records_sent, lines);
+        Stats::add(&stats.payload_units, units);
     }
 
     /// Counts and logs what an answer made the delivery decide.

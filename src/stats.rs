@@ -31,6 +31,10 @@ pub struct Stats {
     pub oversized_lines: AtomicU64,
     /// Records accepted by the destination.
     pub records_sent: AtomicU64,
+    /// Lines accepted by the destination (more than records with `--aggregate`).
+    pub user_records_sent: AtomicU64,
+    /// PUT payload units of the records accepted: each record's data and key in whole 25 KiB.
+    pub payload_units: AtomicU64,
     /// Requests made (every attempt).
     pub requests: AtomicU64,
     /// Requests that were retries.
@@ -146,6 +150,18 @@ impl Stats {
                 "Records the stream accepted.",
                 Counter,
                 g(&self.records_sent),
+            ),
+            f(
+                "user_records_sent",
+                "Lines the stream accepted (many to a record with --aggregate).",
+                Counter,
+                g(&self.user_records_sent),
+            ),
+            f(
+                "payload_units",
+                "PUT payload units of the records accepted (whole 25 KiB of data and key).",
+                Counter,
+                g(&self.payload_units),
             ),
             f(
                 "requests",
@@ -336,7 +352,7 @@ mod tests {
         assert!(text.contains("fifo2kinesis_spool_bytes 5\n"));
         assert!(text.contains("fifo2kinesis_failed_requests_total{code=\"Odd\\\"Code\\\\\"} 1\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 19);
-        assert_eq!(text.matches("# HELP ").count(), 19);
+        assert_eq!(samples, 21);
+        assert_eq!(text.matches("# HELP ").count(), 21);
     }
 }

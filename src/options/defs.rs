@@ -16,6 +16,8 @@ pub(super) enum OptId {
     FlushInterval,
     MaxRecordBytes,
     MaxRequestBytes,
+    Aggregate,
+    AggregateMaxBytes,
     FailedAttemptsDir,
     FailedAttemptsMaxBytes,
     Durable,
@@ -262,6 +264,43 @@ pub(super) const OPTIONS: &[Opt] = &[
         help: "Largest PutRecords request (sum of its records), up to 10MiB",
         doc: "The largest PutRecords request, the sum of its records' sizes: from \
               --max-record-bytes to 10MiB. A batch is flushed before it would grow past it.",
+    },
+    Opt {
+        id: OptId::Aggregate,
+        long: "aggregate",
+        short: None,
+        takes: Takes::Switch,
+        var: Some("FIFO2KINESIS_AGGREGATE"),
+        aws_vars: &[],
+        unset: Unset::Value("false"),
+        category: Category::Batches,
+        help: "Pack many lines into each Kinesis record (KPL aggregation; consumers must \
+               deaggregate)",
+        doc: "Lines are packed into KPL aggregated records, as the Kinesis Producer Library \
+              makes them: hundreds of short lines in one record, up to --aggregate-max-bytes, \
+              so a stream takes far fewer records and PUT payload units for the same lines. \
+              Every line of a record shares its partition key (--partition-key, or a random \
+              key per record), so each reaches its shard's consumers. Consumers must \
+              deaggregate: the KCL, AWS Lambda with the aws-kinesis-agg libraries and Flink's \
+              Kinesis connector do; others see each record as binary data. Lines are still \
+              kept one by one in --failed-attempts-dir and the journal. The logger handler \
+              prints lines as without it.",
+    },
+    Opt {
+        id: OptId::AggregateMaxBytes,
+        long: "aggregate-max-bytes",
+        short: None,
+        takes: Takes::Value("BYTES"),
+        var: Some("FIFO2KINESIS_AGGREGATE_MAX_BYTES"),
+        aws_vars: &[],
+        unset: Unset::Value("50KiB"),
+        category: Category::Batches,
+        help: "With --aggregate, largest aggregated record (with its partition key)",
+        doc: "With --aggregate, the largest aggregated record, its partition key included: \
+              from 1KiB to --max-record-bytes (the default is lowered to it). The default, \
+              the KPL's, is two PUT payload units; smaller records spread a request over \
+              more shards. A line too long to share a record goes in one of its own, up to \
+              --max-record-bytes.",
     },
     Opt {
         id: OptId::FailedAttemptsDir,

@@ -31,6 +31,8 @@ pub use man::man_page;
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
 /// The largest record and request size the Kinesis API accepts (10 MiB).
 pub const API_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// The smallest `--aggregate-max-bytes`.
+pub const MIN_AGGREGATE_BYTES: usize = 1024;
 /// Length of the random partition key used when none is configured.
 pub const RANDOM_KEY_LEN: usize = 12;
 /// Longest partition key Kinesis accepts, in Unicode characters.
@@ -195,6 +197,8 @@ pub struct Config {
     pub max_record_bytes: usize,
     /// Largest request: the sum of its records' sizes.
     pub max_request_bytes: usize,
+    /// With `--aggregate`: the largest aggregated record, partition key included.
+    pub aggregate: Option<usize>,
     /// How long a stop may take to deliver what is in memory.
     pub shutdown_timeout: Duration,
     /// Memory for lines read but not accepted yet.

@@ -12,7 +12,7 @@ use super::defs::{self, OptId};
 use super::parse::{Given, KinesisArgs, RawArgs};
 use super::{
     invalid, parse_bool, Config, ConfigError, Handler, Input, KinesisConfig, PartitionKey,
-    API_MAX_BYTES, MAX_PARTITION_KEY_CHARS, MAX_RECORDS_PER_REQUEST,
+    API_MAX_BYTES, MAX_PARTITION_KEY_CHARS, MAX_RECORDS_PER_REQUEST, MIN_AGGREGATE_BYTES,
 };
 
 /// Checks `raw` as a whole and builds the configuration.
@@ -62,6 +62,20 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
+    // A given value is checked; the default is lowered to a smaller --max-record-bytes.
+    let aggregate_max_bytes = raw.aggregate_max_bytes.checked(|&n| {
+        if !(MIN_AGGREGATE_BYTES..=max_record_bytes).contains(&n) {
+            Err(format!(
+                "a size from 1KiB to --max-record-bytes ({max_record_bytes})"
+            ))
+        } else {
+            Ok(())
+        }
+    })?;
+    let aggregate = raw
+        .aggregate
+        .value
+        .then_some(aggregate_max_bytes.min(max_record_bytes));
     let max_buffer_bytes = raw.max_buffer_bytes.checked(|&n| {
         if n < 2 * max_request_bytes {
             Err(format!(
@@ -143,6 +157,7 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         flush_interval: nonzero(raw.flush_interval.value),
         max_record_bytes,
         max_request_bytes,
+        aggregate,
         shutdown_timeout: raw.shutdown_timeout.value,
         max_buffer_bytes,
         failed_attempts_max_bytes,

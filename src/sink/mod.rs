@@ -13,7 +13,7 @@ pub mod logger;
 
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, Prepared};
+use crate::batch::{Batch, Packing, Prepared};
 
 pub use kinesis::FailedRecord;
 
@@ -58,13 +58,24 @@ pub trait Sink: Send {
     fn encoder(&self) -> Option<Box<dyn Encoder>> {
         None
     }
+    /// The size the destination bills for record `r` of `batch` (its data and key).
+    fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
+        batch.record(r).map(<[u8]>::len).sum()
+    }
 }
 
 /// Turns batches of lines into one destination's request bodies.
 pub trait Encoder: Send {
-    /// The bytes the destination counts for each line beyond its own (a partition key), which
-    /// the batcher and the record size limit count too.
+    /// The most bytes the destination counts for a line in a record of its own beyond the
+    /// line's (a partition key, aggregate framing): the record size limit counts them, and
+    /// the batcher too unless lines are packed.
     fn line_overhead(&self) -> usize;
+    /// How lines are packed many to a record, if they are (KPL aggregation); the batcher
+    /// then counts records and bytes by it. A batch given to [`Encoder::encode`] unpacked is
+    /// packed there the same way.
+    fn packing(&self) -> Option<Packing> {
+        None
+    }
     /// The request body for `batch`, made in `body` (a reused buffer, cleared first). What the
     /// encoder chose for each line (a random partition key) is attached to the batch, so that
     /// a resend of some of its lines carries the same.

@@ -159,7 +159,7 @@ fn the_metrics_file_parses_and_matches_what_happened() {
         "fifo2kinesis_spool_bytes",
         "fifo2kinesis_journal_bytes",
     ];
-    assert_eq!(heads.len(), 19, "{heads:?}");
+    assert_eq!(heads.len(), 21, "{heads:?}");
     for (name, kind, help) in &heads {
         assert!(name.starts_with("fifo2kinesis_"), "{name}");
         let want = if gauges.contains(&name.as_str()) {

@@ -1,15 +1,17 @@
-//! The PutRecords request body: a batch of lines with their partition keys, as JSON.
+//! The PutRecords request body: a batch's records with their partition keys, as JSON.
 //!
 //! [`KinesisEncoder`] is what the Kinesis sink hands to the poll loop: it builds each sealed
 //! batch's body (and its SHA-256, which SigV4 signs) on the reading thread while the sender is
-//! busy with the previous request. It also tells the batcher how many bytes Kinesis counts for
-//! each line beyond its data: the partition key. The sender keeps a copy for the bodies it
-//! makes itself (resends of some records, replayed files).
+//! busy with the previous request. It also tells the batcher how Kinesis counts a record: a
+//! line and its partition key, or, with `--aggregate`, a KPL aggregated record of many lines
+//! ([`super::aggregate`]) and its key, whose [`Packing`] the batcher fills records by. The
+//! sender keeps a copy for the bodies it makes itself (resends of some records).
 
 use base64::Engine as _;
 
+use super::aggregate;
 use crate::aws::sha256_hex;
-use crate::batch::{Batch, Prepared};
+use crate::batch::{Batch, Packing, Prepared};
 use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
 use crate::sink::Encoder;
@@ -49,21 +51,48 @@ impl Keys {
     }
 }
 
-/// Builds PutRecords bodies for one stream, one record per line.
+/// Builds PutRecords bodies for one stream: a record per line, or per aggregate of lines.
 #[derive(Clone, Debug)]
 pub struct KinesisEncoder {
     stream: String,
     keys: Keys,
     key: Vec<u8>,
+    /// How lines are packed into aggregated records, with `--aggregate`.
+    packing: Option<Packing>,
+    /// The aggregated record being written, reused.
+    aggregate: Vec<u8>,
 }
 
 impl KinesisEncoder {
-    /// An encoder for `stream` whose records carry `keys`.
+    /// An encoder for `stream` whose records carry `keys`, one line each.
     pub fn new(stream: &str, keys: Keys) -> Self {
         KinesisEncoder {
             stream: stream.to_string(),
             keys,
             key: Vec::with_capacity(RANDOM_KEY_LEN),
+            packing: None,
+            aggregate: Vec::new(),
+        }
+    }
+
+    /// An encoder whose records are KPL aggregates of lines, each at most `max_bytes` with
+    /// its partition key unless one line alone needs more; one key per aggregate.
+    pub fn aggregating(stream: &str, keys: Keys, max_bytes: usize) -> Self {
+        let key_len = keys.key_len();
+        let mut e = KinesisEncoder::new(stream, keys);
+        e.packing = Some(Packing {
+            record_overhead: aggregate::aggregate_overhead(key_len) + key_len,
+            line_cost: aggregate::line_cost,
+            max_record_bytes: max_bytes,
+        });
+        e
+    }
+
+    /// The size Kinesis counts for record `r` of `batch`: its data and partition key.
+    pub fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
+        match &self.packing {
+            Some(p) => p.record_bytes(batch.record(r)),
+            None => batch.line(r).len() + self.key_len(),
         }
     }
 
@@ -77,13 +106,15 @@ impl KinesisEncoder {
         self.keys.key_len()
     }
 
-    /// Attaches a random key to every line of `batch` that has none yet, so that the body and
-    /// any resend of some of its lines use the same keys. A fixed key needs no attaching.
+    /// Attaches a random key to every record of `batch` if it has none yet, so that the body
+    /// and any resend of some of its records use the same keys. A fixed key needs no
+    /// attaching.
     fn attach_keys(&mut self, batch: &mut Batch) {
         if let Keys::Random(rng) = &mut self.keys {
             if batch.attached(0).is_none() && !batch.is_empty() {
-                let mut keys = Vec::with_capacity(batch.len() * RANDOM_KEY_LEN);
-                for _ in 0..batch.len() {
+                let records = batch.record_count();
+                let mut keys = Vec::with_capacity(records * RANDOM_KEY_LEN);
+                for _ in 0..records {
                     rng.push_alphanumeric(&mut keys, RANDOM_KEY_LEN);
                 }
                 batch.attach(RANDOM_KEY_LEN, keys);
@@ -91,50 +122,81 @@ impl KinesisEncoder {
         }
     }
 
-    /// Writes the PutRecords JSON for `batch` into `out` (cleared first): each line with the
-    /// key attached to it, or a fresh one.
+    /// Writes the PutRecords JSON for `batch` into `out` (cleared first): each record with
+    /// the key attached to it, or a fresh one. Aggregating, each record of the batch is an
+    /// aggregate of its lines (a batch that does not pack its lines has one line a record).
     pub fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
         out.clear();
+        let records = batch.record_count();
+        let framing = match &self.packing {
+            Some(p) => p.record_overhead + batch.len() * aggregate::MAX_LINE_FRAMING,
+            None => 0,
+        };
         out.reserve(
-            batch.size() * 4 / 3 + batch.len() * (48 + self.key_len()) + self.stream.len() + 32,
+            (batch.size() + framing) * 4 / 3
+                + records * (48 + self.key_len())
+                + self.stream.len()
+                + 32,
         );
         out.extend_from_slice(b"{\"StreamName\":");
         write_json_str(out, self.stream.as_bytes());
         out.extend_from_slice(b",\"Records\":[");
-        for (i, data) in batch.lines().enumerate() {
-            if i > 0 {
+        for r in 0..records {
+            if r > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(b"{\"Data\":\"");
-            let at = out.len();
-            let n = base64::encoded_len(data.len(), true)
-                .expect("record sizes are far below usize::MAX");
-            out.resize(at + n, 0);
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(data, &mut out[at..])
-                .expect("the buffer was sized by encoded_len");
-            debug_assert_eq!(written, n);
-            out.extend_from_slice(b"\",\"PartitionKey\":");
-            match batch.attached(i) {
-                Some(key) => write_json_str(out, key),
+            let key = match batch.attached(r) {
+                Some(key) => key,
                 None => {
                     self.key.clear();
                     self.keys.fill(&mut self.key);
-                    write_json_str(out, &self.key);
+                    &self.key
                 }
+            };
+            out.extend_from_slice(b"{\"Data\":\"");
+            if self.packing.is_some() {
+                aggregate::write(&mut self.aggregate, key, batch.record(r));
+                write_base64(out, &self.aggregate);
+            } else {
+                write_base64(out, batch.line(r));
             }
+            out.extend_from_slice(b"\",\"PartitionKey\":");
+            write_json_str(out, key);
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
     }
 }
 
+/// Appends `data` in base64.
+fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let at = out.len();
+    let n = base64::encoded_len(data.len(), true).expect("record sizes are far below usize::MAX");
+    out.resize(at + n, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[at..])
+        .expect("the buffer was sized by encoded_len");
+    debug_assert_eq!(written, n);
+}
+
 impl Encoder for KinesisEncoder {
     fn line_overhead(&self) -> usize {
-        self.key_len()
+        match &self.packing {
+            // A line alone in an aggregate.
+            Some(p) => p.record_overhead + aggregate::MAX_LINE_FRAMING,
+            None => self.key_len(),
+        }
+    }
+
+    fn packing(&self) -> Option<Packing> {
+        self.packing
     }
 
     fn encode(&mut self, batch: &mut Batch, mut body: Vec<u8>) -> Prepared {
+        if let Some(p) = &self.packing {
+            // Lines the batcher did not pack (a replayed file's): packed as it would have.
+            batch.pack(p);
+        }
         self.attach_keys(batch);
         self.body(batch, &mut body);
         let sha256_hex = sha256_hex(&body);

@@ -129,17 +129,25 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// The request size limit (data plus partition keys of all records) every stream accepts.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 
-/// Whether `batch`, each of its lines sent with a partition key of `key_len` bytes, is beyond
-/// what every stream accepts: more than 500 records, a record over
+/// Whether `batch`, whose record `r` counts `record_bytes(r)` (data and partition key), is
+/// beyond what every stream accepts: more than 500 records, a record over
 /// [`DEFAULT_MAX_RECORD_BYTES`], or more than [`DEFAULT_MAX_REQUEST_BYTES`] in all. Only such a
 /// request can be refused for its size (`--max-record-bytes` and `--max-request-bytes` go up to
 /// 10 MiB for streams whose limit was raised).
-pub fn beyond_default_limits(batch: &Batch, key_len: usize) -> bool {
-    batch.len() > MAX_RECORDS_PER_REQUEST
-        || batch.size_with(key_len) > DEFAULT_MAX_REQUEST_BYTES
-        || batch
-            .lines()
-            .any(|data| data.len() + key_len > DEFAULT_MAX_RECORD_BYTES)
+pub fn beyond_default_limits(batch: &Batch, record_bytes: impl Fn(usize) -> usize) -> bool {
+    let records = batch.record_count();
+    if records > MAX_RECORDS_PER_REQUEST {
+        return true;
+    }
+    let mut total = 0;
+    for r in 0..records {
+        let n = record_bytes(r);
+        if n > DEFAULT_MAX_RECORD_BYTES {
+            return true;
+        }
+        total += n;
+    }
+    total > DEFAULT_MAX_REQUEST_BYTES
 }
 
 /// Whether `status` is an error answer (4xx or 5xx).
@@ -357,7 +365,7 @@ mod tests {
             for d in lines {
                 b.push(d);
             }
-            beyond_default_limits(&b, key_len)
+            beyond_default_limits(&b, |r| b.line(r).len() + key_len)
         };
         assert!(!of(&[record(10)], 1));
         // Data and key count together.

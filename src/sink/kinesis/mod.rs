@@ -6,6 +6,7 @@
 //! [`errors`] reads and classifies every other answer. Every answer is hostile input: one that
 //! does not prove success is a failure to retry, never a delivery.
 
+pub mod aggregate;
 mod encoder;
 mod errors;
 mod output;
@@ -70,12 +71,15 @@ pub struct KinesisSink {
 impl KinesisSink {
     /// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
     /// `agent` (which must answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]).
+    /// With `aggregate`, records are KPL aggregates of lines of at most that many bytes.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         agent: Agent,
         endpoint: &str,
         region: &str,
         stream: &str,
         keys: Keys,
+        aggregate: Option<usize>,
         credentials: Box<dyn Provider>,
         timeouts: HttpTimeouts,
     ) -> Self {
@@ -83,7 +87,10 @@ impl KinesisSink {
             agent,
             url: format!("{}/", endpoint.trim_end_matches('/')),
             region: region.to_string(),
-            encoder: KinesisEncoder::new(stream, keys),
+            encoder: match aggregate {
+                Some(max_bytes) => KinesisEncoder::aggregating(stream, keys, max_bytes),
+                None => KinesisEncoder::new(stream, keys),
+            },
             credentials,
             timeouts,
             body: Vec::new(),
@@ -171,7 +178,7 @@ impl KinesisSink {
         let body = &self.answer[..];
 
         if status == 200 {
-            return match parse_put_records_output(body, batch.len()) {
+            return match parse_put_records_output(body, batch.record_count()) {
                 Ok(out) if out.failed.is_empty() => Ok(PutResult::Accepted),
                 Ok(out) => Ok(PutResult::Partial {
                     failed: out.failed,
@@ -194,7 +201,8 @@ impl KinesisSink {
             let target = target.split(['?', '#']).next().unwrap_or_default();
             err.message = format!("redirect to {} not followed", one_line(target, 200));
         }
-        let beyond_limits = beyond_default_limits(batch, self.encoder.key_len());
+        let encoder = &self.encoder;
+        let beyond_limits = beyond_default_limits(batch, |r| encoder.record_bytes(batch, r));
         Err(Failure {
             kind: classify(&err, beyond_limits),
             message: err.to_string(),
@@ -251,5 +259,9 @@ impl Sink for KinesisSink {
 
     fn encoder(&self) -> Option<Box<dyn Encoder>> {
         Some(self.encoder.boxed_clone())
+    }
+
+    fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
+        self.encoder.record_bytes(batch, r)
     }
 }
