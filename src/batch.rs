@@ -723,6 +723,151 @@ mod tests {
         assert_eq!(batch.joined_lines(), b"a\nb\nc\nd");
     }
 
+    /// A packing of one-byte framing per line and 10 bytes per record, 30 bytes at most.
+    fn packing() -> Packing {
+        Packing {
+            record_overhead: 10,
+            line_cost: |n| n + 1,
+            max_record_bytes: 30,
+        }
+    }
+
+    fn records(b: &Batch) -> Vec<Vec<String>> {
+        (0..b.record_count())
+            .map(|r| {
+                b.record(r)
+                    .map(|d| String::from_utf8(d.to_vec()).unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packing_fills_records_to_their_limit_and_requests_by_records_and_bytes() {
+        let limits = Limits {
+            max_records: 2,
+            max_bytes: 1000,
+            interval: None,
+        };
+        let mut b = Batcher::packing(limits, packing());
+        let mut out = Vec::new();
+        let now = Instant::now();
+        // 10 + 3 × (5 + 1) = 28 bytes fit a record; a fourth line would make 34.
+        for l in [
+            "aaaaa", "bbbbb", "ccccc", "ddddd", "eeeee", "fffff", "ggggg",
+        ] {
+            b.push(l.as_bytes(), now, &mut |x| out.push(x));
+        }
+        assert_eq!(out.len(), 1, "two records make a request");
+        assert_eq!(
+            records(&out[0]),
+            [
+                vec!["aaaaa", "bbbbb", "ccccc"],
+                vec!["ddddd", "eeeee", "fffff"]
+            ]
+        );
+        assert_eq!(out[0].len(), 6);
+        let last = b.take().unwrap();
+        assert_eq!(records(&last), [vec!["ggggg"]]);
+
+        // Bytes: 28 + 16 = 44; the next line, joining the second record, would make 50.
+        let limits = Limits {
+            max_records: 500,
+            max_bytes: 48,
+            interval: None,
+        };
+        let mut b = Batcher::packing(limits, packing());
+        let mut out = Vec::new();
+        for l in ["aaaaa", "bbbbb", "ccccc", "ddddd", "eeeee"] {
+            b.push(l.as_bytes(), now, &mut |x| out.push(x));
+        }
+        assert_eq!(
+            records(&out[0]),
+            [vec!["aaaaa", "bbbbb", "ccccc"], vec!["ddddd"]]
+        );
+        assert_eq!(records(&b.take().unwrap()), [vec!["eeeee"]]);
+    }
+
+    #[test]
+    fn a_line_too_long_to_share_a_record_has_one_of_its_own() {
+        let limits = Limits {
+            max_records: 500,
+            max_bytes: 1000,
+            interval: None,
+        };
+        let mut b = Batcher::packing(limits, packing());
+        let long = "x".repeat(40);
+        for l in ["a", &long, "b", "c"] {
+            b.push(l.as_bytes(), Instant::now(), &mut |_| panic!("sealed"));
+        }
+        let batch = b.take().unwrap();
+        assert_eq!(
+            records(&batch),
+            [vec!["a"], vec![long.as_str()], vec!["b", "c"]]
+        );
+        assert_eq!(
+            packing().record_bytes(batch.record(1)),
+            10 + 41,
+            "over the limit alone"
+        );
+        // Packing the same lines afterwards gives the same records.
+        let mut plain = Batch::new();
+        for l in batch.lines() {
+            plain.push(l);
+        }
+        assert_eq!(plain.record_count(), 4);
+        plain.pack(&packing());
+        assert_eq!(records(&plain), records(&batch));
+    }
+
+    #[test]
+    fn packed_batches_keep_their_records_through_subsets_halves_and_appends() {
+        let mut b = Batch::new();
+        for (i, l) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            if i != 1 && i != 4 {
+                b.start_record();
+            }
+            b.push(l.as_bytes());
+        }
+        assert_eq!(records(&b), [vec!["a", "b"], vec!["c"], vec!["d", "e"]]);
+        b.attach(2, b"k0k1k2".to_vec());
+        let s = b.subset(&[0, 2]);
+        assert_eq!(records(&s), [vec!["a", "b"], vec!["d", "e"]]);
+        assert_eq!(
+            (s.attached(0), s.attached(1)),
+            (Some(&b"k0"[..]), Some(&b"k2"[..]))
+        );
+
+        let (first, second) = b.halves().unwrap();
+        assert_eq!(records(&first), [vec!["a", "b"]]);
+        assert_eq!(records(&second), [vec!["c"], vec!["d", "e"]]);
+        // One record of many lines halves into two records with its key.
+        let (x, y) = first.halves().unwrap();
+        assert_eq!(records(&x), [vec!["a"]]);
+        assert_eq!(records(&y), [vec!["b"]]);
+        assert_eq!(
+            (x.attached(0), y.attached(0)),
+            (Some(&b"k0"[..]), Some(&b"k0"[..]))
+        );
+        assert!(x.halves().is_none(), "one line cannot be halved");
+
+        let mut joined = first.clone();
+        joined.append(&second);
+        assert_eq!(records(&joined), records(&b));
+        assert_eq!(joined.attached(2), Some(&b"k2"[..]));
+        // Lines one to a record join as records of their own; keys attached to one side only
+        // are dropped.
+        let mut plain = Batch::new();
+        plain.push(b"p");
+        plain.push(b"q");
+        joined.append(&plain);
+        assert_eq!(records(&joined)[3..], [vec!["p"], vec!["q"]]);
+        assert_eq!(joined.attached(0), None);
+        let mut other = plain.clone();
+        other.append(&first);
+        assert_eq!(records(&other), [vec!["p"], vec!["q"], vec!["a", "b"]]);
+    }
+
     #[test]
     fn delivered_batches_leave_a_few_small_buffers_for_reuse() {
         let buffers = Buffers::default();

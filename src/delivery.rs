@@ -531,6 +531,79 @@ mod tests {
         assert_eq!(end, t0);
     }
 
+    /// Lines "line 0".."line 5" in three records of two.
+    fn packed() -> Batch {
+        let mut b = Batch::new();
+        for i in 0..6 {
+            if i % 2 == 0 {
+                b.start_record();
+            }
+            b.push(format!("line {i}").as_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_failed_aggregate_is_resent_whole_and_accepted_counts_lines() {
+        let t0 = Instant::now();
+        let script = vec![PutResult::Partial {
+            failed: failed(&[1], "ProvisionedThroughputExceededException"),
+            retry_after: None,
+        }];
+        let (f, sent, _) = run(packed(), script, None, t0);
+        assert_eq!(
+            sent,
+            [lines(&packed()), vec!["line 2".into(), "line 3".into()]]
+        );
+        assert_eq!(f.accepted, 6, "lines, not records");
+
+        // Given up after a partial failure: the rest goes back with its records.
+        let script = vec![
+            PutResult::Partial {
+                failed: failed(&[0, 2], "InternalFailure"),
+                retry_after: None,
+            },
+            failure(ErrorKind::Permanent, "AccessDeniedException", None),
+        ];
+        let (f, _, _) = run(packed(), script, None, t0);
+        assert_eq!(f.accepted, 2);
+        let u = f.undelivered.unwrap();
+        assert_eq!(u.batch.record_count(), 2);
+        assert_eq!(lines(&u.batch), ["line 0", "line 1", "line 4", "line 5"]);
+    }
+
+    #[test]
+    fn too_large_halves_an_aggregate_down_to_its_lines() {
+        let t0 = Instant::now();
+        let too_large = || failure(ErrorKind::TooLarge, "ValidationException", None);
+        let mut one = Batch::new();
+        one.start_record();
+        for l in ["a", "b", "c"] {
+            one.push(l.as_bytes());
+        }
+        // [a b c] fails, [a] ok, [b c] fails, [b] oversized, [c] ok.
+        let script = vec![
+            too_large(),
+            PutResult::Accepted,
+            too_large(),
+            too_large(),
+            PutResult::Accepted,
+        ];
+        let (f, sent, _) = run(one, script, None, t0);
+        assert_eq!(
+            sent,
+            [
+                vec!["a", "b", "c"],
+                vec!["a"],
+                vec!["b", "c"],
+                vec!["b"],
+                vec!["c"]
+            ]
+        );
+        assert_eq!(f.accepted, 2);
+        assert_eq!(f.oversized, vec![b"b".to_vec()]);
+    }
+
     #[test]
     fn the_stop_deadline_hands_back_everything_left_unsent() {
         let t0 = Instant::now();

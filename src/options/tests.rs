@@ -382,3 +382,42 @@ fn durable_needs_the_directory_and_room_for_two_requests() {
     assert_eq!(c.fsync_interval, Duration::from_secs(1));
     assert!(!run(BASE, &[]).unwrap().durable);
 }
+
+#[test]
+fn aggregate_records_are_50_kib_by_default_and_at_most_a_record() {
+    fn with(extra: &[&'static str]) -> Vec<&'static str> {
+        [BASE, extra].concat()
+    }
+    assert_eq!(run(BASE, &[]).unwrap().aggregate, None);
+    assert_eq!(
+        run(&with(&["--aggregate"]), &[]).unwrap().aggregate,
+        Some(50 * 1024)
+    );
+    let env = [
+        ("FIFO2KINESIS_AGGREGATE", "true"),
+        ("FIFO2KINESIS_AGGREGATE_MAX_BYTES", "8KiB"),
+    ];
+    assert_eq!(run(BASE, &env).unwrap().aggregate, Some(8 * 1024));
+    // The default follows a smaller record limit; a given size may not pass it.
+    let small = with(&[
+        "--aggregate",
+        "--max-record-bytes",
+        "20000",
+        "--max-request-bytes",
+        "20000",
+    ]);
+    assert_eq!(run(&small, &[]).unwrap().aggregate, Some(20000));
+    let e = err(
+        &[small.as_slice(), &["--aggregate-max-bytes", "30000"]].concat(),
+        &[],
+    );
+    assert!(
+        e.contains("--aggregate-max-bytes") && e.contains("to --max-record-bytes (20000)"),
+        "{e}"
+    );
+    let e = err(
+        &with(&["--aggregate", "--aggregate-max-bytes", "1000"]),
+        &[],
+    );
+    assert!(e.contains("from 1KiB"), "{e}");
+}

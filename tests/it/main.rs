@@ -5,6 +5,7 @@
 
 mod support;
 
+mod aggregate;
 mod answers;
 mod backlog;
 mod credentials;

@@ -314,4 +314,90 @@ mod tests {
         let resend = other.encode(&mut b.subset(&[0, 2]), Vec::new());
         assert_eq!(keys(&resend.body), [first[0].clone(), first[2].clone()]);
     }
+
+    /// The records of a body: each one's decoded data and partition key.
+    fn records_of(body: &[u8]) -> Vec<(Vec<u8>, String)> {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(r["Data"].as_str().unwrap())
+                    .unwrap();
+                (data, r["PartitionKey"].as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aggregating_makes_one_kpl_record_per_record_of_the_batch() {
+        let mut e = KinesisEncoder::aggregating("s", Keys::Fixed(b"pk".to_vec()), 1024);
+        let mut b = Batch::new();
+        b.start_record();
+        b.push(b"ab");
+        b.push(b"");
+        b.start_record();
+        b.push(b"c");
+        let p = e.encode(&mut b, Vec::new());
+        let records = records_of(&p.body);
+        assert_eq!(records.len(), 2);
+        let mut expected = Vec::new();
+        aggregate::write(&mut expected, b"pk", [&b"ab"[..], &b""[..]].into_iter());
+        assert_eq!(records[0], (expected, "pk".to_string()));
+        assert_eq!(&records[1].0[..4], aggregate::MAGIC);
+        for (r, (data, key)) in records.iter().enumerate() {
+            assert_eq!(e.record_bytes(&b, r), data.len() + key.len());
+        }
+    }
+
+    #[test]
+    fn aggregates_draw_one_random_key_each_kept_for_resends() {
+        let mut e = KinesisEncoder::aggregating("s", Keys::Random(Rng::with_seed(5)), 1024);
+        let mut b = Batch::new();
+        for i in 0..30 {
+            if i % 10 == 0 {
+                b.start_record();
+            }
+            b.push(format!("line {i}").as_bytes());
+        }
+        let p = e.encode(&mut b, Vec::new());
+        let records = records_of(&p.body);
+        assert_eq!(records.len(), 3);
+        let keys: Vec<&String> = records.iter().map(|(_, k)| k).collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2]);
+        // Every user record's key is its aggregate's: the table holds that one key.
+        for (data, key) in &records {
+            assert_eq!(data[4], 0x0A);
+            assert_eq!(usize::from(data[5]), key.len());
+            assert_eq!(&data[6..6 + key.len()], key.as_bytes());
+        }
+        let mut other = e.boxed_clone();
+        let resend = other.encode(&mut b.subset(&[1]), Vec::new());
+        assert_eq!(records_of(&resend.body), [records[1].clone()]);
+    }
+
+    #[test]
+    fn lines_not_packed_by_the_batcher_are_packed_when_encoded() {
+        let mut e = KinesisEncoder::aggregating("s", Keys::Fixed(b"k".to_vec()), 1024);
+        let packing = e.packing().unwrap();
+        let mut b = Batch::new();
+        for i in 0..100 {
+            b.push(format!("a replayed line {i:03}").as_bytes());
+        }
+        assert_eq!(b.record_count(), 100);
+        let p = e.encode(&mut b, Vec::new());
+        let records = records_of(&p.body);
+        assert_eq!(b.record_count(), records.len());
+        assert_eq!(
+            records.len(),
+            3,
+            "1024-byte aggregates of lines taking 25 bytes"
+        );
+        for (r, (data, key)) in records.iter().enumerate() {
+            assert!(data.len() + key.len() <= 1024);
+            assert_eq!(packing.record_bytes(b.record(r)), data.len() + key.len());
+        }
+    }
 }

@@ -433,3 +433,77 @@ fn parse_body(body: &[u8], stream: &str) -> Result<Vec<(Vec<u8>, String)>, Strin
     }
     Ok(out)
 }
+
+/// The user records of a KPL aggregated record (magic, protobuf, MD5), each with its
+/// partition key, read by a decoder of its own; `None` for anything else, a record whose
+/// digest does not match or whose protobuf is malformed among them.
+pub fn kpl_user_records(data: &[u8]) -> Option<Vec<(Vec<u8>, String)>> {
+    use md5::{Digest, Md5};
+    let body = data.strip_prefix(&[0xF3, 0x89, 0x9A, 0xC2][..])?;
+    let (protobuf, digest) = body.split_at(body.len().checked_sub(16)?);
+    if Md5::digest(protobuf)[..] != *digest {
+        return None;
+    }
+    let mut keys = Vec::new();
+    let mut records = Vec::new();
+    for (field, value) in protobuf_fields(protobuf)? {
+        match (field, value) {
+            (1, Field::Bytes(k)) => keys.push(String::from_utf8(k.to_vec()).ok()?),
+            (3, Field::Bytes(r)) => {
+                let (mut index, mut line) = (None, None);
+                for (f, v) in protobuf_fields(r)? {
+                    match (f, v) {
+                        (1, Field::Varint(i)) => index = Some(i as usize),
+                        (3, Field::Bytes(d)) => line = Some(d.to_vec()),
+                        _ => return None,
+                    }
+                }
+                records.push((line?, index?));
+            }
+            _ => return None,
+        }
+    }
+    records
+        .into_iter()
+        .map(|(line, i)| Some((line, keys.get(i)?.clone())))
+        .collect()
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn protobuf_fields(mut b: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let tag = varint(&mut b)?;
+        let value = match tag & 7 {
+            0 => Field::Varint(varint(&mut b)?),
+            2 => {
+                let n = usize::try_from(varint(&mut b)?).ok()?;
+                if n > b.len() {
+                    return None;
+                }
+                let (v, rest) = b.split_at(n);
+                b = rest;
+                Field::Bytes(v)
+            }
+            _ => return None,
+        };
+        out.push((tag >> 3, value));
+    }
+    Some(out)
+}

@@ -5,7 +5,7 @@
 //! with a message saying so when it is missing.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +36,40 @@ pub fn python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// Every record of `stream` at `url` read back and deaggregated by AWS's own deaggregator,
+/// aws-kinesis-agg (tests/peers/deaggregate.py): the number of shards, of Kinesis records and
+/// of aggregated ones, the user records (`shard`, base64 `data`, `partition_key`) in shard
+/// then read order, and how many hash outside the range of the shard they were read from.
+pub fn deaggregate(url: &str, stream: &str) -> Value {
+    let python = peers_dir().join("moto/venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import aws_kinesis_agg.deaggregator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "aws-kinesis-agg is not installed in {}: run scripts/peers (scripts/test does it)",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deaggregate.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .args([url, stream])
+        .env("AWS_ACCESS_KEY_ID", TEST_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET)
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run deaggregate.py");
+    assert!(
+        out.status.success(),
+        "deaggregate.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("deaggregate.py prints JSON")
 }
 
 /// A peer process; killed when dropped.
@@ -215,9 +249,14 @@ impl AwsClient {
 
     /// Creates a one-shard stream and waits until it is ACTIVE.
     pub fn create_stream(&self, stream: &str) {
+        self.create_stream_of(stream, 1);
+    }
+
+    /// Creates a stream of `shards` shards and waits until it is ACTIVE.
+    pub fn create_stream_of(&self, stream: &str, shards: u32) {
         self.kinesis(
             "CreateStream",
-            json!({"StreamName": stream, "ShardCount": 1}),
+            json!({"StreamName": stream, "ShardCount": shards}),
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.kinesis("DescribeStream", json!({"StreamName": stream}))["StreamDescription"]
