@@ -10,8 +10,9 @@
 //! throughput, with the lowest and highest daemon CPU of all of them beside it.
 //!
 //! The 100 B and 4 KiB cases run a second time with `--durable` (the journal in the temporary
-//! directory, fsynced every second), with their median CPU and median peak RSS beside the
-//! default mode's.
+//! directory, fsynced every second), and the 100 B and 1 KiB cases with `--aggregate`, each
+//! with their median CPU and median peak RSS beside the default mode's. Every row gives the
+//! Kinesis records and PUT payload units (whole 25 KiB of data and key) per million lines.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code)]
@@ -31,27 +32,42 @@ use std::time::{Duration, Instant};
 
 use http::{Response, Server, TestCert};
 
-/// Counts the records of every PutRecords request and accepts them all. It only counts (one
-/// `"PartitionKey":` a record), so that the server's share of the two cores stays small; the
-/// tests' fake server is the one that checks every request in full.
-fn fake_kinesis(
-    cert: Option<&TestCert>,
-    records: Arc<AtomicU64>,
-    requests: Arc<AtomicU64>,
-) -> Server {
-    let finder = memchr::memmem::Finder::new(b"\"PartitionKey\":").into_owned();
+/// What the fake server counted.
+#[derive(Default)]
+struct Counts {
+    /// Kinesis records.
+    records: AtomicU64,
+    /// Lines: one a plain record, the user records of an aggregated one.
+    lines: AtomicU64,
+    /// PUT payload units: each record's data and key in whole 25 KiB.
+    units: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Counts the records, lines and payload units of every PutRecords request and accepts them
+/// all. It reads only what it counts (aggregated records are decoded to count their user
+/// records), so that the server's share of the two cores stays small; the tests' fake server
+/// is the one that checks every request in full.
+fn fake_kinesis(cert: Option<&TestCert>, counts: Arc<Counts>) -> Server {
     let handler = move |req: &http::Request| {
-        if !req.body.starts_with(b"{\"StreamName\":") || !req.body.ends_with(b"]}") {
-            return Response::new(
+        let bad = || {
+            Response::new(
                 400,
                 "application/x-amz-json-1.1",
                 r#"{"__type":"SerializationException"}"#,
-            );
+            )
+        };
+        if !req.body.starts_with(b"{\"StreamName\":") || !req.body.ends_with(b"]}") {
+            return bad();
         }
-        let n = finder.find_iter(&req.body).count();
-        records.fetch_add(n as u64, Ordering::Relaxed);
-        requests.fetch_add(1, Ordering::Relaxed);
-        let mut body = String::with_capacity(40 + n * 60);
+        let Some((n, lines, units)) = count_records(&req.body) else {
+            return bad();
+        };
+        counts.records.fetch_add(n, Ordering::Relaxed);
+        counts.lines.fetch_add(lines, Ordering::Relaxed);
+        counts.units.fetch_add(units, Ordering::Relaxed);
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        let mut body = String::with_capacity(40 + n as usize * 60);
         body.push_str(r#"{"FailedRecordCount":0,"Records":["#);
         for i in 0..n {
             if i > 0 {
@@ -66,6 +82,65 @@ fn fake_kinesis(
         None => Server::start(handler),
         Some(c) => Server::start_tls(c, handler),
     }
+}
+
+/// The records, lines and payload units of a PutRecords body.
+fn count_records(body: &[u8]) -> Option<(u64, u64, u64)> {
+    use base64::Engine as _;
+    const DATA: &[u8] = b"{\"Data\":\"";
+    const KEY: &[u8] = b"\",\"PartitionKey\":\"";
+    let (mut records, mut lines, mut units) = (0, 0, 0);
+    let mut rest = body;
+    let mut decoded = Vec::new();
+    while let Some(at) = memchr::memmem::find(rest, DATA) {
+        rest = &rest[at + DATA.len()..];
+        let end = memchr::memchr(b'"', rest)?;
+        let data = &rest[..end];
+        rest = rest[end..].strip_prefix(KEY)?;
+        let key_len = memchr::memchr(b'"', rest)?;
+        let padding = data.iter().rev().take_while(|&&b| b == b'=').count();
+        let len = data.len() / 4 * 3 - padding;
+        records += 1;
+        units += (len + key_len).div_ceil(25 * 1024).max(1) as u64;
+        if data.starts_with(b"84mawg") {
+            // F3 89 9A C2: an aggregated record; its user records are field 3 of the message.
+            decoded.clear();
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(data, &mut decoded)
+                .ok()?;
+            lines += user_records(decoded.get(4..decoded.len().checked_sub(16)?)?)?;
+        } else {
+            lines += 1;
+        }
+    }
+    Some((records, lines, units))
+}
+
+/// The `records` fields (3) of an AggregatedRecord message.
+fn user_records(mut b: &[u8]) -> Option<u64> {
+    fn varint(b: &mut &[u8]) -> Option<usize> {
+        let mut v = 0usize;
+        for shift in (0..63).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= usize::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut n = 0;
+    while !b.is_empty() {
+        let tag = varint(&mut b)?;
+        if tag & 7 != 2 {
+            return None;
+        }
+        let len = varint(&mut b)?;
+        b = b.get(len..)?;
+        n += u64::from(tag >> 3 == 3);
+    }
+    Some(n)
 }
 
 fn input(lines: usize, size: usize) -> Vec<u8> {
@@ -131,9 +206,19 @@ struct Run {
     cpu: f64,
     rss_kib: u64,
     requests: u64,
+    records: u64,
+    units: u64,
     floor: Duration,
     /// CPU seconds of this process (the fake server and the writer) during the run.
     server_cpu: f64,
+}
+
+/// How the daemon runs besides the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Default,
+    Durable,
+    Aggregate,
 }
 
 struct Case<'a> {
@@ -141,7 +226,7 @@ struct Case<'a> {
     tls: bool,
     lines: usize,
     size: usize,
-    durable: bool,
+    mode: Mode,
 }
 
 fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
@@ -150,15 +235,10 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
         tls,
         lines,
         size,
-        durable,
+        mode,
     } = case;
-    let records = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let server = fake_kinesis(
-        tls.then_some(cert),
-        Arc::clone(&records),
-        Arc::clone(&requests),
-    );
+    let counts = Arc::new(Counts::default());
+    let server = fake_kinesis(tls.then_some(cert), Arc::clone(&counts));
     let fifo = dir.join("bench.pipe");
     let _ = fs::remove_file(&fifo);
     let mut cmd = Command::new(bin);
@@ -183,7 +263,10 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     }
     let journal = dir.join("failed");
     let _ = fs::remove_dir_all(&journal);
-    if durable {
+    if mode == Mode::Aggregate {
+        cmd.arg("--aggregate");
+    }
+    if mode == Mode::Durable {
         cmd.args([
             "--durable",
             "--failed-attempts-dir",
@@ -199,11 +282,11 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
         w.write_all(&data).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(600);
-    while records.load(Ordering::Relaxed) < lines as u64 {
+    while counts.lines.load(Ordering::Relaxed) < lines as u64 {
         assert!(
             Instant::now() < deadline,
-            "the benchmark stalled at {} records",
-            records.load(Ordering::Relaxed)
+            "the benchmark stalled at {} lines",
+            counts.lines.load(Ordering::Relaxed)
         );
         thread::sleep(Duration::from_micros(500));
     }
@@ -226,7 +309,9 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
         seconds,
         cpu,
         rss_kib,
-        requests: requests.load(Ordering::Relaxed),
+        requests: counts.requests.load(Ordering::Relaxed),
+        records: counts.records.load(Ordering::Relaxed),
+        units: counts.units.load(Ordering::Relaxed),
         floor,
         server_cpu,
     }
@@ -259,7 +344,7 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let cert = TestCert::generate(&dir);
     println!(
-        "{:<31} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>12} {:>10} {:>14} {:>18} {:>22}",
+        "{:<33} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>14} {:>14} {:>12} {:>10} {:>14} {:>18} {:>22}",
         "run",
         "lines",
         "lines/s",
@@ -267,6 +352,8 @@ fn main() {
         "CPU-s per 100MB",
         "peak RSS KiB",
         "requests",
+        "records/1M ln",
+        "units/1M ln",
         "cat floor s",
         "x floor",
         "server CPU-s",
@@ -288,19 +375,26 @@ fn main() {
     .into_iter()
     .flat_map(|(size, lines)| {
         [false, true].into_iter().flat_map(move |tls| {
-            let journaled = size != 1024;
-            [false, true]
+            [Mode::Default, Mode::Durable, Mode::Aggregate]
                 .into_iter()
-                .filter(move |&d| !d || journaled)
-                .map(move |durable| (size, lines, tls, durable))
+                .filter(move |&m| match m {
+                    Mode::Default => true,
+                    Mode::Durable => size != 1024,
+                    Mode::Aggregate => size != 4096,
+                })
+                .map(move |mode| (size, lines, tls, mode))
         })
     });
-    for (size, lines, tls, durable) in cases {
+    for (size, lines, tls, mode) in cases {
         {
             let label = format!(
                 "{size:>5} B lines, {}{}",
                 if tls { "TLS " } else { "HTTP" },
-                if durable { ", --durable" } else { "" }
+                match mode {
+                    Mode::Default => "",
+                    Mode::Durable => ", --durable",
+                    Mode::Aggregate => ", --aggregate",
+                }
             );
             if !label.contains(&filter) {
                 continue;
@@ -312,7 +406,7 @@ fn main() {
                         tls,
                         lines,
                         size,
-                        durable,
+                        mode,
                     };
                     run(&bin, &dir, &cert, &case)
                 })
@@ -329,7 +423,7 @@ fn main() {
             let mut rsses: Vec<u64> = runs.iter().map(|r| r.rss_kib).collect();
             rsses.sort_unstable();
             let rss = rsses[rsses.len() / 2];
-            let versus = if durable {
+            let versus = if mode != Mode::Default {
                 default_mode.iter().find(|(k, _)| *k == (size, tls)).map_or(
                     String::from("-"),
                     |(_, (c, other))| {
@@ -345,7 +439,7 @@ fn main() {
                 String::from("-")
             };
             println!(
-                "{:<31} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
+                "{:<33} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>14.0} {:>14.0} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
                 r.label,
                 r.lines,
                 r.lines as f64 / r.seconds,
@@ -353,6 +447,8 @@ fn main() {
                 r.cpu / (r.bytes as f64 / 100e6),
                 r.rss_kib,
                 r.requests,
+                r.records as f64 * 1e6 / r.lines as f64,
+                r.units as f64 * 1e6 / r.lines as f64,
                 r.floor.as_secs_f64(),
                 r.seconds / r.floor.as_secs_f64(),
                 r.server_cpu,
