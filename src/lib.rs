@@ -39,12 +39,15 @@ pub mod parsers {
     pub use crate::backlog::journal::parse_state_slot;
     pub use crate::backlog::replay::{FileLines, Item};
     pub use crate::backlog::spool::{recoverable_lines, split_lines};
+    pub use crate::batch::{Batch, Batcher, Limits, Packing, Prepared};
     pub use crate::input::lines::{LineSplitter, Piece};
+    pub use crate::random::Rng;
+    pub use crate::sink::kinesis::{aggregate, multi_md5, Keys, KinesisEncoder};
     pub use crate::sink::kinesis::{
         classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
         sanitize_code, PutRecordsOutput,
     };
-    pub use crate::sink::ErrorKind;
+    pub use crate::sink::{Encoder, ErrorKind};
 }
 
 use std::fmt;

@@ -13,9 +13,12 @@
 //! ```
 //!
 //! Sizes are known before writing ([`line_cost`], [`aggregate_overhead`]), so the batcher packs
-//! records exactly to their limit.
+//! records exactly to their limit. Records are written side by side ([`append`]) and their
+//! digests made together ([`seal`], [`super::multi_md5`]).
 
-use md5::{Digest, Md5};
+use std::ops::Range;
+
+use super::multi_md5;
 
 /// The first bytes of every aggregated record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -57,10 +60,15 @@ pub fn aggregate_overhead(key_len: usize) -> usize {
     MAGIC.len() + 1 + varint_len(key_len) + key_len + DIGEST_LEN
 }
 
-/// Writes the aggregated record of `lines` under partition key `key` into `out` (cleared
-/// first): exactly `aggregate_overhead(key.len())` plus the [`line_cost`] of each line.
-pub fn write<'a>(out: &mut Vec<u8>, key: &[u8], lines: impl Iterator<Item = &'a [u8]>) {
-    out.clear();
+/// Appends the aggregated record of `lines` under partition key `key` to `out`, its digest
+/// left zero for [`seal`]: exactly `aggregate_overhead(key.len())` plus the [`line_cost`] of
+/// each line. Returns where it lies in `out`.
+pub fn append<'a>(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> Range<usize> {
+    let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(0x0A);
     put_varint(out, key.len());
@@ -72,8 +80,29 @@ pub fn write<'a>(out: &mut Vec<u8>, key: &[u8], lines: impl Iterator<Item = &'a 
         put_varint(out, line.len());
         out.extend_from_slice(line);
     }
-    let digest = Md5::digest(&out[MAGIC.len()..]);
-    out.extend_from_slice(&digest);
+    out.extend_from_slice(&[0; DIGEST_LEN]);
+    start..out.len()
+}
+
+/// Writes the digests of up to [`multi_md5::LANES`] records [`append`] left in `out`,
+/// computed together.
+pub fn seal(out: &mut [u8], records: &[Range<usize>]) {
+    let mut messages: [&[u8]; multi_md5::LANES] = [&[]; multi_md5::LANES];
+    for (m, r) in messages.iter_mut().zip(records) {
+        *m = &out[r.start + MAGIC.len()..r.end - DIGEST_LEN];
+    }
+    let digests = multi_md5::digests(&messages[..records.len()]);
+    for (r, d) in records.iter().zip(digests) {
+        out[r.end - DIGEST_LEN..r.end].copy_from_slice(&d);
+    }
+}
+
+/// Writes the aggregated record of `lines` under partition key `key` into `out` (cleared
+/// first), digest included.
+pub fn write<'a>(out: &mut Vec<u8>, key: &[u8], lines: impl Iterator<Item = &'a [u8]>) {
+    out.clear();
+    let r = append(out, key, lines);
+    seal(out, &[r]);
 }
 
 #[cfg(test)]

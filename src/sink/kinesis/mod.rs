@@ -9,6 +9,7 @@
 pub mod aggregate;
 mod encoder;
 mod errors;
+pub mod multi_md5;
 mod output;
 
 use std::io::Read;
