@@ -338,6 +338,8 @@ pub struct Packing {
     pub record_overhead: usize,
     /// The bytes a line of `n` bytes takes in a record.
     pub line_cost: fn(usize) -> usize,
+    /// The most `line_cost(n)` adds to `n`, for any line.
+    pub max_line_framing: usize,
     /// The largest record of more than one line. A line too long to share a record is a
     /// record of its own, as large as the destination's record limit allows.
     pub max_record_bytes: usize,
@@ -347,6 +349,94 @@ impl Packing {
     /// The size of a record holding `lines`.
     pub fn record_bytes<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> usize {
         self.record_overhead + lines.map(|l| (self.line_cost)(l.len())).sum::<usize>()
+    }
+}
+
+/// A batch being filled with lines packed many to a record, counted as the destination
+/// counts it: the lines of its last record, and of the whole batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Filling {
+    packing: Packing,
+    /// The bytes of the batch's records.
+    filled: usize,
+    /// The bytes of its last record.
+    record: usize,
+}
+
+/// Where the next line goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// Into the batch's last record.
+    Joins,
+    /// Into a new record of the batch.
+    NewRecord,
+    /// Not into this batch: it is full.
+    Full,
+}
+
+impl Filling {
+    /// Counting for an empty batch.
+    pub fn new(packing: Packing) -> Self {
+        Filling {
+            packing,
+            filled: 0,
+            record: 0,
+        }
+    }
+
+    /// Where a line of `n` bytes goes in `batch` (filled through this), which may hold
+    /// `max_records` records and `max_bytes` bytes.
+    pub fn fit(&self, batch: &Batch, n: usize, max_records: usize, max_bytes: usize) -> Fit {
+        let cost = (self.packing.line_cost)(n);
+        if batch.is_empty() {
+            return Fit::NewRecord;
+        }
+        if self.record + cost <= self.packing.max_record_bytes {
+            if self.filled + cost <= max_bytes {
+                Fit::Joins
+            } else {
+                Fit::Full
+            }
+        } else if batch.record_count() < max_records
+            && self.filled + self.packing.record_overhead + cost <= max_bytes
+        {
+            Fit::NewRecord
+        } else {
+            Fit::Full
+        }
+    }
+
+    /// The longest line sure to go into `batch` (with [`Filling::fit`]'s limits), for a
+    /// reader that must say before it reads one; `None` if not even an empty line is.
+    pub fn room(&self, batch: &Batch, max_records: usize, max_bytes: usize) -> Option<usize> {
+        let framing = self.packing.max_line_framing;
+        let new = (batch.record_count() < max_records)
+            .then(|| max_bytes.checked_sub(self.filled + self.packing.record_overhead + framing))
+            .flatten();
+        if batch.is_empty() {
+            return new;
+        }
+        let joins = self
+            .packing
+            .max_record_bytes
+            .checked_sub(self.record + framing)
+            .zip(max_bytes.checked_sub(self.filled + framing))
+            .map(|(a, b)| a.min(b));
+        new.max(joins)
+    }
+
+    /// Adds a line to `batch` where [`Filling::fit`] said it goes (never [`Fit::Full`]).
+    pub fn push(&mut self, batch: &mut Batch, line: &[u8], fit: Fit) {
+        debug_assert_ne!(fit, Fit::Full);
+        let cost = (self.packing.line_cost)(line.len());
+        if fit == Fit::NewRecord || batch.is_empty() {
+            batch.start_record();
+            self.record = self.packing.record_overhead;
+            self.filled += self.packing.record_overhead;
+        }
+        batch.push(line);
+        self.record += cost;
+        self.filled += cost;
     }
 }
 
@@ -407,11 +497,9 @@ pub struct Batcher {
     limits: Limits,
     /// Bytes the destination adds to each line (its partition key).
     overhead: usize,
-    /// How lines are packed many to a record, if they are.
-    packing: Option<Packing>,
-    /// With packing: the bytes of the batch being filled, and of its last record.
-    filled_bytes: usize,
-    record_bytes: usize,
+    /// How lines are packed many to a record, if they are, and the batch being filled counted
+    /// so.
+    filling: Option<Filling>,
     current: Batch,
     first_at: Option<Instant>,
     buffers: Buffers,
@@ -430,9 +518,7 @@ impl Batcher {
         Batcher {
             limits,
             overhead,
-            packing: None,
-            filled_bytes: 0,
-            record_bytes: 0,
+            filling: None,
             current: Batch::new(),
             first_at: None,
             buffers: Buffers::default(),
@@ -445,7 +531,7 @@ impl Batcher {
     /// `limits` count records, not lines.
     pub fn packing(limits: Limits, packing: Packing) -> Self {
         let mut b = Batcher::new(limits, 0);
-        b.packing = Some(packing);
+        b.filling = Some(Filling::new(packing));
         b
     }
 
@@ -474,8 +560,8 @@ impl Batcher {
         end: Option<u64>,
         sealed: &mut impl FnMut(Batch),
     ) {
-        if let Some(packing) = self.packing {
-            return self.push_packed(&packing, line, now, end, sealed);
+        if self.filling.is_some() {
+            return self.push_packed(line, now, end, sealed);
         }
         let record = line.len() + self.overhead;
         if !self.current.is_empty()
@@ -498,38 +584,27 @@ impl Batcher {
     /// Adds a line to the last record if it fits there, or to a new one.
     fn push_packed(
         &mut self,
-        packing: &Packing,
         line: &[u8],
         now: Instant,
         end: Option<u64>,
         sealed: &mut impl FnMut(Batch),
     ) {
-        let cost = (packing.line_cost)(line.len());
-        let mut joins =
-            !self.current.is_empty() && self.record_bytes + cost <= packing.max_record_bytes;
-        let adds = if joins {
-            cost
-        } else {
-            packing.record_overhead + cost
-        };
-        if !self.current.is_empty()
-            && (self.filled_bytes + adds > self.limits.max_bytes
-                || (!joins && self.current.record_count() >= self.limits.max_records))
-        {
+        let Limits {
+            max_records,
+            max_bytes,
+            ..
+        } = self.limits;
+        let filling = self.filling.as_mut().expect("packing");
+        let mut fit = filling.fit(&self.current, line.len(), max_records, max_bytes);
+        if fit == Fit::Full {
             sealed(self.take_current());
-            joins = false;
+            fit = Fit::NewRecord;
         }
         if self.current.is_empty() {
             self.first_at = Some(now);
         }
-        if !joins {
-            self.current.start_record();
-            self.record_bytes = packing.record_overhead;
-            self.filled_bytes += packing.record_overhead;
-        }
-        self.current.push(line);
-        self.record_bytes += cost;
-        self.filled_bytes += cost;
+        let filling = self.filling.as_mut().expect("packing");
+        filling.push(&mut self.current, line, fit);
         if end.is_some() {
             self.last_end = end;
         }
@@ -577,8 +652,9 @@ impl Batcher {
 
     fn take_current(&mut self) -> Batch {
         self.first_at = None;
-        self.filled_bytes = 0;
-        self.record_bytes = 0;
+        if let Some(f) = &mut self.filling {
+            *f = Filling::new(f.packing);
+        }
         let cap = self.current.size().max(4096);
         let records = self.current.len();
         let mut next = Batch {
@@ -728,6 +804,7 @@ mod tests {
         Packing {
             record_overhead: 10,
             line_cost: |n| n + 1,
+            max_line_framing: 1,
             max_record_bytes: 30,
         }
     }
@@ -786,6 +863,40 @@ mod tests {
             [vec!["aaaaa", "bbbbb", "ccccc"], vec!["ddddd"]]
         );
         assert_eq!(records(&b.take().unwrap()), [vec!["eeeee"]]);
+    }
+
+    #[test]
+    fn any_line_within_the_room_fits_and_records_keep_their_limits() {
+        // Lines of pseudo-random lengths into batches of at most 3 records and 100 bytes.
+        let mut x = 7u32;
+        let mut lens = || {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as usize % 45
+        };
+        for _ in 0..200 {
+            let mut batch = Batch::new();
+            let mut f = Filling::new(packing());
+            loop {
+                let room = f.room(&batch, 3, 100);
+                let n = lens();
+                let fit = f.fit(&batch, n, 3, 100);
+                if room.is_some_and(|room| n <= room) {
+                    assert_ne!(fit, Fit::Full, "{n} bytes within a room of {room:?}");
+                }
+                if fit == Fit::Full {
+                    break;
+                }
+                f.push(&mut batch, &vec![b'x'; n], fit);
+                let sizes: Vec<usize> = (0..batch.record_count())
+                    .map(|r| packing().record_bytes(batch.record(r)))
+                    .collect();
+                assert!(batch.record_count() <= 3);
+                assert!(sizes.iter().sum::<usize>() <= 100, "{sizes:?}");
+                for (r, size) in sizes.iter().enumerate() {
+                    assert!(*size <= 30 || batch.record_lines(r).len() == 1, "{sizes:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -141,7 +141,8 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         max_bytes: config.max_request_bytes,
         interval: config.flush_interval,
     };
-    let batcher = match encoder.as_ref().and_then(|e| e.packing()) {
+    let packing = encoder.as_ref().and_then(|e| e.packing());
+    let batcher = match packing {
         Some(packing) => Batcher::packing(limits, packing),
         None => Batcher::new(limits, overhead),
     };
@@ -163,6 +164,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
             max_request_bytes: config.max_request_bytes,
             max_line,
             overhead,
+            packing,
         },
         spool,
         Arc::clone(&stats),

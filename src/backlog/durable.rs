@@ -382,6 +382,7 @@ mod tests {
             max_request_bytes: 1 << 20,
             max_line: 1000,
             overhead: 0,
+            packing: None,
         };
         let mut b = Backlog::new(
             limits,

@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Packing};
 use crate::log;
 use crate::sender::{Job, Report};
 use crate::stats::Stats;
@@ -57,6 +57,9 @@ pub struct Limits {
     pub max_line: usize,
     /// The bytes the destination adds to each line (its partition key).
     pub overhead: usize,
+    /// How the destination packs lines many to a record, if it does: replayed batches are
+    /// filled by it.
+    pub packing: Option<Packing>,
 }
 
 /// Where a job's records came from, and so where they go if they come back.
@@ -655,6 +658,7 @@ mod tests {
             max_request_bytes: 1 << 20,
             max_line: 1000,
             overhead: 0,
+            packing: None,
         }
     }
 

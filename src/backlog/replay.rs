@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::spool::{self, Spool};
 use super::{Backlog, LongLine, Origin};
-use crate::batch::Batch;
+use crate::batch::{Batch, Filling, Fit};
 use crate::delivery::Finish;
 use crate::log;
 use crate::sender::Job;
@@ -367,15 +367,35 @@ impl Backlog {
         let spool = self.spool.as_ref().expect("replay needs a directory");
         let mut batch = Batch::new();
         let mut end = r.lines.offset();
-        while batch.len() < limits.max_records {
-            let room = limits
-                .max_request_bytes
-                .saturating_sub(batch.size_with(overhead) + overhead)
-                .min(limits.max_line);
-            match r.lines.next_if(room)? {
+        // Lines packed many to a record fill records as the batcher does.
+        let mut filling = limits.packing.map(Filling::new);
+        loop {
+            let room = match &filling {
+                Some(f) => match f.room(&batch, limits.max_records, limits.max_request_bytes) {
+                    Some(room) => room,
+                    None => break,
+                },
+                None if batch.len() < limits.max_records => limits
+                    .max_request_bytes
+                    .saturating_sub(batch.size_with(overhead) + overhead),
+                None => break,
+            };
+            match r.lines.next_if(room.min(limits.max_line))? {
                 None => break,
                 Some(Item::Line { line, end: e }) => {
-                    batch.push(line);
+                    match &mut filling {
+                        Some(f) => {
+                            let fit = f.fit(
+                                &batch,
+                                line.len(),
+                                limits.max_records,
+                                limits.max_request_bytes,
+                            );
+                            debug_assert_ne!(fit, Fit::Full, "a line within the room fits");
+                            f.push(&mut batch, line, fit);
+                        }
+                        None => batch.push(line),
+                    }
                     end = e;
                 }
                 Some(Item::LongPiece(piece)) => {

@@ -85,6 +85,7 @@ impl KinesisEncoder {
         e.packing = Some(Packing {
             record_overhead: aggregate::aggregate_overhead(key_len) + key_len,
             line_cost: aggregate::line_cost,
+            max_line_framing: aggregate::MAX_LINE_FRAMING,
             max_record_bytes: max_bytes,
         });
         e
