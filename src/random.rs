@@ -14,8 +14,7 @@ const ALPHANUMERIC: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 pub struct Rng(u64);
 
 impl Rng {
-    /// A generator with a fixed seed, for tests.
-    #[cfg(test)]
+    /// A generator with a fixed seed, for tests and fuzz targets.
     pub fn with_seed(seed: u64) -> Self {
         Rng(seed)
     }
