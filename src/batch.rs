@@ -260,11 +260,12 @@ impl Batch {
     }
 
     /// Adds every record of `other` after this batch's, packed as they were. What was
-    /// attached stays only if both batches carry it alike.
+    /// attached stays only if both batches carry it alike; a body made before is dropped.
     pub fn append(&mut self, other: &Batch) {
         if other.is_empty() {
             return;
         }
+        self.prepared = None;
         let keep_attached = self.is_empty()
             || (self.attached_each == other.attached_each
                 && self.attached.is_empty() == other.attached.is_empty());
@@ -963,7 +964,16 @@ mod tests {
         assert!(x.halves().is_none(), "one line cannot be halved");
 
         let mut joined = first.clone();
+        joined.set_prepared(Prepared {
+            body: b"{}".to_vec(),
+            sha256_hex: String::new(),
+        });
         joined.append(&second);
+        assert_eq!(
+            joined.prepared(),
+            None,
+            "a body of fewer records is dropped"
+        );
         assert_eq!(records(&joined), records(&b));
         assert_eq!(joined.attached(2), Some(&b"k2"[..]));
         // Lines one to a record join as records of their own; keys attached to one side only

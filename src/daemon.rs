@@ -96,7 +96,8 @@ struct Daemon {
     input_ready: bool,
     stopping: Option<Stopping>,
     buf: Vec<u8>,
-    /// The most a read can add to memory: its bytes plus a partition key per line.
+    /// The most a read can add to memory: its bytes plus a partition key (or, packed, the
+    /// framing) per line.
     read_reserve: u64,
     /// When the counters are next logged (and the metrics file written).
     next_report: Option<Instant>,
@@ -146,7 +147,20 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         Some(packing) => Batcher::packing(limits, packing),
         None => Batcher::new(limits, overhead),
     };
-    let max_line = config.max_record_bytes - overhead;
+    // Validated: every record holds a line next to what the encoder adds.
+    let max_line = config
+        .max_record_bytes
+        .checked_sub(overhead)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "--max-record-bytes ({}) leaves no room for a line next to the {overhead} bytes a record adds",
+                config.max_record_bytes
+            ))
+        })?;
+    // What a line adds to memory besides its bytes: its key in the body, or, packed, its
+    // framing.
+    let line_memory = packing.map_or(overhead, |p| p.max_line_framing);
     let buffers = batcher.buffers().clone();
     let sender = Sender::spawn(
         sink,
@@ -204,7 +218,7 @@ pub fn run(config: Config, parts: Parts) -> io::Result<Outcome> {
         input_ready: true,
         stopping: None,
         buf: vec![0; READ_SIZE],
-        read_reserve: (READ_SIZE + READ_SIZE / 2 * overhead) as u64,
+        read_reserve: (READ_SIZE + READ_SIZE / 2 * line_memory) as u64,
         next_report: first_report,
         metrics_failing: false,
         path_check_at: None,
@@ -304,7 +318,11 @@ impl Daemon {
                 self.path_check_at = Some(Instant::now() + PATH_CHECK_EVERY);
             }
             if let Some(b) = self.intake.batcher.take_due(Instant::now()) {
-                log!(Debug, "flush interval passed: flushing {} records", b.len());
+                log!(
+                    Debug,
+                    "flush interval passed: flushing {} records",
+                    b.record_count()
+                );
                 self.intake.seal(b);
             }
             self.hand_over();

@@ -237,11 +237,9 @@ impl Worker {
                 continue;
             }
             lines += batch.record_lines(r).len() as u64;
-            units += self
-                .sink
-                .record_bytes(batch, r)
-                .div_ceil(PAYLOAD_UNIT)
-                .max(1) as u64;
+            if let Some(bytes) = self.sink.record_bytes(batch, r) {
+                units += bytes.div_ceil(PAYLOAD_UNIT).max(1) as u64;
+            }
         }
         let stats = &self.shared.stats;
         Stats::add(&stats.user_records_sent, lines);

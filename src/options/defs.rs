@@ -249,8 +249,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Batches,
         help: "Largest record (line plus partition key), up to 10MiB; longer lines are skipped",
         doc: "The largest record, its line and partition key together, up to 10MiB (streams \
-              take 1MiB records unless told otherwise). A longer line is counted, logged and \
-              kept in the oversized/ folder of --failed-attempts-dir, or dropped without one.",
+              take 1MiB records unless told otherwise); with --aggregate, the aggregate's \
+              framing too. A longer line is counted, logged and kept in the oversized/ folder \
+              of --failed-attempts-dir, or dropped without one.",
     },
     Opt {
         id: OptId::MaxRequestBytes,

@@ -421,3 +421,53 @@ fn aggregate_records_are_50_kib_by_default_and_at_most_a_record() {
     );
     assert!(e.contains("from 1KiB"), "{e}");
 }
+
+/// Regression: with --aggregate, a --max-record-bytes that left no room for a line next to an
+/// aggregate's framing was taken, and the daemon's longest line underflowed (a panic in debug
+/// builds, no limit at all in release ones).
+#[test]
+fn aggregate_needs_a_record_that_holds_a_line_in_an_aggregate() {
+    fn with(extra: &[&'static str]) -> Vec<&'static str> {
+        [BASE, extra].concat()
+    }
+    let small = with(&[
+        "--aggregate",
+        "--max-record-bytes",
+        "40",
+        "--max-request-bytes",
+        "40",
+    ]);
+    let e = err(&small, &[]);
+    assert!(
+        e.contains("--max-record-bytes") && e.contains("with --aggregate"),
+        "{e}"
+    );
+    // Without --aggregate it is a valid record size.
+    assert!(run(
+        &small[..small.len() - 5]
+            .iter()
+            .chain(&small[small.len() - 4..])
+            .copied()
+            .collect::<Vec<_>>(),
+        &[]
+    )
+    .is_ok());
+    // A long fixed key counts twice: in the record and in the aggregate's key table.
+    let key: &'static str = Box::leak("k".repeat(256).into_boxed_str());
+    let e = err(
+        &with(&[
+            "--aggregate",
+            "-p",
+            key,
+            "--max-record-bytes",
+            "500",
+            "--max-request-bytes",
+            "500",
+        ]),
+        &[],
+    );
+    assert!(e.contains("with --aggregate"), "{e}");
+    // The size of an aggregate is checked only with --aggregate.
+    let env = [("FIFO2KINESIS_AGGREGATE_MAX_BYTES", "2MiB")];
+    assert_eq!(run(BASE, &env).unwrap().aggregate, None);
+}

@@ -44,6 +44,10 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
     })?;
 
     let key_len = partition_key.len();
+    let record_given = (
+        raw.max_record_bytes.name(),
+        raw.max_record_bytes.text.clone(),
+    );
     let max_record_bytes = raw.max_record_bytes.checked(|&n| {
         if n <= key_len || n > API_MAX_BYTES {
             Err(format!(
@@ -62,20 +66,33 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
-    // A given value is checked; the default is lowered to a smaller --max-record-bytes.
-    let aggregate_max_bytes = raw.aggregate_max_bytes.checked(|&n| {
-        if !(MIN_AGGREGATE_BYTES..=max_record_bytes).contains(&n) {
-            Err(format!(
-                "a size from 1KiB to --max-record-bytes ({max_record_bytes})"
-            ))
-        } else {
-            Ok(())
+    let aggregate = if raw.aggregate.value {
+        // Even a line alone is wrapped in an aggregate: the record must hold one line more.
+        let lone = crate::sink::kinesis::aggregate::lone_line_overhead(key_len);
+        if max_record_bytes <= lone {
+            return Err(invalid(
+                &record_given.0,
+                &record_given.1,
+                &format!("with --aggregate, a size above the {lone} bytes an aggregated record adds to a line and its partition key"),
+            ));
         }
-    })?;
-    let aggregate = raw
-        .aggregate
-        .value
-        .then_some(aggregate_max_bytes.min(max_record_bytes));
+        // A given value is checked; the default is lowered to a smaller --max-record-bytes.
+        let least = MIN_AGGREGATE_BYTES.min(max_record_bytes);
+        let n = raw.aggregate_max_bytes.checked(|&n| {
+            if !(least..=max_record_bytes).contains(&n) {
+                Err(if least == MIN_AGGREGATE_BYTES {
+                    format!("a size from 1KiB to --max-record-bytes ({max_record_bytes})")
+                } else {
+                    format!("at most --max-record-bytes ({max_record_bytes})")
+                })
+            } else {
+                Ok(())
+            }
+        })?;
+        Some(n.min(max_record_bytes))
+    } else {
+        None
+    };
     let max_buffer_bytes = raw.max_buffer_bytes.checked(|&n| {
         if n < 2 * max_request_bytes {
             Err(format!(

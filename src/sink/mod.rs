@@ -58,9 +58,10 @@ pub trait Sink: Send {
     fn encoder(&self) -> Option<Box<dyn Encoder>> {
         None
     }
-    /// The size the destination bills for record `r` of `batch` (its data and key).
-    fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
-        batch.record(r).map(<[u8]>::len).sum()
+    /// The size the destination bills for record `r` of `batch` (its data and key), if it
+    /// bills records by size.
+    fn record_bytes(&self, _batch: &Batch, _r: usize) -> Option<usize> {
+        None
     }
 }
 

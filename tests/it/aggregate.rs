@@ -385,3 +385,35 @@ fn a_sigkill_with_durable_loses_no_aggregated_line() {
         got.len() - set.len()
     );
 }
+
+/// Regression: the memory a read may add was counted with a whole lone aggregate's framing per
+/// line (twice the key and more): with a 256-character key it was more than a 10 MiB budget
+/// holds, and the daemon never read a line.
+#[test]
+fn a_long_key_and_a_small_budget_still_read() {
+    let dir = TempDir::new("aggregate-budget");
+    let fifo = dir.join("in.pipe");
+    let server = FakeKinesis::start("test-stream");
+    let key = "k".repeat(256);
+    let daemon = start_daemon(
+        &dir,
+        &fifo,
+        &server,
+        &[
+            "--aggregate",
+            "--partition-key",
+            &key,
+            "--max-buffer-bytes",
+            "10MiB",
+            "--flush-interval",
+            "100ms",
+        ],
+    );
+    let sent = numbered_lines("budget", 1_000, 100);
+    spawn_writer(&fifo, sent.clone(), 100, LONG).join().unwrap();
+    wait_until(LONG, "every line delivered", || {
+        daemon.stat("user_records_sent") >= sent.len() as u64
+    });
+    stop_cleanly(daemon);
+    assert!(received_lines(&server) == sent);
+}

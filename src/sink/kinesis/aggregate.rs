@@ -60,6 +60,12 @@ pub fn aggregate_overhead(key_len: usize) -> usize {
     MAGIC.len() + 1 + varint_len(key_len) + key_len + DIGEST_LEN
 }
 
+/// The most an aggregated record of one line adds to the line, its partition key of
+/// `key_len` bytes included: the longest line a record of `n` bytes holds is `n` less this.
+pub fn lone_line_overhead(key_len: usize) -> usize {
+    aggregate_overhead(key_len) + key_len + MAX_LINE_FRAMING
+}
+
 /// Appends the aggregated record of `lines` under partition key `key` to `out`, its digest
 /// left zero for [`seal`]: exactly `aggregate_overhead(key.len())` plus the [`line_cost`] of
 /// each line. Returns where it lies in `out`.

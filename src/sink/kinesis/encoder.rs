@@ -235,8 +235,7 @@ fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
 impl Encoder for KinesisEncoder {
     fn line_overhead(&self) -> usize {
         match &self.packing {
-            // A line alone in an aggregate.
-            Some(p) => p.record_overhead + aggregate::MAX_LINE_FRAMING,
+            Some(_) => aggregate::lone_line_overhead(self.key_len()),
             None => self.key_len(),
         }
     }

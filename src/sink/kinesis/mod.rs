@@ -262,7 +262,7 @@ impl Sink for KinesisSink {
         Some(self.encoder.boxed_clone())
     }
 
-    fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
-        self.encoder.record_bytes(batch, r)
+    fn record_bytes(&self, batch: &Batch, r: usize) -> Option<usize> {
+        Some(self.encoder.record_bytes(batch, r))
     }
 }
