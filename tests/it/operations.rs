@@ -178,6 +178,8 @@ fn the_metrics_file_parses_and_matches_what_happened() {
         ("fifo2kinesis_empty_lines_total", 50),
         ("fifo2kinesis_oversized_lines_total", 1),
         ("fifo2kinesis_records_sent_total", 1000),
+        ("fifo2kinesis_user_records_sent_total", 1000),
+        ("fifo2kinesis_payload_units_total", 1000),
         ("fifo2kinesis_requests_total", calls.load(Ordering::SeqCst)),
         ("fifo2kinesis_retries_total", 2),
         ("fifo2kinesis_throttled_records_total", 2),
