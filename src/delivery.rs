@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
 use crate::random::Rng;
-use crate::sink::kinesis::classify_record;
+use crate::sink::errors::classify_record;
 use crate::sink::{ErrorKind, FailedRecord};
 use crate::sink::{Failure, PutResult};
 

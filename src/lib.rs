@@ -42,11 +42,15 @@ pub mod parsers {
     pub use crate::batch::{Batch, Batcher, Limits, Packing, Prepared};
     pub use crate::input::lines::{LineSplitter, Piece};
     pub use crate::random::Rng;
-    pub use crate::sink::kinesis::{aggregate, multi_md5, Keys, KinesisEncoder};
-    pub use crate::sink::kinesis::{
-        classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
-        sanitize_code, PutRecordsOutput,
+    pub use crate::sink::errors::{
+        classify, classify_record, parse_error, parse_retry_after, sanitize_code,
     };
+    pub use crate::sink::firehose::FirehoseEncoder;
+    pub use crate::sink::kinesis::{aggregate, multi_md5, Keys, KinesisEncoder};
+    pub use crate::sink::output::{
+        parse_put_record_batch_output, parse_put_records_output, PutRecordsOutput,
+    };
+    pub use crate::sink::signed::BodyEncoder;
     pub use crate::sink::{Encoder, ErrorKind};
 }
 
@@ -55,7 +59,9 @@ use std::sync::Arc;
 
 use daemon::Parts;
 use options::{Config, Handler};
-use sink::kinesis::{HttpTimeouts, Keys, KinesisSink};
+use options::Destination;
+use sink::kinesis::Keys;
+use sink::signed::HttpTimeouts;
 use sink::logger::LoggerSink;
 use sink::Sink;
 
@@ -184,7 +190,7 @@ pub fn make_sink(
     match (config.handler, &config.kinesis) {
         (Handler::Logger, _) => Ok(Box::new(LoggerSink::stdout())),
         (Handler::Kinesis, None) => Err(Error::Setup(
-            "the kinesis handler needs --stream-name".into(),
+            "the kinesis handler needs --stream-name or --delivery-stream".into(),
         )),
         (Handler::Kinesis, Some(k)) => {
             // A source failing for now (instance metadata asked for the region) may be there
@@ -198,8 +204,8 @@ pub fn make_sink(
             })?;
             log!(
                 Info,
-                "publishing to stream {} in {} at {}",
-                k.stream_name,
+                "publishing to {} in {} at {}",
+                k.destination,
                 aws.region,
                 aws::loggable_url(&aws.endpoint)
             );
@@ -218,16 +224,27 @@ pub fn make_sink(
             let agent = aws
                 .http
                 .service_agent(timeouts.connect.min(timeouts.request), timeouts.request);
-            Ok(Box::new(KinesisSink::new(
-                agent,
-                &aws.endpoint,
-                &aws.region,
-                &k.stream_name,
-                Keys::from_config(&config.partition_key, random::Rng::from_entropy()),
-                config.aggregate,
-                aws.credentials,
-                timeouts,
-            )))
+            Ok(match &k.destination {
+                Destination::Stream(stream) => Box::new(sink::kinesis::sink(
+                    agent,
+                    &aws.endpoint,
+                    &aws.region,
+                    stream,
+                    Keys::from_config(&config.partition_key, random::Rng::from_entropy()),
+                    config.aggregate,
+                    aws.credentials,
+                    timeouts,
+                )),
+                Destination::DeliveryStream(name) => Box::new(sink::firehose::sink(
+                    agent,
+                    &aws.endpoint,
+                    &aws.region,
+                    name,
+                    config.aggregate,
+                    aws.credentials,
+                    timeouts,
+                )),
+            })
         }
     }
 }

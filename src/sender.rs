@@ -38,10 +38,6 @@ use crate::stop::StopSignal;
 /// reading thread prepares the next, and keep memory small while deliveries go through.
 pub const QUEUED_JOBS: usize = 2;
 
-/// A PUT payload unit: a record is billed in whole units of its data and key (25 KB, counted
-/// here as 25 KiB, so the KPL's 50 KiB aggregate is two units).
-pub const PAYLOAD_UNIT: usize = 25 * 1024;
-
 /// A batch to deliver, with the backlog's name for it.
 #[derive(Debug)]
 pub struct Job {
@@ -237,9 +233,7 @@ impl Worker {
                 continue;
             }
             lines += batch.record_lines(r).len() as u64;
-            if let Some(bytes) = self.sink.record_bytes(batch, r) {
-                units += bytes.div_ceil(PAYLOAD_UNIT).max(1) as u64;
-            }
+            units += self.sink.payload_units(batch, r).unwrap_or(0);
         }
         let stats = &self.shared.stats;
         Stats::add(&stats.user_records_sent, lines);

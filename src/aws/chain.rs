@@ -46,7 +46,10 @@ pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, Error> {
     let endpoint = k
         .endpoint_url
         .clone()
-        .unwrap_or_else(|| service_endpoint("kinesis", &region, k.use_fips, k.use_dualstack));
+        .unwrap_or_else(|| {
+            let service = k.destination.service();
+            service_endpoint(service, &region, k.use_fips, k.use_dualstack)
+        });
     let sts_endpoint = k
         .sts_endpoint_url
         .clone()
@@ -295,7 +298,7 @@ mod tests {
 
     fn k() -> KinesisConfig {
         KinesisConfig {
-            stream_name: "s".into(),
+            destination: crate::options::Destination::Stream("s".into()),
             region: Some("us-east-1".into()),
             endpoint_url: None,
             sts_endpoint_url: None,

@@ -11,6 +11,7 @@ pub(super) enum OptId {
     FifoName,
     FlushHandler,
     StreamName,
+    DeliveryStream,
     PartitionKey,
     BufferQueueLimit,
     FlushInterval,
@@ -192,10 +193,28 @@ pub(super) const OPTIONS: &[Opt] = &[
         takes: Takes::Value("NAME"),
         var: Some("FIFO2KINESIS_STREAM_NAME"),
         aws_vars: &[],
-        unset: Unset::Absent("required with kinesis"),
+        unset: Unset::Absent("required with kinesis, unless --delivery-stream"),
         category: Category::Input,
         help: "The Kinesis stream to publish to",
-        doc: "The Kinesis stream to publish to: 1 to 128 letters, digits, _ . and -.",
+        doc: "The Kinesis stream to publish to: 1 to 128 letters, digits, _ . and -. The \
+              kinesis handler takes it or --delivery-stream, not both.",
+    },
+    Opt {
+        id: OptId::DeliveryStream,
+        long: "delivery-stream",
+        short: None,
+        takes: Takes::Value("NAME"),
+        var: Some("FIFO2KINESIS_DELIVERY_STREAM"),
+        aws_vars: &[],
+        unset: Unset::Absent("none"),
+        category: Category::Input,
+        help: "A Firehose delivery stream to publish to instead of --stream-name",
+        doc: "An Amazon Data Firehose delivery stream (Direct PUT) to publish to with \
+              PutRecordBatch, instead of a Kinesis stream: 1 to 64 letters, digits, _ . and -. \
+              Each record ends in its line's newline, so the lines arrive one per line in S3 \
+              and the other destinations. Records have no partition key; requests take 4MiB \
+              and records 1000KiB, the defaults of --max-request-bytes and --max-record-bytes \
+              with it.",
     },
     Opt {
         id: OptId::PartitionKey,
@@ -209,7 +228,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         help: "The partition key of every record; unset or empty, a random 12-character key each",
         doc: "The partition key of every record, at most 256 characters; it counts against \
               --max-record-bytes. Unset or empty, each record gets a random 12-character \
-              alphanumeric key, which spreads the records over the stream's shards.",
+              alphanumeric key, which spreads the records over the stream's shards. Firehose \
+              records have none: it cannot be set with --delivery-stream.",
     },
     Opt {
         id: OptId::BufferQueueLimit,
@@ -250,8 +270,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         help: "Largest record (line plus partition key), up to 10MiB; longer lines are skipped",
         doc: "The largest record, its line and partition key together, up to 10MiB (streams \
               take 1MiB records unless told otherwise); with --aggregate, the aggregate's \
-              framing too. A longer line is counted, logged and kept in the oversized/ folder \
-              of --failed-attempts-dir, or dropped without one.",
+              framing too. With --delivery-stream, the line and its newline, up to (and by \
+              default) 1000KiB. A longer line is counted, logged and kept in the oversized/ \
+              folder of --failed-attempts-dir, or dropped without one.",
     },
     Opt {
         id: OptId::MaxRequestBytes,
@@ -262,9 +283,10 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("5MiB"),
         category: Category::Batches,
-        help: "Largest PutRecords request (sum of its records), up to 10MiB",
+        help: "Largest request (sum of its records), up to 10MiB (4MiB with --delivery-stream)",
         doc: "The largest PutRecords request, the sum of its records' sizes: from \
-              --max-record-bytes to 10MiB. A batch is flushed before it would grow past it.",
+              --max-record-bytes to 10MiB; with --delivery-stream, the largest PutRecordBatch, \
+              up to (and by default) 4MiB. A batch is flushed before it would grow past it.",
     },
     Opt {
         id: OptId::Aggregate,
@@ -283,9 +305,11 @@ pub(super) const OPTIONS: &[Opt] = &[
               Every line of a record shares its partition key (--partition-key, or a random \
               key per record), so each reaches its shard's consumers. Consumers must \
               deaggregate: the KCL, AWS Lambda with the aws-kinesis-agg libraries and Flink's \
-              Kinesis connector do; others see each record as binary data. Lines are still \
-              kept one by one in --failed-attempts-dir and the journal. The logger handler \
-              prints lines as without it.",
+              Kinesis connector do; others see each record as binary data. With \
+              --delivery-stream, a record instead joins whole lines, each with its newline, \
+              which Firehose writes out as they are: fewer records billed, the same lines at \
+              the other end. Lines are still kept one by one in --failed-attempts-dir and the \
+              journal. The logger handler prints lines as without it.",
     },
     Opt {
         id: OptId::AggregateMaxBytes,
@@ -300,8 +324,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         doc: "With --aggregate, the largest aggregated record, its partition key included: \
               from 1KiB to --max-record-bytes (the default is lowered to it). The default, \
               the KPL's, is two PUT payload units; smaller records spread a request over \
-              more shards. A line too long to share a record goes in one of its own, up to \
-              --max-record-bytes.",
+              more shards. With --delivery-stream the default is --max-record-bytes, as \
+              Firehose bills each record rounded up to 5KB. A line too long to share a record \
+              goes in one of its own, up to --max-record-bytes.",
     },
     Opt {
         id: OptId::FailedAttemptsDir,
@@ -438,7 +463,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the profile's, then the instance's"),
         category: Category::Aws,
         help: "The AWS region of the stream",
-        doc: "The AWS region of the stream, like us-east-1. Without it, the region of the \
+        doc: "The AWS region of the stream (or delivery stream), like us-east-1. Without it, \
+              the region of the \
               AWS profile is used, then that of the EC2 instance.",
     },
     Opt {
@@ -450,11 +476,13 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &["AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL"],
         unset: Unset::Absent("the region's"),
         category: Category::Aws,
-        help: "The Kinesis endpoint",
+        help: "The Kinesis (or Firehose) endpoint",
         doc: "The Kinesis endpoint, an http:// or https:// URL. The region's is \
               https://kinesis.REGION.amazonaws.com (.amazonaws.com.cn in China), with \
               -fips after kinesis when AWS_USE_FIPS_ENDPOINT is true, and .api.aws when \
-              AWS_USE_DUALSTACK_ENDPOINT is true.",
+              AWS_USE_DUALSTACK_ENDPOINT is true. With --delivery-stream, the Firehose \
+              endpoint: firehose instead of kinesis, and AWS_ENDPOINT_URL_FIREHOSE instead of \
+              AWS_ENDPOINT_URL_KINESIS.",
     },
     Opt {
         id: OptId::RoleArn,

@@ -14,6 +14,7 @@ const INTRO: &str = "\
 fifo2kinesis: reads lines from a named pipe and publishes them to Amazon Kinesis
 
 Usage: fifo2kinesis --fifo-name PATH --stream-name NAME [OPTIONS]
+       fifo2kinesis --fifo-name PATH --delivery-stream NAME [OPTIONS]
        fifo2kinesis --fifo-name PATH --flush-handler logger [OPTIONS]
 
 Every option may also be set by its environment variable; the command line wins, and a blank \

@@ -139,8 +139,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          without one (IMDSv1) unless AWS_EC2_METADATA_V1_DISABLED is true.",
     ),
     (
-        "AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_STS",
-        "Endpoints, when --endpoint-url or --sts-endpoint-url is not given.",
+        "AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_FIREHOSE, \
+         AWS_ENDPOINT_URL_STS",
+        "Endpoints, when --endpoint-url or --sts-endpoint-url is not given; \
+         AWS_ENDPOINT_URL_FIREHOSE with --delivery-stream, AWS_ENDPOINT_URL_KINESIS without.",
     ),
     (
         "AWS_USE_FIPS_ENDPOINT, AWS_USE_DUALSTACK_ENDPOINT",
@@ -215,6 +217,7 @@ fn synopsis() -> String {
     let mut out = String::from(".SH SYNOPSIS\n");
     for (i, rest) in [
         "\\fB\\-\\-stream\\-name\\fR \\fINAME\\fR",
+        "\\fB\\-\\-delivery\\-stream\\fR \\fINAME\\fR",
         "\\fB\\-\\-flush\\-handler logger\\fR",
     ]
     .iter()

@@ -27,10 +27,14 @@ mod validate;
 pub use help::help_text;
 pub use man::man_page;
 
-/// Records per PutRecords request allowed by Kinesis.
+/// Records per request allowed by Kinesis (PutRecords) and Firehose (PutRecordBatch).
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
 /// The largest record and request size the Kinesis API accepts (10 MiB).
 pub const API_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// The largest Firehose record, before base64 (1,000 KiB).
+pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1000 * 1024;
+/// The largest Firehose PutRecordBatch request (4 MiB).
+pub const FIREHOSE_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// The smallest `--aggregate-max-bytes`.
 pub const MIN_AGGREGATE_BYTES: usize = 1024;
 /// Length of the random partition key used when none is configured.
@@ -151,14 +155,49 @@ impl PartitionKey {
     }
 }
 
-/// Kinesis settings, present when the handler is `kinesis`.
+/// Where the `kinesis` handler publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A Kinesis data stream (`--stream-name`), with PutRecords.
+    Stream(String),
+    /// A Firehose delivery stream (`--delivery-stream`), with PutRecordBatch.
+    DeliveryStream(String),
+}
+
+impl Destination {
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Stream(n) | Destination::DeliveryStream(n) => n,
+        }
+    }
+
+    /// The service's endpoint prefix: `kinesis` or `firehose`.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Destination::Stream(_) => "kinesis",
+            Destination::DeliveryStream(_) => "firehose",
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Stream(n) => write!(f, "stream {n}"),
+            Destination::DeliveryStream(n) => write!(f, "delivery stream {n}"),
+        }
+    }
+}
+
+/// Kinesis (and Firehose) settings, present when the handler is `kinesis`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KinesisConfig {
-    /// Stream name.
-    pub stream_name: String,
+    /// The stream or delivery stream.
+    pub destination: Destination,
     /// AWS region, if given by option or environment (else the profile's or the instance's).
     pub region: Option<String>,
-    /// Kinesis endpoint URL given by option or environment.
+    /// Kinesis (or Firehose) endpoint URL given by option or environment.
     pub endpoint_url: Option<String>,
     /// STS endpoint URL given by option or environment.
     pub sts_endpoint_url: Option<String>,
@@ -222,9 +261,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The longest line that fits in a record next to its partition key.
+    /// The longest line that fits in a record of its own: next to its partition key, or with
+    /// Firehose followed by its newline.
     pub fn max_line_bytes(&self) -> usize {
-        self.max_record_bytes - self.partition_key.len()
+        let firehose = self
+            .kinesis
+            .as_ref()
+            .is_some_and(|k| matches!(k.destination, Destination::DeliveryStream(_)));
+        match firehose {
+            true => self.max_record_bytes - 1,
+            false => self.max_record_bytes - self.partition_key.len(),
+        }
     }
 }
 

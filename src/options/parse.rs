@@ -169,6 +169,7 @@ pub(super) struct RawArgs {
 /// The values only the `kinesis` handler reads (and checks).
 pub(super) struct KinesisArgs {
     pub stream_name: Option<Given<String>>,
+    pub delivery_stream: Option<Given<String>>,
     pub region: Option<Given<String>>,
     pub endpoint_url: Option<Given<String>>,
     pub role_arn: Option<Given<String>>,
@@ -189,6 +190,15 @@ where
     E: Fn(&str) -> Option<OsString>,
 {
     let read = Reader { cli, env };
+    let delivery_stream = read.string(OptId::DeliveryStream)?;
+    // Firehose's own endpoint variable stands for Kinesis's.
+    let endpoint_url = match delivery_stream {
+        Some(_) => read.string_or_aws(
+            OptId::EndpointUrl,
+            &["AWS_ENDPOINT_URL_FIREHOSE", "AWS_ENDPOINT_URL"],
+        )?,
+        None => read.string(OptId::EndpointUrl)?,
+    };
     Ok(RawArgs {
         fifo_name: read.os(OptId::FifoName),
         flush_handler: read.parsed(OptId::FlushHandler, str::parse)?,
@@ -212,8 +222,9 @@ where
         debug: read.parsed(OptId::Debug, parse_bool)?,
         kinesis: KinesisArgs {
             stream_name: read.string(OptId::StreamName)?,
+            delivery_stream,
             region: read.string(OptId::Region)?,
-            endpoint_url: read.string(OptId::EndpointUrl)?,
+            endpoint_url,
             role_arn: read.string(OptId::RoleArn)?,
             role_session_name: read.string(OptId::RoleSessionName)?,
             role_external_id: read.string(OptId::RoleExternalId)?,
@@ -240,6 +251,11 @@ struct Reader<'a, E> {
 impl<E: Fn(&str) -> Option<OsString>> Reader<'_, E> {
     /// The value of `id` as given, if it is, and where it came from.
     fn given(&self, id: OptId) -> Option<(OsString, Origin)> {
+        self.given_or_aws(id, defs::def(id).aws_vars)
+    }
+
+    /// The value of `id` as given, falling back to `aws_vars` instead of its own.
+    fn given_or_aws(&self, id: OptId, aws_vars: &[&'static str]) -> Option<(OsString, Origin)> {
         if let Some(v) = self.cli.get(id) {
             return Some((v.clone(), Origin::CommandLine));
         }
@@ -250,7 +266,7 @@ impl<E: Fn(&str) -> Option<OsString>> Reader<'_, E> {
             }
         }
         // The AWS tools' own variables, read as they read them: trimmed.
-        opt.aws_vars.iter().find_map(|&var| {
+        aws_vars.iter().find_map(|&var| {
             let v = self.var(var)?;
             Some((trimmed(&v).into(), Origin::Variable(var)))
         })
@@ -273,7 +289,22 @@ impl<E: Fn(&str) -> Option<OsString>> Reader<'_, E> {
 
     /// A text value, as given (not trimmed).
     fn string(&self, id: OptId) -> Result<Option<Given<String>>, ConfigError> {
-        let Some(g) = self.os(id) else {
+        self.string_or_aws(id, defs::def(id).aws_vars)
+    }
+
+    /// A text value, as given, falling back to `aws_vars` instead of the option's own.
+    fn string_or_aws(
+        &self,
+        id: OptId,
+        aws_vars: &[&'static str],
+    ) -> Result<Option<Given<String>>, ConfigError> {
+        let given = self.given_or_aws(id, aws_vars);
+        let Some(g) = given.map(|(value, from)| Given {
+            text: value.to_string_lossy().into_owned(),
+            value,
+            id,
+            from,
+        }) else {
             return Ok(None);
         };
         match g.value.clone().into_string() {

@@ -44,7 +44,7 @@ fn defaults_match_the_go_tool() {
     let k = c.kinesis.unwrap();
     assert_eq!(k.endpoint_url, None);
     assert_eq!(k.region.as_deref(), Some("us-east-1"));
-    assert_eq!(k.stream_name, "s");
+    assert_eq!(k.destination, Destination::Stream("s".into()));
 }
 
 #[test]
@@ -61,7 +61,10 @@ fn command_line_beats_environment_and_blank_env_is_unset() {
     ];
     let c = run(&["--stream-name=cli", "-l", "9"], &env).unwrap();
     assert_eq!(c.input, Input::Fifo("/env/p".into()));
-    assert_eq!(c.kinesis.as_ref().unwrap().stream_name, "cli");
+    assert_eq!(
+        c.kinesis.as_ref().unwrap().destination,
+        Destination::Stream("cli".into())
+    );
     assert_eq!(c.buffer_queue_limit, 9);
     assert_eq!(c.flush_interval, Some(Duration::from_millis(250)));
     assert_eq!(c.partition_key, PartitionKey::Random);
@@ -470,4 +473,109 @@ fn aggregate_needs_a_record_that_holds_a_line_in_an_aggregate() {
     // The size of an aggregate is checked only with --aggregate.
     let env = [("FIFO2KINESIS_AGGREGATE_MAX_BYTES", "2MiB")];
     assert_eq!(run(BASE, &env).unwrap().aggregate, None);
+}
+
+const FIREHOSE: &[&str] = &[
+    "--fifo-name",
+    "/tmp/p",
+    "--delivery-stream",
+    "to-s3",
+    "--region",
+    "us-east-1",
+];
+
+#[test]
+fn a_delivery_stream_takes_firehose_limits_by_default() {
+    let c = run(FIREHOSE, &[]).unwrap();
+    let k = c.kinesis.as_ref().unwrap();
+    assert_eq!(k.destination, Destination::DeliveryStream("to-s3".into()));
+    assert_eq!(k.destination.service(), "firehose");
+    assert_eq!(c.max_record_bytes, 1000 * 1024);
+    assert_eq!(c.max_request_bytes, 4 << 20);
+    // The newline, not a partition key, is what a record adds to a line.
+    assert_eq!(c.max_line_bytes(), 1000 * 1024 - 1);
+    assert_eq!(c.aggregate, None);
+    let joined = run(&[FIREHOSE, &["--aggregate"]].concat(), &[]).unwrap();
+    assert_eq!(joined.aggregate, Some(1000 * 1024));
+    let env = [("FIFO2KINESIS_DELIVERY_STREAM", "from-env")];
+    let c = run(&["-f", "/tmp/p", "-R", "us-east-1"], &env).unwrap();
+    assert_eq!(
+        c.kinesis.unwrap().destination,
+        Destination::DeliveryStream("from-env".into())
+    );
+    // Smaller limits may be given; the aggregate default follows the record limit.
+    let small = [
+        FIREHOSE,
+        &[
+            "--aggregate",
+            "--max-record-bytes",
+            "64KiB",
+            "--max-request-bytes",
+            "1MiB",
+        ],
+    ]
+    .concat();
+    let c = run(&small, &[]).unwrap();
+    assert_eq!(
+        (c.max_record_bytes, c.max_request_bytes, c.aggregate),
+        (64 << 10, 1 << 20, Some(64 << 10))
+    );
+}
+
+#[test]
+fn a_delivery_stream_refuses_what_firehose_cannot_take() {
+    let with = |extra: &[&str]| err(&[FIREHOSE, extra].concat(), &[]);
+    let e = with(&["--stream-name", "s"]);
+    assert!(
+        e.contains("--stream-name and --delivery-stream are both set"),
+        "{e}"
+    );
+    let e = err(&["-f", "/tmp/p", "-R", "us-east-1"], &[]);
+    assert!(
+        e.contains("--stream-name") && e.contains("--delivery-stream for Firehose"),
+        "{e}"
+    );
+    let e = with(&["--partition-key", "host-1"]);
+    assert!(
+        e.starts_with("--partition-key: invalid value \"host-1\"")
+            && e.contains("Firehose records have no partition key"),
+        "{e}"
+    );
+    // An empty key is no key: accepted, as the Go tool's configurations may set it so.
+    assert!(run(&[FIREHOSE, &["--partition-key", ""]].concat(), &[]).is_ok());
+    let e = with(&["--max-record-bytes", "1MiB"]);
+    assert!(e.contains("at most 1000KiB"), "{e}");
+    let e = with(&["--max-record-bytes", "1"]);
+    assert!(e.contains("--max-record-bytes"), "{e}");
+    let e = with(&["--max-request-bytes", "5MiB"]);
+    assert!(e.contains("4MiB with --delivery-stream"), "{e}");
+    let e = with(&["--delivery-stream", &"d".repeat(65)]);
+    assert!(e.contains("1 to 64 characters"), "{e}");
+    let e = with(&["--delivery-stream", "a/b"]);
+    assert!(e.starts_with("--delivery-stream: invalid value"), "{e}");
+    // The logger handler ignores the destination, as it ignores --stream-name.
+    let c = run(&[FIREHOSE, &["-h", "logger", "-p", "k"]].concat(), &[]).unwrap();
+    assert_eq!(c.kinesis, None);
+}
+
+#[test]
+fn firehose_reads_its_own_endpoint_variable_and_not_kinesis() {
+    let env = [
+        ("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:1"),
+        ("AWS_ENDPOINT_URL_FIREHOSE", "http://127.0.0.1:2"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:3"),
+    ];
+    let endpoint = |args: &[&str], env: &[(&str, &str)]| {
+        run(args, env).unwrap().kinesis.unwrap().endpoint_url
+    };
+    assert_eq!(endpoint(FIREHOSE, &env).as_deref(), Some("http://127.0.0.1:2"));
+    assert_eq!(endpoint(BASE, &env).as_deref(), Some("http://127.0.0.1:1"));
+    assert_eq!(
+        endpoint(FIREHOSE, &env[..1]).as_deref(),
+        None,
+        "Kinesis's variable is not Firehose's"
+    );
+    assert_eq!(endpoint(FIREHOSE, &env[2..]).as_deref(), Some("http://127.0.0.1:3"));
+    let cli = [FIREHOSE, &["--endpoint-url", "http://127.0.0.1:4"]].concat();
+    assert_eq!(endpoint(&cli, &env).as_deref(), Some("http://127.0.0.1:4"));
 }

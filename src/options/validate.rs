@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::defs::{self, OptId};
-use super::parse::{Given, KinesisArgs, RawArgs};
+use super::parse::{Given, KinesisArgs, Origin, RawArgs};
 use super::{
-    invalid, parse_bool, Config, ConfigError, Handler, Input, KinesisConfig, PartitionKey,
-    API_MAX_BYTES, MAX_PARTITION_KEY_CHARS, MAX_RECORDS_PER_REQUEST, MIN_AGGREGATE_BYTES,
+    invalid, parse_bool, Config, ConfigError, Destination, Handler, Input, KinesisConfig,
+    PartitionKey, API_MAX_BYTES, FIREHOSE_MAX_RECORD_BYTES, FIREHOSE_MAX_REQUEST_BYTES,
+    MAX_PARTITION_KEY_CHARS, MAX_RECORDS_PER_REQUEST, MIN_AGGREGATE_BYTES,
 };
 
 /// Checks `raw` as a whole and builds the configuration.
@@ -23,10 +24,17 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         Some(g) if g.value == OsStr::new("-") => Input::Stdin,
         Some(g) => Input::Fifo(PathBuf::from(g.value)),
     };
+    // Firehose records have no partition key, and each carries its line's newline.
+    let firehose = handler == Handler::Kinesis && raw.kinesis.delivery_stream.is_some();
     let partition_key = match raw.partition_key {
         // Empty is random too, as in the Go tool (a record cannot have an empty key).
         None => PartitionKey::Random,
         Some(g) if g.value.is_empty() => PartitionKey::Random,
+        Some(g) if firehose => {
+            return Err(g.invalid(
+                "no value with --delivery-stream: Firehose records have no partition key",
+            ))
+        }
         Some(g) => PartitionKey::Fixed(g.checked(|k| {
             if k.chars().count() > MAX_PARTITION_KEY_CHARS {
                 Err("at most 256 characters".into())
@@ -48,8 +56,14 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         raw.max_record_bytes.name(),
         raw.max_record_bytes.text.clone(),
     );
+    // Firehose's limits are its defaults, and cannot be raised.
+    let record_default = raw.max_record_bytes.from == Origin::Default;
     let max_record_bytes = raw.max_record_bytes.checked(|&n| {
-        if n <= key_len || n > API_MAX_BYTES {
+        if firehose && !(2..=FIREHOSE_MAX_RECORD_BYTES).contains(&n) {
+            Err("with --delivery-stream, a size above 1 byte (a line's newline) and at most \
+                 1000KiB"
+                .into())
+        } else if n <= key_len || n > API_MAX_BYTES {
             Err(format!(
                 "a size above the partition key's {key_len} bytes and at most 10MiB"
             ))
@@ -57,18 +71,41 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
+    let max_record_bytes = match firehose && record_default {
+        true => FIREHOSE_MAX_RECORD_BYTES,
+        false => max_record_bytes,
+    };
+    let request_default = raw.max_request_bytes.from == Origin::Default;
     let max_request_bytes = raw.max_request_bytes.checked(|&n| {
-        if n < max_record_bytes || n > API_MAX_BYTES {
+        let most = if firehose {
+            FIREHOSE_MAX_REQUEST_BYTES
+        } else {
+            API_MAX_BYTES
+        };
+        if n < max_record_bytes || n > most {
             Err(format!(
-                "a size from --max-record-bytes ({max_record_bytes}) to 10MiB"
+                "a size from --max-record-bytes ({max_record_bytes}) to {}",
+                if firehose {
+                    "4MiB with --delivery-stream"
+                } else {
+                    "10MiB"
+                }
             ))
         } else {
             Ok(())
         }
     })?;
+    let max_request_bytes = match firehose && request_default {
+        true => FIREHOSE_MAX_REQUEST_BYTES,
+        false => max_request_bytes,
+    };
     let aggregate = if raw.aggregate.value {
-        // Even a line alone is wrapped in an aggregate: the record must hold one line more.
-        let lone = crate::sink::kinesis::aggregate::lone_line_overhead(key_len);
+        // Even a line alone is wrapped in an aggregate (with Firehose, followed by its
+        // newline): the record must hold one line more.
+        let lone = match firehose {
+            true => 1,
+            false => crate::sink::kinesis::aggregate::lone_line_overhead(key_len),
+        };
         if max_record_bytes <= lone {
             return Err(invalid(
                 &record_given.0,
@@ -77,6 +114,8 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             ));
         }
         // A given value is checked; the default is lowered to a smaller --max-record-bytes.
+        // Firehose bills whole records, rounded up to 5KB: its default is the largest.
+        let aggregate_default = raw.aggregate_max_bytes.from == Origin::Default;
         let least = MIN_AGGREGATE_BYTES.min(max_record_bytes);
         let n = raw.aggregate_max_bytes.checked(|&n| {
             if !(least..=max_record_bytes).contains(&n) {
@@ -89,7 +128,10 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
                 Ok(())
             }
         })?;
-        Some(n.min(max_record_bytes))
+        Some(match firehose && aggregate_default {
+            true => max_record_bytes,
+            false => n.min(max_record_bytes),
+        })
     } else {
         None
     };
@@ -203,20 +245,35 @@ fn missing(id: OptId, also: &str) -> ConfigError {
 }
 
 fn kinesis_config(k: KinesisArgs) -> Result<KinesisConfig, ConfigError> {
-    let stream_name = match k.stream_name {
-        None => {
+    let destination = match (k.stream_name, k.delivery_stream) {
+        (None, None) => {
             return Err(missing(
                 OptId::StreamName,
-                "; not needed with --flush-handler logger",
+                ", or --delivery-stream for Firehose; not needed with --flush-handler logger",
             ))
         }
-        Some(g) => g.checked(|s| {
-            if valid_stream_name(s) {
+        (Some(s), Some(d)) => {
+            return Err(ConfigError::Usage(format!(
+                "{} and {} are both set: the kinesis handler publishes to a stream or to a \
+                 delivery stream, not both",
+                s.name(),
+                d.name()
+            )))
+        }
+        (Some(g), None) => Destination::Stream(g.checked(|s| {
+            if valid_stream_name(s, 128) {
                 Ok(())
             } else {
                 Err("1 to 128 characters of a-z A-Z 0-9 _ . -".into())
             }
-        })?,
+        })?),
+        (None, Some(g)) => Destination::DeliveryStream(g.checked(|s| {
+            if valid_stream_name(s, 64) {
+                Ok(())
+            } else {
+                Err("1 to 64 characters of a-z A-Z 0-9 _ . -".into())
+            }
+        })?),
     };
     // Without a region here, start-up looks in the profile and the instance metadata.
     let region = k.region.map(checked_region).transpose()?;
@@ -267,7 +324,7 @@ fn kinesis_config(k: KinesisArgs) -> Result<KinesisConfig, ConfigError> {
         .transpose()?;
 
     Ok(KinesisConfig {
-        stream_name,
+        destination,
         region,
         endpoint_url,
         sts_endpoint_url,
@@ -298,8 +355,9 @@ fn endpoint(g: Given<String>) -> Result<String, ConfigError> {
     checked_endpoint(&g.name(), &g.value)
 }
 
-fn valid_stream_name(s: &str) -> bool {
-    (1..=128).contains(&s.len())
+/// A stream's or delivery stream's name: 1 to `most` of a-z A-Z 0-9 _ . -.
+fn valid_stream_name(s: &str, most: usize) -> bool {
+    (1..=most).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }

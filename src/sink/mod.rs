@@ -4,18 +4,24 @@
 //! A [`Sink`] makes one attempt to deliver a batch and says what happened ([`PutResult`]);
 //! retrying, backoff and keeping failed lines are the sender's business. A sink that sends
 //! request bodies hands the poll loop an [`Encoder`], so bodies are built on the reading
-//! thread while the sender is busy; a batch knows nothing of any destination. Two sinks exist:
-//! [`kinesis::KinesisSink`] (signed PutRecords) and [`logger::LoggerSink`] (each line on
-//! standard output).
+//! thread while the sender is busy; a batch knows nothing of any destination. Three sinks
+//! exist: [`kinesis::KinesisSink`] (PutRecords to a stream) and [`firehose::FirehoseSink`]
+//! (PutRecordBatch to a delivery stream), both a [`signed::SignedSink`] that reads answers
+//! with [`output`] and [`errors`], and [`logger::LoggerSink`] (each line on standard output).
 
+pub mod errors;
+pub mod firehose;
+pub mod json;
 pub mod kinesis;
 pub mod logger;
+pub mod output;
+pub mod signed;
 
 use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, Packing, Prepared};
 
-pub use kinesis::FailedRecord;
+pub use output::FailedRecord;
 
 /// The outcome of one attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,9 +64,9 @@ pub trait Sink: Send {
     fn encoder(&self) -> Option<Box<dyn Encoder>> {
         None
     }
-    /// The size the destination bills for record `r` of `batch` (its data and key), if it
-    /// bills records by size.
-    fn record_bytes(&self, _batch: &Batch, _r: usize) -> Option<usize> {
+    /// The units the destination bills record `r` of `batch` in (whole PUT payload units of
+    /// its data and key for Kinesis, 5 KiB steps for Firehose), if it bills records by size.
+    fn payload_units(&self, _batch: &Batch, _r: usize) -> Option<u64> {
         None
     }
 }

@@ -7,8 +7,6 @@
 //! ([`super::aggregate`]) and its key, whose [`Packing`] the batcher fills records by. The
 //! sender keeps a copy for the bodies it makes itself (resends of some records).
 
-use base64::Engine as _;
-
 use std::ops::Range;
 
 use super::{aggregate, multi_md5};
@@ -16,6 +14,8 @@ use crate::aws::sha256_hex;
 use crate::batch::{Batch, Packing, Prepared};
 use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
+use crate::sink::json::{write_base64, write_json_str};
+use crate::sink::signed::BodyEncoder;
 use crate::sink::Encoder;
 
 /// Where partition keys come from.
@@ -92,7 +92,7 @@ impl KinesisEncoder {
     }
 
     /// The size Kinesis counts for record `r` of `batch`: its data and partition key.
-    pub fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
+    fn record_size(&self, batch: &Batch, r: usize) -> usize {
         match &self.packing {
             Some(p) => p.record_bytes(batch.record(r)),
             None => batch.line(r).len() + self.key_len(),
@@ -128,7 +128,7 @@ impl KinesisEncoder {
     /// Writes the PutRecords JSON for `batch` into `out` (cleared first): each record with
     /// the key attached to it, or a fresh one. Aggregating, each record of the batch is an
     /// aggregate of its lines (a batch that does not pack its lines has one line a record).
-    pub fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+    fn write_body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
         out.clear();
         let records = batch.record_count();
         let framing = match &self.packing {
@@ -221,15 +221,18 @@ fn write_record(out: &mut Vec<u8>, data: &[u8], key: &[u8]) {
     out.push(b'}');
 }
 
-/// Appends `data` in base64.
-fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
-    let at = out.len();
-    let n = base64::encoded_len(data.len(), true).expect("record sizes are far below usize::MAX");
-    out.resize(at + n, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[at..])
-        .expect("the buffer was sized by encoded_len");
-    debug_assert_eq!(written, n);
+impl BodyEncoder for KinesisEncoder {
+    fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        self.write_body(batch, out);
+    }
+
+    fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
+        self.record_size(batch, r)
+    }
+
+    fn destination(&self) -> String {
+        format!("stream {}", self.stream)
+    }
 }
 
 impl Encoder for KinesisEncoder {
@@ -250,7 +253,7 @@ impl Encoder for KinesisEncoder {
             batch.pack(p);
         }
         self.attach_keys(batch);
-        self.body(batch, &mut body);
+        self.write_body(batch, &mut body);
         let sha256_hex = sha256_hex(&body);
         Prepared { body, sha256_hex }
     }
@@ -265,36 +268,10 @@ impl Encoder for KinesisEncoder {
     }
 }
 
-/// The bytes a JSON string holds as they are, without escaping (those of random keys and
-/// stream names among them).
-static PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
-        b += 1;
-    }
-    t
-};
-
-/// Writes `s` as a JSON string. Keys and stream names are UTF-8 by construction; anything else
-/// is written lossily rather than producing invalid JSON.
-fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
-    let plain = s.iter().all(|&b| PLAIN[usize::from(b)]);
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(s);
-        out.push(b'"');
-    } else {
-        let text = String::from_utf8_lossy(s);
-        serde_json::to_writer(&mut *out, &text).expect("writing to a Vec cannot fail");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::Value;
 
     fn batch(lines: &[&str]) -> Batch {

@@ -1,268 +1,62 @@
 //! The Kinesis Data Streams destination: signed PutRecords requests to one stream.
 //!
-//! [`KinesisSink`] makes one attempt per call over one kept-alive HTTPS connection; its
-//! [`KinesisEncoder`] builds the request bodies (on the reading thread, see
-//! [`crate::sink::Encoder`]); [`output`] reads a 200 answer strictly, record by record, and
-//! [`errors`] reads and classifies every other answer. Every answer is hostile input: one that
-//! does not prove success is a failure to retry, never a delivery.
+//! [`KinesisSink`] is a [`SignedSink`] speaking [`API`]; its [`KinesisEncoder`] builds the
+//! request bodies (on the reading thread, see [`crate::sink::Encoder`]), a record per line or,
+//! with `--aggregate`, KPL aggregated records of many lines ([`aggregate`], digested by
+//! [`multi_md5`]).
 
 pub mod aggregate;
 mod encoder;
-mod errors;
 pub mod multi_md5;
-mod output;
-
-use std::io::Read;
-use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
-use crate::aws::{self, sha256_hex, Provider};
-use crate::batch::Batch;
-use crate::log::one_line;
-use crate::sink::{Encoder, ErrorKind, Failure, PutResult, Sink};
+use crate::aws::Provider;
+use crate::sink::errors::KINESIS_LIMITS;
+use crate::sink::output::PUT_RECORDS;
+use crate::sink::signed::{Api, HttpTimeouts, SignedSink};
 
 pub use encoder::{Keys, KinesisEncoder};
-pub use errors::{
-    beyond_default_limits, classify, classify_record, parse_error, parse_retry_after, sanitize_code,
+
+/// PutRecords, as Kinesis takes it.
+pub static API: Api = Api {
+    target: "Kinesis_20131202.PutRecords",
+    signing_name: "kinesis",
+    answer: &PUT_RECORDS,
+    limits: KINESIS_LIMITS,
+    // A PUT payload unit is 25 KB, counted here as 25 KiB, so the KPL's 50 KiB aggregate is
+    // two units.
+    payload_unit: 25 * 1024,
 };
-pub use output::{parse_put_records_output, FailedRecord, PutRecordsOutput};
-
-/// The JSON protocol version Kinesis speaks.
-pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// The operation header for PutRecords.
-pub const PUT_RECORDS_TARGET: &str = "Kinesis_20131202.PutRecords";
-/// The SigV4 service name.
-pub const SIGNING_SERVICE: &str = "kinesis";
-
-/// Timeouts for Kinesis requests.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpTimeouts {
-    /// Connecting (TCP and TLS).
-    pub connect: Duration,
-    /// A whole request, from sending to the last byte of the answer.
-    pub request: Duration,
-}
-
-impl Default for HttpTimeouts {
-    fn default() -> Self {
-        HttpTimeouts {
-            connect: Duration::from_secs(5),
-            request: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The most of an answer body that is read.
-const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Signed PutRecords requests to one stream.
-pub struct KinesisSink {
+pub type KinesisSink = SignedSink<KinesisEncoder>;
+
+/// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
+/// `agent` (which must answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]). With
+/// `aggregate`, records are KPL aggregates of lines of at most that many bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn sink(
     agent: Agent,
-    url: String,
-    region: String,
-    encoder: KinesisEncoder,
+    endpoint: &str,
+    region: &str,
+    stream: &str,
+    keys: Keys,
+    aggregate: Option<usize>,
     credentials: Box<dyn Provider>,
     timeouts: HttpTimeouts,
-    body: Vec<u8>,
-    /// The last answer's body, reused.
-    answer: Vec<u8>,
-}
-
-impl KinesisSink {
-    /// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
-    /// `agent` (which must answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]).
-    /// With `aggregate`, records are KPL aggregates of lines of at most that many bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        agent: Agent,
-        endpoint: &str,
-        region: &str,
-        stream: &str,
-        keys: Keys,
-        aggregate: Option<usize>,
-        credentials: Box<dyn Provider>,
-        timeouts: HttpTimeouts,
-    ) -> Self {
-        KinesisSink {
-            agent,
-            url: format!("{}/", endpoint.trim_end_matches('/')),
-            region: region.to_string(),
-            encoder: match aggregate {
-                Some(max_bytes) => KinesisEncoder::aggregating(stream, keys, max_bytes),
-                None => KinesisEncoder::new(stream, keys),
-            },
-            credentials,
-            timeouts,
-            body: Vec::new(),
-            answer: Vec::new(),
-        }
-    }
-
-    fn attempt(&mut self, batch: &Batch, deadline: Option<Instant>) -> Result<PutResult, Failure> {
-        let creds = self
-            .credentials
-            .credentials(SystemTime::now())
-            .map_err(|e| Failure {
-                kind: ErrorKind::Transient,
-                code: "credentials".into(),
-                message: e.to_string(),
-                retry_after: None,
-            })?;
-        let headers = [
-            ("content-type", CONTENT_TYPE),
-            ("x-amz-target", PUT_RECORDS_TARGET),
-        ];
-        let now = SystemTime::now();
-        // A body prepared by the reading thread is sent as it is; otherwise (a resend of some
-        // records, a replayed file) it is made here.
-        let made_here;
-        let (body, body_sha256) = match batch.prepared() {
-            Some(p) => (&p.body[..], p.sha256_hex.as_str()),
-            None => {
-                self.encoder.body(batch, &mut self.body);
-                made_here = sha256_hex(&self.body);
-                (&self.body[..], made_here.as_str())
-            }
-        };
-        let signed = aws::sign_hashed(
-            &creds,
-            &self.region,
-            SIGNING_SERVICE,
-            &self.url,
-            &headers,
-            body_sha256,
-            now,
-        );
-        let signed = signed.map_err(|e| Failure {
-            kind: ErrorKind::Permanent,
-            code: "signing".into(),
-            message: e.to_string(),
-            retry_after: None,
-        })?;
-
-        let mut request = self.agent.post(&self.url);
-        for (name, value) in headers
-            .iter()
-            .copied()
-            .chain(signed.iter().map(|(n, v)| (*n, v.as_str())))
-        {
-            request = request.header(name, value);
-        }
-        let timeout = match deadline {
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(self.timeouts.request),
-            None => self.timeouts.request,
-        };
-        let response = request
-            .config()
-            .timeout_global(Some(timeout.max(Duration::from_millis(1))))
-            .build()
-            .send(body)
-            .map_err(|e| network_failure(&e))?;
-
-        let status = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).map(|v| v.as_bytes());
-        let errortype = header("x-amzn-errortype").map(|v| String::from_utf8_lossy(v).into_owned());
-        let location = header("location").map(|v| String::from_utf8_lossy(v).into_owned());
-        // Asked for on any answer: a 200 with throttled records may carry it too.
-        let retry_after = header("x-amz-retry-after").and_then(parse_retry_after);
-        let mut answer = response.into_body();
-        self.answer.clear();
-        answer
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .reader()
-            .read_to_end(&mut self.answer)
-            .map_err(|e| network_failure(&ureq::Error::from(e)))?;
-        let body = &self.answer[..];
-
-        if status == 200 {
-            return match parse_put_records_output(body, batch.record_count()) {
-                Ok(out) if out.failed.is_empty() => Ok(PutResult::Accepted),
-                Ok(out) => Ok(PutResult::Partial {
-                    failed: out.failed,
-                    retry_after,
-                }),
-                // Nothing in it proves a delivery: the whole request is sent again.
-                Err(e) => Err(Failure {
-                    kind: ErrorKind::Transient,
-                    code: "MalformedResponse".into(),
-                    message: e.to_string(),
-                    retry_after,
-                }),
-            };
-        }
-        let mut err = parse_error(status, errortype.as_deref(), body);
-        if (300..400).contains(&status) {
-            // The agent follows no redirect: a signed POST must not become an unsigned GET
-            // whose answer is read as this one's. The target's query may hold someone's token.
-            let target = location.as_deref().unwrap_or("nowhere");
-            let target = target.split(['?', '#']).next().unwrap_or_default();
-            err.message = format!("redirect to {} not followed", one_line(target, 200));
-        }
-        let encoder = &self.encoder;
-        let beyond_limits = beyond_default_limits(batch, |r| encoder.record_bytes(batch, r));
-        Err(Failure {
-            kind: classify(&err, beyond_limits),
-            message: err.to_string(),
-            code: err.code,
-            retry_after,
-        })
-    }
-}
-
-fn network_failure(e: &ureq::Error) -> Failure {
-    let text = e.to_string();
-    // rustls errors reach us wrapped in I/O errors; name them for what they are.
-    let tls = matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
-        || text.contains("peer certificate")
-        || text.contains("handshake");
-    let code = match e {
-        _ if tls => "tls",
-        ureq::Error::Timeout(_) => "timeout",
-        ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            "connection"
-        }
-        _ => "http",
+) -> KinesisSink {
+    let encoder = match aggregate {
+        Some(max_bytes) => KinesisEncoder::aggregating(stream, keys, max_bytes),
+        None => KinesisEncoder::new(stream, keys),
     };
-    let hint = if tls && text.contains("UnknownIssuer") {
-        " (is the endpoint's CA in --ca-bundle?)"
-    } else {
-        ""
-    };
-    Failure {
-        kind: ErrorKind::Transient,
-        code: code.into(),
-        message: format!("{}{hint}", one_line(&text, 300)),
-        retry_after: None,
-    }
-}
-
-impl Sink for KinesisSink {
-    fn put(&mut self, batch: &Batch, deadline: Option<Instant>) -> PutResult {
-        self.attempt(batch, deadline)
-            .unwrap_or_else(PutResult::Failed)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "stream {} at {}",
-            self.encoder.stream(),
-            aws::loggable_url(&self.url)
-        )
-    }
-
-    fn credentials_expired(&mut self) {
-        self.credentials.invalidate();
-    }
-
-    fn encoder(&self) -> Option<Box<dyn Encoder>> {
-        Some(self.encoder.boxed_clone())
-    }
-
-    fn record_bytes(&self, batch: &Batch, r: usize) -> Option<usize> {
-        Some(self.encoder.record_bytes(batch, r))
-    }
+    SignedSink::new(
+        &API,
+        agent,
+        endpoint,
+        region,
+        encoder,
+        credentials,
+        timeouts,
+    )
 }

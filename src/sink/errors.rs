@@ -1,6 +1,7 @@
-//! Reading Kinesis error answers: the code and message of a 4xx/5xx (sanitized as the AWS
-//! JSON protocols do), the wait an answer asks for, and what each error means for the data
-//! ([`ErrorKind`]). Pure functions, unit-tested against canned answers.
+//! Reading the error answers of Kinesis and Firehose (both AWS JSON 1.1): the code and message
+//! of a 4xx/5xx (sanitized as the AWS JSON protocols do), the wait an answer asks for, and what
+//! each error means for the data ([`ErrorKind`]). Pure functions, unit-tested against canned
+//! answers.
 //!
 //! Errors are classified by their code and the request's size, never by the words of a
 //! message.
@@ -12,10 +13,12 @@ use serde_json::Value;
 
 use crate::batch::Batch;
 use crate::log::one_line;
-use crate::options::MAX_RECORDS_PER_REQUEST;
+use crate::options::{
+    FIREHOSE_MAX_RECORD_BYTES, FIREHOSE_MAX_REQUEST_BYTES, MAX_RECORDS_PER_REQUEST,
+};
 use crate::sink::ErrorKind;
 
-/// An error answer (HTTP 4xx/5xx) from Kinesis or something in front of it.
+/// An error answer (HTTP 4xx/5xx) from the service or something in front of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceError {
     /// The HTTP status.
@@ -101,6 +104,8 @@ const THROTTLING_CODES: &[&str] = &[
     "KMSThrottlingException",
     "SlowDown",
     "RequestLimitExceeded",
+    // Firehose's throttling, of a whole request or of a record.
+    "ServiceUnavailableException",
 ];
 
 const TRANSIENT_CODES: &[&str] = &[
@@ -108,7 +113,6 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalFailureException",
     "InternalError",
     "ServiceUnavailable",
-    "ServiceUnavailableException",
     "RequestTimeout",
     "RequestTimeoutException",
 ];
@@ -124,17 +128,38 @@ const EXPIRED_CODES: &[&str] = &[
 /// limits (see [`beyond_default_limits`]); within them they name another mistake.
 const SIZE_CODES: &[&str] = &["ValidationException", "InvalidArgumentException"];
 
-/// A stream's record size limit (data plus partition key) until it is raised per stream.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
-/// The request size limit (data plus partition keys of all records) every stream accepts.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+/// The record and request sizes a service takes from every stream (or delivery stream), as
+/// the service counts them: data, and the partition key for Kinesis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultLimits {
+    /// The largest record.
+    pub max_record_bytes: usize,
+    /// The largest request, all its records together.
+    pub max_request_bytes: usize,
+}
 
-/// Whether `batch`, whose record `r` counts `record_bytes(r)` (data and partition key), is
-/// beyond what every stream accepts: more than 500 records, a record over
-/// [`DEFAULT_MAX_RECORD_BYTES`], or more than [`DEFAULT_MAX_REQUEST_BYTES`] in all. Only such a
-/// request can be refused for its size (`--max-record-bytes` and `--max-request-bytes` go up to
-/// 10 MiB for streams whose limit was raised).
-pub fn beyond_default_limits(batch: &Batch, record_bytes: impl Fn(usize) -> usize) -> bool {
+/// Kinesis: 1 MiB records until a stream's limit is raised (up to 10 MiB), 5 MiB requests.
+pub const KINESIS_LIMITS: DefaultLimits = DefaultLimits {
+    max_record_bytes: 1024 * 1024,
+    max_request_bytes: 5 * 1024 * 1024,
+};
+
+/// Firehose: 1,000 KiB records and 4 MiB requests, for every delivery stream.
+pub const FIREHOSE_LIMITS: DefaultLimits = DefaultLimits {
+    max_record_bytes: FIREHOSE_MAX_RECORD_BYTES,
+    max_request_bytes: FIREHOSE_MAX_REQUEST_BYTES,
+};
+
+/// Whether `batch`, whose record `r` counts `record_bytes(r)`, is beyond what every stream
+/// accepts: more than 500 records, a record over `limits.max_record_bytes`, or more than
+/// `limits.max_request_bytes` in all. Only such a request can be refused for its size
+/// (`--max-record-bytes` and `--max-request-bytes` go up to 10 MiB for Kinesis streams whose
+/// limit was raised).
+pub fn beyond_default_limits(
+    batch: &Batch,
+    limits: DefaultLimits,
+    record_bytes: impl Fn(usize) -> usize,
+) -> bool {
     let records = batch.record_count();
     if records > MAX_RECORDS_PER_REQUEST {
         return true;
@@ -142,12 +167,12 @@ pub fn beyond_default_limits(batch: &Batch, record_bytes: impl Fn(usize) -> usiz
     let mut total = 0;
     for r in 0..records {
         let n = record_bytes(r);
-        if n > DEFAULT_MAX_RECORD_BYTES {
+        if n > limits.max_record_bytes {
             return true;
         }
         total += n;
     }
-    total > DEFAULT_MAX_REQUEST_BYTES
+    total > limits.max_request_bytes
 }
 
 /// Whether `status` is an error answer (4xx or 5xx).
@@ -365,18 +390,18 @@ mod tests {
             for d in lines {
                 b.push(d);
             }
-            beyond_default_limits(&b, |r| b.line(r).len() + key_len)
+            beyond_default_limits(&b, KINESIS_LIMITS, |r| b.line(r).len() + key_len)
         };
         assert!(!of(&[record(10)], 1));
         // Data and key count together.
-        assert!(!of(&[record(DEFAULT_MAX_RECORD_BYTES - 2)], 2));
-        assert!(of(&[record(DEFAULT_MAX_RECORD_BYTES - 1)], 2));
-        assert!(of(&[record(10), record(DEFAULT_MAX_RECORD_BYTES + 1)], 0));
-        let mib = || record(DEFAULT_MAX_RECORD_BYTES);
+        assert!(!of(&[record(KINESIS_LIMITS.max_record_bytes - 2)], 2));
+        assert!(of(&[record(KINESIS_LIMITS.max_record_bytes - 1)], 2));
+        assert!(of(&[record(10), record(KINESIS_LIMITS.max_record_bytes + 1)], 0));
+        let mib = || record(KINESIS_LIMITS.max_record_bytes);
         assert!(!of(&[mib(), mib(), mib(), mib(), mib()], 0));
         assert!(of(&[mib(), mib(), mib(), mib(), mib(), record(1)], 0));
         // Keys count in the request's total too.
-        let full = || record(DEFAULT_MAX_RECORD_BYTES - 1);
+        let full = || record(KINESIS_LIMITS.max_record_bytes - 1);
         assert!(!of(&[full(), full(), full(), full(), full()], 1));
         assert!(of(&[full(), full(), full(), full(), full(), record(0)], 1));
         let many: Vec<Vec<u8>> = (0..MAX_RECORDS_PER_REQUEST).map(|_| record(1)).collect();
@@ -425,5 +450,46 @@ mod tests {
         );
         assert_eq!(classify_record("InternalFailure"), ErrorKind::Transient);
         assert!(classify_record("SomethingNew").is_retryable());
+    }
+
+    #[test]
+    fn firehose_throttling_and_limits() {
+        let unavailable = parse_error(
+            500,
+            None,
+            br#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#,
+        );
+        assert_eq!(classify(&unavailable, false), ErrorKind::Throttled);
+        assert_eq!(
+            classify_record("ServiceUnavailableException"),
+            ErrorKind::Throttled
+        );
+        for code in [
+            "ResourceNotFoundException",
+            "InvalidKMSResourceException",
+            "InvalidSourceException",
+            "AccessDeniedException",
+        ] {
+            let e = parse_error(400, Some(code), b"{}");
+            assert_eq!(classify(&e, true), ErrorKind::Permanent, "{code}");
+        }
+        let invalid = parse_error(400, Some("InvalidArgumentException"), b"{}");
+        assert_eq!(classify(&invalid, false), ErrorKind::Permanent);
+        assert_eq!(classify(&invalid, true), ErrorKind::TooLarge);
+
+        let record = |n: usize| vec![b'x'; n];
+        let of = |lines: &[Vec<u8>]| {
+            let mut b = Batch::new();
+            for d in lines {
+                b.push(d);
+            }
+            beyond_default_limits(&b, FIREHOSE_LIMITS, |r| b.line(r).len() + 1)
+        };
+        assert!(!of(&[record(1000 * 1024 - 1)]));
+        assert!(of(&[record(1000 * 1024)]));
+        // Four full records are 4,000 KiB; 96 KiB more (newlines included) is beyond 4 MiB.
+        let full = || record(1000 * 1024 - 1);
+        assert!(!of(&[full(), full(), full(), full(), record(96 * 1024 - 1)]));
+        assert!(of(&[full(), full(), full(), full(), record(96 * 1024)]));
     }
 }

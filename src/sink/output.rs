@@ -1,4 +1,7 @@
-//! Reading a 200 PutRecords answer, strictly: it proves delivery record by record or not at all.
+//! Reading a 200 answer to PutRecords (Kinesis) or PutRecordBatch (Firehose), strictly: it
+//! proves delivery record by record or not at all. The two answers have one shape under other
+//! names ([`AnswerShape`]): a failed count, and one entry per record sent, in request order,
+//! holding an ID for an accepted record or an error code for a failed one.
 //!
 //! An answer from the network is hostile input. A 200 whose body does not account for every
 //! record sent (cut short, empty, a proxy's page, a list too short, a count that disagrees with
@@ -30,7 +33,34 @@ pub struct FailedRecord {
     pub message: String,
 }
 
-/// What a 200 PutRecords answer says.
+/// The names one operation's answer gives its fields.
+#[derive(Debug)]
+pub struct AnswerShape {
+    /// The operation, for messages.
+    pub operation: &'static str,
+    /// The top-level fields read: the failed count, then the array of entries.
+    answer_fields: [&'static str; 2],
+    /// An entry's fields read: the ID that proves a record accepted, the error code, the error
+    /// message.
+    entry_fields: [&'static str; 3],
+}
+
+/// Kinesis PutRecords: `FailedRecordCount`, `Records` of `SequenceNumber` or `ErrorCode`.
+pub const PUT_RECORDS: AnswerShape = AnswerShape {
+    operation: "PutRecords",
+    answer_fields: ["FailedRecordCount", "Records"],
+    entry_fields: ["SequenceNumber", "ErrorCode", "ErrorMessage"],
+};
+
+/// Firehose PutRecordBatch: `FailedPutCount`, `RequestResponses` of `RecordId` or
+/// `ErrorCode`.
+pub const PUT_RECORD_BATCH: AnswerShape = AnswerShape {
+    operation: "PutRecordBatch",
+    answer_fields: ["FailedPutCount", "RequestResponses"],
+    entry_fields: ["RecordId", "ErrorCode", "ErrorMessage"],
+};
+
+/// What a 200 answer says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutRecordsOutput {
     /// The records that failed, in request order; empty when all were accepted.
@@ -39,11 +69,11 @@ pub struct PutRecordsOutput {
 
 /// A 200 answer that does not prove what happened to every record sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MalformedResponse(pub String);
+pub struct MalformedResponse(pub &'static str, pub String);
 
 impl fmt::Display for MalformedResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed PutRecords response: {}", self.0)
+        write!(f, "malformed {} response: {}", self.0, self.1)
     }
 }
 
@@ -68,22 +98,46 @@ pub fn parse_put_records_output(
     body: &[u8],
     sent: usize,
 ) -> Result<PutRecordsOutput, MalformedResponse> {
-    if Compact::new(body).all_accepted(sent).is_some() {
+    parse_answer(&PUT_RECORDS, body, sent)
+}
+
+/// Reads a 200 PutRecordBatch answer for a request of `sent` records, by the rules of
+/// [`parse_put_records_output`] under Firehose's names: `RequestResponses` entries of
+/// `RecordId` or `ErrorCode`, counted by `FailedPutCount` (`Encrypted` and other fields are
+/// skipped).
+pub fn parse_put_record_batch_output(
+    body: &[u8],
+    sent: usize,
+) -> Result<PutRecordsOutput, MalformedResponse> {
+    parse_answer(&PUT_RECORD_BATCH, body, sent)
+}
+
+/// Reads a 200 answer of `shape` for a request of `sent` records.
+pub fn parse_answer(
+    shape: &'static AnswerShape,
+    body: &[u8],
+    sent: usize,
+) -> Result<PutRecordsOutput, MalformedResponse> {
+    if Compact::new(body, shape).all_accepted(sent).is_some() {
         return Ok(PutRecordsOutput::default());
     }
-    read_any_layout(body, sent)
+    read_any_layout(shape, body, sent)
 }
 
 /// The general reader: any JSON layout, partial failures, and the reason an answer is malformed.
-fn read_any_layout(body: &[u8], sent: usize) -> Result<PutRecordsOutput, MalformedResponse> {
+fn read_any_layout(
+    shape: &'static AnswerShape,
+    body: &[u8],
+    sent: usize,
+) -> Result<PutRecordsOutput, MalformedResponse> {
+    let malformed = |reason: String| MalformedResponse(shape.operation, reason);
     // JSON is UTF-8 throughout, skipped strings included.
-    let text =
-        std::str::from_utf8(body).map_err(|e| MalformedResponse(format!("not UTF-8 text: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(|e| malformed(format!("not UTF-8 text: {e}")))?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let failed = Answer { sent }
+    let failed = Answer { sent, shape }
         .deserialize(&mut de)
         .and_then(|failed| de.end().map(|()| failed))
-        .map_err(|e| MalformedResponse(one_line(&e.to_string(), 300)))?;
+        .map_err(|e| malformed(one_line(&e.to_string(), 300)))?;
     Ok(PutRecordsOutput { failed })
 }
 
@@ -91,18 +145,22 @@ fn read_any_layout(body: &[u8], sent: usize) -> Result<PutRecordsOutput, Malform
 ///
 /// `{"FailedRecordCount":0,"Records":[{"SequenceNumber":"…","ShardId":"…"},…],…}`
 ///
+/// (or Firehose's names for the same, with `"Encrypted":false`)
+///
 /// It proves the general reader's rules on a narrower grammar: no whitespace, strings of
-/// printable ASCII without escapes, every value a string except the count (`0`) and `Records`
+/// printable ASCII without escapes, every value a string, `true` or `false` except the count
+/// (`0`) and `Records`
 /// (exactly `sent` objects, each with one non-empty `SequenceNumber` and no `ErrorCode` or
 /// `ErrorMessage`), no known key twice, nothing after the object. Each step answers `None` for
 /// "not proven", and the general reader decides.
 struct Compact<'a> {
     rest: &'a [u8],
+    shape: &'static AnswerShape,
 }
 
 impl<'a> Compact<'a> {
-    fn new(body: &'a [u8]) -> Self {
-        Compact { rest: body }
+    fn new(body: &'a [u8], shape: &'static AnswerShape) -> Self {
+        Compact { rest: body, shape }
     }
 
     /// The whole body is an answer accepting all `sent` records.
@@ -110,18 +168,20 @@ impl<'a> Compact<'a> {
         // Then no string holds an escape, a control character or anything but ASCII, and
         // each ends at the next `"`.
         printable_ascii(self.rest).then_some(())?;
+        let [count_name, records_name] = self.shape.answer_fields.map(str::as_bytes);
         let (mut count, mut records) = (false, false);
-        self.object(|s, key| match key {
-            b"FailedRecordCount" if !count => {
+        self.object(|s, key| {
+            if key == count_name {
+                (!count).then_some(())?;
                 count = true;
                 s.byte(b'0')
-            }
-            b"Records" if !records => {
+            } else if key == records_name {
+                (!records).then_some(())?;
                 records = true;
                 s.records(sent)
+            } else {
+                s.scalar()
             }
-            b"FailedRecordCount" | b"Records" => None,
-            _ => s.string().map(drop),
         })?;
         (records && self.rest.is_empty()).then_some(())
     }
@@ -141,21 +201,34 @@ impl<'a> Compact<'a> {
         self.byte(b']')
     }
 
-    /// An object with one non-empty `SequenceNumber`, no error fields, only string values.
+    /// An object with one non-empty ID (`SequenceNumber`, `RecordId`), no error fields, only
+    /// string values.
     fn accepted_entry(&mut self) -> Option<()> {
-        let mut sequence_number = false;
+        let [id_name, code_name, message_name] = self.shape.entry_fields.map(str::as_bytes);
+        let mut id = false;
         self.object(|s, key| {
             let value = s.string()?;
-            match key {
-                b"SequenceNumber" if !sequence_number && !value.is_empty() => {
-                    sequence_number = true;
-                    Some(())
-                }
-                b"SequenceNumber" | b"ErrorCode" | b"ErrorMessage" => None,
-                _ => Some(()),
+            if key == id_name && !id && !value.is_empty() {
+                id = true;
+                Some(())
+            } else if key == id_name || key == code_name || key == message_name {
+                None
+            } else {
+                Some(())
             }
         })?;
-        sequence_number.then_some(())
+        id.then_some(())
+    }
+
+    /// A string, `true` or `false`: the value of a field not read.
+    fn scalar(&mut self) -> Option<()> {
+        for literal in [&b"true"[..], b"false"] {
+            if let Some(rest) = self.rest.strip_prefix(literal) {
+                self.rest = rest;
+                return Some(());
+            }
+        }
+        self.string().map(drop)
     }
 
     /// `{`, members read by `member` after their key and colon, `}`.
@@ -230,9 +303,8 @@ fn printable_ascii(bytes: &[u8]) -> bool {
 /// The top-level object of an answer to `sent` records; yields the failed records.
 struct Answer {
     sent: usize,
+    shape: &'static AnswerShape,
 }
-
-const ANSWER_FIELDS: &[&str] = &["FailedRecordCount", "Records"];
 
 impl<'de> DeserializeSeed<'de> for Answer {
     type Value = Vec<FailedRecord>;
@@ -246,31 +318,36 @@ impl<'de> Visitor<'de> for Answer {
     type Value = Vec<FailedRecord>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a PutRecords output object")
+        write!(f, "a {} output object", self.shape.operation)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let names = &self.shape.answer_fields;
         let mut count: Option<Option<u64>> = None;
         let mut records: Option<Vec<FailedRecord>> = None;
-        while let Some(field) = map.next_key_seed(FieldIn(ANSWER_FIELDS))? {
+        while let Some(field) = map.next_key_seed(FieldIn(names))? {
             match field {
-                Some(0) => once(&mut map, &mut count, ANSWER_FIELDS[0])?,
+                Some(0) => once(&mut map, &mut count, names[0])?,
                 Some(_) => {
                     if records.is_some() {
-                        return Err(de::Error::duplicate_field(ANSWER_FIELDS[1]));
+                        return Err(de::Error::duplicate_field(names[1]));
                     }
-                    records = Some(map.next_value_seed(Records { sent: self.sent })?);
+                    records = Some(map.next_value_seed(Records {
+                        sent: self.sent,
+                        shape: self.shape,
+                    })?);
                 }
                 None => {
                     map.next_value::<AnyValue>()?;
                 }
             }
         }
-        let failed = records.ok_or_else(|| de::Error::missing_field(ANSWER_FIELDS[1]))?;
+        let failed = records.ok_or_else(|| de::Error::missing_field(names[1]))?;
         let count = count.flatten().unwrap_or(0);
         if count != failed.len() as u64 {
             return Err(de::Error::custom(format_args!(
-                "FailedRecordCount {count} but {} entries carry an ErrorCode",
+                "{} {count} but {} entries carry an ErrorCode",
+                names[0],
                 failed.len()
             )));
         }
@@ -281,6 +358,7 @@ impl<'de> Visitor<'de> for Answer {
 /// The `Records` array: exactly `sent` entries; yields the failed ones.
 struct Records {
     sent: usize,
+    shape: &'static AnswerShape,
 }
 
 impl<'de> DeserializeSeed<'de> for Records {
@@ -295,17 +373,21 @@ impl<'de> Visitor<'de> for Records {
     type Value = Vec<FailedRecord>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a Records array of {} entries", self.sent)
+        write!(
+            f,
+            "a {} array of {} entries",
+            self.shape.answer_fields[1], self.sent
+        )
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut failed = Vec::new();
         let mut index = 0;
-        while let Some(entry) = seq.next_element::<Entry>()? {
+        while let Some(entry) = seq.next_element_seed(EntryIn(self.shape))? {
             if index == self.sent {
                 return Err(de::Error::custom(format_args!(
-                    "more Records entries than the {} records sent",
-                    self.sent
+                    "more {} entries than the {} records sent",
+                    self.shape.answer_fields[1], self.sent
                 )));
             }
             if let Entry::Failed { code, message } = entry {
@@ -324,53 +406,56 @@ impl<'de> Visitor<'de> for Records {
     }
 }
 
-/// One entry of `Records`.
+/// One entry of the array.
 enum Entry {
     Accepted,
     Failed { code: String, message: String },
 }
 
-const ENTRY_FIELDS: &[&str] = &["SequenceNumber", "ErrorCode", "ErrorMessage"];
+/// Reads one entry of an answer of this shape.
+struct EntryIn(&'static AnswerShape);
 
-impl<'de> Deserialize<'de> for Entry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(EntryVisitor)
+impl<'de> DeserializeSeed<'de> for EntryIn {
+    type Value = Entry;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-struct EntryVisitor;
-
-impl<'de> Visitor<'de> for EntryVisitor {
+impl<'de> Visitor<'de> for EntryIn {
     type Value = Entry;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a Records entry object")
+        write!(f, "a {} entry object", self.0.answer_fields[1])
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
-        let mut sequence_number: Option<Option<NonEmptyString>> = None;
+        let names = &self.0.entry_fields;
+        let mut id: Option<Option<NonEmptyString>> = None;
         let mut code: Option<Option<String>> = None;
         let mut message: Option<Option<String>> = None;
-        while let Some(field) = map.next_key_seed(FieldIn(ENTRY_FIELDS))? {
+        while let Some(field) = map.next_key_seed(FieldIn(names))? {
             match field {
-                Some(0) => once(&mut map, &mut sequence_number, ENTRY_FIELDS[0])?,
-                Some(1) => once(&mut map, &mut code, ENTRY_FIELDS[1])?,
-                Some(_) => once(&mut map, &mut message, ENTRY_FIELDS[2])?,
+                Some(0) => once(&mut map, &mut id, names[0])?,
+                Some(1) => once(&mut map, &mut code, names[1])?,
+                Some(_) => once(&mut map, &mut message, names[2])?,
                 None => {
                     map.next_value::<AnyValue>()?;
                 }
             }
         }
-        match (code.flatten(), sequence_number.flatten()) {
+        match (code.flatten(), id.flatten()) {
             (Some(code), _) if code.is_empty() => Err(de::Error::custom("an empty ErrorCode")),
             (Some(code), _) => Ok(Entry::Failed {
                 code,
                 message: message.flatten().unwrap_or_default(),
             }),
             (None, Some(NonEmptyString)) => Ok(Entry::Accepted),
-            (None, None) => Err(de::Error::custom(
-                "a Records entry with neither SequenceNumber nor ErrorCode",
-            )),
+            (None, None) => Err(de::Error::custom(format_args!(
+                "an entry with neither {} nor ErrorCode",
+                names[0]
+            ))),
         }
     }
 }
@@ -522,7 +607,7 @@ mod tests {
 
     /// Whether the compact scanner proves `body` alone.
     fn proven_compact(body: &str, sent: usize) -> bool {
-        Compact::new(body.as_bytes()).all_accepted(sent).is_some()
+        Compact::new(body.as_bytes(), &PUT_RECORDS).all_accepted(sent).is_some()
     }
 
     #[test]
@@ -543,7 +628,7 @@ mod tests {
         for (body, sent) in &proven {
             assert!(proven_compact(body, *sent), "{body}");
             assert_eq!(
-                read_any_layout(body.as_bytes(), *sent),
+                read_any_layout(&PUT_RECORDS, body.as_bytes(), *sent),
                 Ok(PutRecordsOutput::default())
             );
         }
@@ -633,9 +718,9 @@ mod tests {
                 }
                 for body in &variants {
                     for n in [sent - 1, *sent, sent + 1] {
-                        if Compact::new(body).all_accepted(n).is_some() {
+                        if Compact::new(body, &PUT_RECORDS).all_accepted(n).is_some() {
                             proven += 1;
-                            let general = read_any_layout(body, n);
+                            let general = read_any_layout(&PUT_RECORDS, body, n);
                             assert_eq!(
                                 general,
                                 Ok(PutRecordsOutput::default()),
@@ -900,7 +985,84 @@ mod tests {
     fn messages_are_one_short_line() {
         let body = format!(r#"{{"Records":"{}\n{}"}}"#, "x".repeat(10_000), "y");
         let err = parse(&body, 1).unwrap_err();
-        assert!(err.0.chars().count() <= 301, "{}", err.0.len());
-        assert!(!err.0.contains('\n'));
+        assert!(err.1.chars().count() <= 301, "{}", err.1.len());
+        assert!(!err.1.contains('\n'));
+    }
+
+    /// An answer like Firehose's accepting `n` records.
+    fn firehose_all_accepted(n: usize) -> String {
+        let entries: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"RecordId":"sTy6ZJ0Y1uVx3xk0P7fLr4bV0pZc9JQ2{i:04}"}}"#))
+            .collect();
+        format!(
+            r#"{{"Encrypted":false,"FailedPutCount":0,"RequestResponses":[{}]}}"#,
+            entries.join(",")
+        )
+    }
+
+    #[test]
+    fn a_firehose_answer_accepting_every_record_is_proven_by_the_scanner() {
+        for n in [0, 1, 500] {
+            let body = firehose_all_accepted(n);
+            assert!(
+                Compact::new(body.as_bytes(), &PUT_RECORD_BATCH)
+                    .all_accepted(n)
+                    .is_some(),
+                "{body}"
+            );
+            assert_eq!(
+                parse_put_record_batch_output(body.as_bytes(), n),
+                Ok(PutRecordsOutput::default())
+            );
+        }
+        let encrypted = r#"{"RequestResponses":[{"RecordId":"a"}],"Encrypted":true}"#;
+        assert!(Compact::new(encrypted.as_bytes(), &PUT_RECORD_BATCH)
+            .all_accepted(1)
+            .is_some());
+    }
+
+    #[test]
+    fn a_firehose_partial_failure_names_the_failed_records_in_order() {
+        let body = r#"{"Encrypted":false,"FailedPutCount":2,"RequestResponses":[{"ErrorCode":"ServiceUnavailableException","ErrorMessage":"Slow down."},{"RecordId":"b"},{"ErrorCode":"InternalFailure"}]}"#;
+        let out = parse_put_record_batch_output(body.as_bytes(), 3).unwrap();
+        let got: Vec<(usize, &str, &str)> = out
+            .failed
+            .iter()
+            .map(|f| (f.index, f.code.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "ServiceUnavailableException", "Slow down."),
+                (2, "InternalFailure", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_firehose_answer_that_proves_nothing_is_malformed() {
+        let malformed = [
+            // Kinesis's names prove nothing for Firehose, and the other way round.
+            (r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#, 1),
+            // A count that disagrees with the entries.
+            (r#"{"FailedPutCount":0,"RequestResponses":[{"ErrorCode":"InternalFailure"}]}"#, 1),
+            (r#"{"FailedPutCount":1,"RequestResponses":[{"RecordId":"a"}]}"#, 1),
+            // Too few or too many entries; an entry with neither field; an empty ID.
+            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"}]}"#, 2),
+            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"},{"RecordId":"b"}]}"#, 1),
+            (r#"{"FailedPutCount":0,"RequestResponses":[{"Encrypted":true}]}"#, 1),
+            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":""}]}"#, 1),
+            // A second list.
+            (r#"{"RequestResponses":[{"RecordId":"a"}],"RequestResponses":[{"RecordId":"a"}]}"#, 1),
+        ];
+        for (body, sent) in malformed {
+            let e = parse_put_record_batch_output(body.as_bytes(), sent).unwrap_err();
+            assert!(
+                e.to_string().starts_with("malformed PutRecordBatch response: "),
+                "{e}"
+            );
+        }
+        let firehose = firehose_all_accepted(1);
+        assert!(parse_put_records_output(firehose.as_bytes(), 1).is_err());
     }
 }
