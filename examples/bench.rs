@@ -11,8 +11,10 @@
 //!
 //! The 100 B and 4 KiB cases run a second time with `--durable` (the journal in the temporary
 //! directory, fsynced every second), and the 100 B and 1 KiB cases with `--aggregate`, each
-//! with their median CPU and median peak RSS beside the default mode's. Every row gives the
-//! Kinesis records and PUT payload units (whole 25 KiB of data and key) per million lines.
+//! with their median CPU and median peak RSS beside the default mode's. The 100 B case also
+//! runs against the same server answering as Firehose (`--delivery-stream`), plain and with
+//! `--aggregate`. Every row gives the records and payload units per million lines: Kinesis's
+//! PUT payload units (whole 25 KiB of data and key), or Firehose's 5 KiB steps.
 
 #[path = "../tests/it/support/http.rs"]
 #[allow(dead_code)]
@@ -57,23 +59,38 @@ fn fake_kinesis(cert: Option<&TestCert>, counts: Arc<Counts>) -> Server {
                 r#"{"__type":"SerializationException"}"#,
             )
         };
-        if !req.body.starts_with(b"{\"StreamName\":") || !req.body.ends_with(b"]}") {
+        let firehose = req.body.starts_with(b"{\"DeliveryStreamName\":");
+        if !(firehose || req.body.starts_with(b"{\"StreamName\":")) || !req.body.ends_with(b"]}") {
             return bad();
         }
-        let Some((n, lines, units)) = count_records(&req.body) else {
+        let counted = match firehose {
+            true => count_firehose_records(&req.body),
+            false => count_records(&req.body),
+        };
+        let Some((n, lines, units)) = counted else {
             return bad();
         };
         counts.records.fetch_add(n, Ordering::Relaxed);
         counts.lines.fetch_add(lines, Ordering::Relaxed);
         counts.units.fetch_add(units, Ordering::Relaxed);
         counts.requests.fetch_add(1, Ordering::Relaxed);
-        let mut body = String::with_capacity(40 + n as usize * 60);
-        body.push_str(r#"{"FailedRecordCount":0,"Records":["#);
+        let mut body = String::with_capacity(60 + n as usize * 60);
+        let (start, entry) = match firehose {
+            true => (
+                r#"{"Encrypted":false,"FailedPutCount":0,"RequestResponses":["#,
+                r#"{"RecordId":"49654578316938016542906364530402305087718004452476485634"}"#,
+            ),
+            false => (
+                r#"{"FailedRecordCount":0,"Records":["#,
+                r#"{"SequenceNumber":"1","ShardId":"shardId-000000000000"}"#,
+            ),
+        };
+        body.push_str(start);
         for i in 0..n {
             if i > 0 {
                 body.push(',');
             }
-            body.push_str(r#"{"SequenceNumber":"1","ShardId":"shardId-000000000000"}"#);
+            body.push_str(entry);
         }
         body.push_str("]}");
         Response::new(200, "application/x-amz-json-1.1", body)
@@ -112,6 +129,31 @@ fn count_records(body: &[u8]) -> Option<(u64, u64, u64)> {
         } else {
             lines += 1;
         }
+    }
+    Some((records, lines, units))
+}
+
+/// The records, lines (newlines) and 5 KiB units of a PutRecordBatch body.
+fn count_firehose_records(body: &[u8]) -> Option<(u64, u64, u64)> {
+    use base64::Engine as _;
+    const DATA: &[u8] = b"{\"Data\":\"";
+    let (mut records, mut lines, mut units) = (0, 0, 0);
+    let mut rest = body;
+    let mut decoded = Vec::new();
+    while let Some(at) = memchr::memmem::find(rest, DATA) {
+        rest = &rest[at + DATA.len()..];
+        let end = memchr::memchr(b'"', rest)?;
+        decoded.clear();
+        base64::engine::general_purpose::STANDARD
+            .decode_vec(&rest[..end], &mut decoded)
+            .ok()?;
+        rest = rest[end..].strip_prefix(b"\"}")?;
+        if decoded.last() != Some(&b'\n') {
+            return None;
+        }
+        records += 1;
+        lines += memchr::memchr_iter(b'\n', &decoded).count() as u64;
+        units += decoded.len().div_ceil(5 * 1024) as u64;
     }
     Some((records, lines, units))
 }
@@ -219,6 +261,10 @@ enum Mode {
     Default,
     Durable,
     Aggregate,
+    /// `--delivery-stream`: Firehose.
+    Firehose,
+    /// `--delivery-stream --aggregate`.
+    FirehoseJoined,
 }
 
 struct Case<'a> {
@@ -242,10 +288,15 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     let fifo = dir.join("bench.pipe");
     let _ = fs::remove_file(&fifo);
     let mut cmd = Command::new(bin);
+    let firehose = matches!(mode, Mode::Firehose | Mode::FirehoseJoined);
     cmd.args([
         "--fifo-name",
         fifo.to_str().unwrap(),
-        "--stream-name",
+        if firehose {
+            "--delivery-stream"
+        } else {
+            "--stream-name"
+        },
         "bench",
         "--flush-interval",
         "100ms",
@@ -256,6 +307,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     .env("AWS_REGION", "us-east-1")
     .env("AWS_EC2_METADATA_DISABLED", "true")
     .env("AWS_ENDPOINT_URL_KINESIS", &server.url)
+    .env("AWS_ENDPOINT_URL_FIREHOSE", &server.url)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     if tls {
@@ -263,7 +315,7 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     }
     let journal = dir.join("failed");
     let _ = fs::remove_dir_all(&journal);
-    if mode == Mode::Aggregate {
+    if matches!(mode, Mode::Aggregate | Mode::FirehoseJoined) {
         cmd.arg("--aggregate");
     }
     if mode == Mode::Durable {
@@ -344,7 +396,7 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let cert = TestCert::generate(&dir);
     println!(
-        "{:<33} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>14} {:>14} {:>12} {:>10} {:>14} {:>18} {:>22}",
+        "{:<40} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>14} {:>14} {:>12} {:>10} {:>14} {:>18} {:>22}",
         "run",
         "lines",
         "lines/s",
@@ -375,14 +427,21 @@ fn main() {
     .into_iter()
     .flat_map(|(size, lines)| {
         [false, true].into_iter().flat_map(move |tls| {
-            [Mode::Default, Mode::Durable, Mode::Aggregate]
-                .into_iter()
-                .filter(move |&m| match m {
-                    Mode::Default => true,
-                    Mode::Durable => size != 1024,
-                    Mode::Aggregate => size != 4096,
-                })
-                .map(move |mode| (size, lines, tls, mode))
+            [
+                Mode::Default,
+                Mode::Durable,
+                Mode::Aggregate,
+                Mode::Firehose,
+                Mode::FirehoseJoined,
+            ]
+            .into_iter()
+            .filter(move |&m| match m {
+                Mode::Default => true,
+                Mode::Durable => size != 1024,
+                Mode::Aggregate => size != 4096,
+                Mode::Firehose | Mode::FirehoseJoined => size == 100,
+            })
+            .map(move |mode| (size, lines, tls, mode))
         })
     });
     for (size, lines, tls, mode) in cases {
@@ -394,6 +453,8 @@ fn main() {
                     Mode::Default => "",
                     Mode::Durable => ", --durable",
                     Mode::Aggregate => ", --aggregate",
+                    Mode::Firehose => ", Firehose",
+                    Mode::FirehoseJoined => ", Firehose --aggregate",
                 }
             );
             if !label.contains(&filter) {
@@ -439,7 +500,7 @@ fn main() {
                 String::from("-")
             };
             println!(
-                "{:<33} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>14.0} {:>14.0} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
+                "{:<40} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>14.0} {:>14.0} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
                 r.label,
                 r.lines,
                 r.lines as f64 / r.seconds,

@@ -58,11 +58,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use daemon::Parts;
-use options::{Config, Handler};
 use options::Destination;
+use options::{Config, Handler};
 use sink::kinesis::Keys;
-use sink::signed::HttpTimeouts;
 use sink::logger::LoggerSink;
+use sink::signed::HttpTimeouts;
 use sink::Sink;
 
 /// Why a run could not start or had to end.

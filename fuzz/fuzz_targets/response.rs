@@ -1,13 +1,16 @@
 //! The answer readers on any bytes, checked for what they claim, not only for panics.
 //!
-//! Input: one byte for the number of records sent (its value mod 16), one for the length of a
-//! header value (mod 32), the header value, then the answer body.
+//! Input: one byte for the number of records sent (its value mod 16) and the operation (its
+//! top bit: Firehose's), one for the length of a header value (mod 32), the header value, then
+//! the answer body.
 //!
-//! - `parse_put_records_output`: on success, the failed indices ascend and stay below `sent`,
-//!   and a plain `serde_json::Value` reading of the same body (the obviously correct reference)
-//!   agrees record by record: `Records` is an array of `sent` entries; a failed entry holds the
+//! - `parse_put_records_output` (Kinesis) and `parse_put_record_batch_output` (Firehose): on
+//!   success, the failed indices ascend and stay below `sent`, and a plain `serde_json::Value`
+//!   reading of the same body (the obviously correct reference) agrees record by record:
+//!   `Records` (`RequestResponses`) is an array of `sent` entries; a failed entry holds the
 //!   reported non-empty `ErrorCode` and message; every other entry holds a non-empty string
-//!   `SequenceNumber` and no `ErrorCode`; `FailedRecordCount` (0 when absent) counts the failed.
+//!   `SequenceNumber` (`RecordId`) and no `ErrorCode`; `FailedRecordCount` (`FailedPutCount`),
+//!   0 when absent, counts the failed.
 //! - `parse_retry_after`: digits only, the value `str::parse` gives, saturating past `u64`.
 //! - `parse_error`: a sanitized code and a one-line message for every error status, and a
 //!   classification with or without the request beyond the limits.
@@ -16,24 +19,30 @@
 use std::time::Duration;
 
 use fifo2kinesis::parsers::{
-    classify, classify_record, parse_error, parse_put_records_output, parse_retry_after,
-    sanitize_code, PutRecordsOutput,
+    classify, classify_record, parse_error, parse_put_record_batch_output,
+    parse_put_records_output, parse_retry_after, sanitize_code, PutRecordsOutput,
 };
 use fifo2kinesis::parsers::ErrorKind;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|input: &[u8]| {
-    let [sent, header_len, rest @ ..] = input else {
+    let [first, header_len, rest @ ..] = input else {
         return;
     };
-    let sent = usize::from(sent % 16);
+    let sent = usize::from(first % 16);
+    let names = if first & 0x80 != 0 { &FIREHOSE } else { &KINESIS };
     let (header, body) = rest.split_at(rest.len().min(usize::from(header_len % 32)));
 
-    if let Ok(out) = parse_put_records_output(body, sent) {
+    let parsed = if first & 0x80 != 0 {
+        parse_put_record_batch_output(body, sent)
+    } else {
+        parse_put_records_output(body, sent)
+    };
+    if let Ok(out) = parsed {
         assert!(out.failed.windows(2).all(|w| w[0].index < w[1].index));
         assert!(out.failed.iter().all(|f| f.index < sent));
-        check_against_reference(body, sent, &out);
+        check_against_reference(body, sent, &out, names);
         for f in &out.failed {
             assert!(classify_record(&f.code).is_retryable());
         }
@@ -69,13 +78,34 @@ fuzz_target!(|input: &[u8]| {
     }
 });
 
+/// One operation's names: the failed count, the entries, an accepted entry's ID.
+struct Names {
+    count: &'static str,
+    entries: &'static str,
+    id: &'static str,
+}
+
+const KINESIS: Names = Names {
+    count: "FailedRecordCount",
+    entries: "Records",
+    id: "SequenceNumber",
+};
+
+const FIREHOSE: Names = Names {
+    count: "FailedPutCount",
+    entries: "RequestResponses",
+    id: "RecordId",
+};
+
 /// Reads `body` as a `serde_json::Value` and checks that it says what `out` says.
-fn check_against_reference(body: &[u8], sent: usize, out: &PutRecordsOutput) {
+fn check_against_reference(body: &[u8], sent: usize, out: &PutRecordsOutput, names: &Names) {
     let answer: Value = serde_json::from_slice(body).expect("accepted, so one JSON value");
     // `null` is the same as absent.
     let field = |v: &'_ Value, name: &str| v.get(name).filter(|f| !f.is_null()).cloned();
 
-    let records = answer["Records"].as_array().expect("Records is an array");
+    let records = answer[names.entries]
+        .as_array()
+        .expect("the entries are an array");
     assert_eq!(records.len(), sent, "one entry per record sent");
     let mut failed = out.failed.iter().peekable();
     for (i, entry) in records.iter().enumerate() {
@@ -93,7 +123,7 @@ fn check_against_reference(body: &[u8], sent: usize, out: &PutRecordsOutput) {
             }
             None => {
                 assert!(code.is_none(), "entry {i} is accepted, so has no ErrorCode");
-                let sequence_number = field(entry, "SequenceNumber");
+                let sequence_number = field(entry, names.id);
                 assert!(
                     sequence_number
                         .as_ref()
@@ -105,7 +135,7 @@ fn check_against_reference(body: &[u8], sent: usize, out: &PutRecordsOutput) {
         }
     }
     assert!(failed.next().is_none());
-    let count = field(&answer, "FailedRecordCount").map_or(Some(0), |c| c.as_u64());
+    let count = field(&answer, names.count).map_or(Some(0), |c| c.as_u64());
     assert_eq!(count, Some(out.failed.len() as u64));
 }
 

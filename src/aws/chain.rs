@@ -43,13 +43,10 @@ pub fn resolve(k: &KinesisConfig, env: &Env) -> Result<Aws, Error> {
         Some(r) => r.clone(),
         None => find_region(&files, &profile_name, imds.as_ref())?,
     };
-    let endpoint = k
-        .endpoint_url
-        .clone()
-        .unwrap_or_else(|| {
-            let service = k.destination.service();
-            service_endpoint(service, &region, k.use_fips, k.use_dualstack)
-        });
+    let endpoint = k.endpoint_url.clone().unwrap_or_else(|| {
+        let service = k.destination.service();
+        service_endpoint(service, &region, k.use_fips, k.use_dualstack)
+    });
     let sts_endpoint = k
         .sts_endpoint_url
         .clone()

@@ -565,17 +565,22 @@ fn firehose_reads_its_own_endpoint_variable_and_not_kinesis() {
         ("AWS_ENDPOINT_URL_FIREHOSE", "http://127.0.0.1:2"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:3"),
     ];
-    let endpoint = |args: &[&str], env: &[(&str, &str)]| {
-        run(args, env).unwrap().kinesis.unwrap().endpoint_url
-    };
-    assert_eq!(endpoint(FIREHOSE, &env).as_deref(), Some("http://127.0.0.1:2"));
+    let endpoint =
+        |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap().kinesis.unwrap().endpoint_url;
+    assert_eq!(
+        endpoint(FIREHOSE, &env).as_deref(),
+        Some("http://127.0.0.1:2")
+    );
     assert_eq!(endpoint(BASE, &env).as_deref(), Some("http://127.0.0.1:1"));
     assert_eq!(
         endpoint(FIREHOSE, &env[..1]).as_deref(),
         None,
         "Kinesis's variable is not Firehose's"
     );
-    assert_eq!(endpoint(FIREHOSE, &env[2..]).as_deref(), Some("http://127.0.0.1:3"));
+    assert_eq!(
+        endpoint(FIREHOSE, &env[2..]).as_deref(),
+        Some("http://127.0.0.1:3")
+    );
     let cli = [FIREHOSE, &["--endpoint-url", "http://127.0.0.1:4"]].concat();
     assert_eq!(endpoint(&cli, &env).as_deref(), Some("http://127.0.0.1:4"));
 }

@@ -60,9 +60,11 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
     let record_default = raw.max_record_bytes.from == Origin::Default;
     let max_record_bytes = raw.max_record_bytes.checked(|&n| {
         if firehose && !(2..=FIREHOSE_MAX_RECORD_BYTES).contains(&n) {
-            Err("with --delivery-stream, a size above 1 byte (a line's newline) and at most \
+            Err(
+                "with --delivery-stream, a size above 1 byte (a line's newline) and at most \
                  1000KiB"
-                .into())
+                    .into(),
+            )
         } else if n <= key_len || n > API_MAX_BYTES {
             Err(format!(
                 "a size above the partition key's {key_len} bytes and at most 10MiB"

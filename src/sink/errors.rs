@@ -396,7 +396,10 @@ mod tests {
         // Data and key count together.
         assert!(!of(&[record(KINESIS_LIMITS.max_record_bytes - 2)], 2));
         assert!(of(&[record(KINESIS_LIMITS.max_record_bytes - 1)], 2));
-        assert!(of(&[record(10), record(KINESIS_LIMITS.max_record_bytes + 1)], 0));
+        assert!(of(
+            &[record(10), record(KINESIS_LIMITS.max_record_bytes + 1)],
+            0
+        ));
         let mib = || record(KINESIS_LIMITS.max_record_bytes);
         assert!(!of(&[mib(), mib(), mib(), mib(), mib()], 0));
         assert!(of(&[mib(), mib(), mib(), mib(), mib(), record(1)], 0));
@@ -489,7 +492,13 @@ mod tests {
         assert!(of(&[record(1000 * 1024)]));
         // Four full records are 4,000 KiB; 96 KiB more (newlines included) is beyond 4 MiB.
         let full = || record(1000 * 1024 - 1);
-        assert!(!of(&[full(), full(), full(), full(), record(96 * 1024 - 1)]));
+        assert!(!of(&[
+            full(),
+            full(),
+            full(),
+            full(),
+            record(96 * 1024 - 1)
+        ]));
         assert!(of(&[full(), full(), full(), full(), record(96 * 1024)]));
     }
 }

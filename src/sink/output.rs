@@ -607,7 +607,9 @@ mod tests {
 
     /// Whether the compact scanner proves `body` alone.
     fn proven_compact(body: &str, sent: usize) -> bool {
-        Compact::new(body.as_bytes(), &PUT_RECORDS).all_accepted(sent).is_some()
+        Compact::new(body.as_bytes(), &PUT_RECORDS)
+            .all_accepted(sent)
+            .is_some()
     }
 
     #[test]
@@ -1043,22 +1045,47 @@ mod tests {
     fn a_firehose_answer_that_proves_nothing_is_malformed() {
         let malformed = [
             // Kinesis's names prove nothing for Firehose, and the other way round.
-            (r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#, 1),
+            (
+                r#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"1"}]}"#,
+                1,
+            ),
             // A count that disagrees with the entries.
-            (r#"{"FailedPutCount":0,"RequestResponses":[{"ErrorCode":"InternalFailure"}]}"#, 1),
-            (r#"{"FailedPutCount":1,"RequestResponses":[{"RecordId":"a"}]}"#, 1),
+            (
+                r#"{"FailedPutCount":0,"RequestResponses":[{"ErrorCode":"InternalFailure"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedPutCount":1,"RequestResponses":[{"RecordId":"a"}]}"#,
+                1,
+            ),
             // Too few or too many entries; an entry with neither field; an empty ID.
-            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"}]}"#, 2),
-            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"},{"RecordId":"b"}]}"#, 1),
-            (r#"{"FailedPutCount":0,"RequestResponses":[{"Encrypted":true}]}"#, 1),
-            (r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":""}]}"#, 1),
+            (
+                r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"}]}"#,
+                2,
+            ),
+            (
+                r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"},{"RecordId":"b"}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedPutCount":0,"RequestResponses":[{"Encrypted":true}]}"#,
+                1,
+            ),
+            (
+                r#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":""}]}"#,
+                1,
+            ),
             // A second list.
-            (r#"{"RequestResponses":[{"RecordId":"a"}],"RequestResponses":[{"RecordId":"a"}]}"#, 1),
+            (
+                r#"{"RequestResponses":[{"RecordId":"a"}],"RequestResponses":[{"RecordId":"a"}]}"#,
+                1,
+            ),
         ];
         for (body, sent) in malformed {
             let e = parse_put_record_batch_output(body.as_bytes(), sent).unwrap_err();
             assert!(
-                e.to_string().starts_with("malformed PutRecordBatch response: "),
+                e.to_string()
+                    .starts_with("malformed PutRecordBatch response: "),
                 "{e}"
             );
         }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ureq::Agent;
 
-use super::errors::{beyond_default_limits, classify, parse_error, parse_retry_after};
 use super::errors::DefaultLimits;
+use super::errors::{beyond_default_limits, classify, parse_error, parse_retry_after};
 use super::output::{parse_answer, AnswerShape};
 use crate::aws::{self, sha256_hex, Provider};
 use crate::batch::Batch;
@@ -216,9 +216,8 @@ impl<E: BodyEncoder> SignedSink<E> {
             err.message = format!("redirect to {} not followed", one_line(target, 200));
         }
         let encoder = &self.encoder;
-        let beyond_limits = beyond_default_limits(batch, self.api.limits, |r| {
-            encoder.record_bytes(batch, r)
-        });
+        let beyond_limits =
+            beyond_default_limits(batch, self.api.limits, |r| encoder.record_bytes(batch, r));
         Err(Failure {
             kind: classify(&err, beyond_limits),
             message: err.to_string(),

@@ -13,6 +13,7 @@ mod daemon;
 mod durable;
 mod endpoints;
 mod faults;
+mod firehose;
 mod kinesalite;
 mod moto;
 mod operations;

@@ -128,7 +128,11 @@ mod tests {
     /// The records of a body, decoded.
     fn records_of(body: &[u8]) -> Vec<Vec<u8>> {
         let v: Value = serde_json::from_slice(body).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 2, "DeliveryStreamName and Records");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            2,
+            "DeliveryStreamName and Records"
+        );
         v["Records"]
             .as_array()
             .unwrap()
@@ -183,7 +187,10 @@ mod tests {
             assert_eq!(data.last(), Some(&b'\n'));
             joined.extend_from_slice(data);
         }
-        let expected: Vec<u8> = lines.iter().flat_map(|l| [&l[..], b"\n"].concat()).collect();
+        let expected: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| [&l[..], b"\n"].concat())
+            .collect();
         assert_eq!(joined, expected);
         // A resend of some records is byte for byte the same records.
         let mut other = e.boxed_clone();
@@ -203,7 +210,11 @@ mod tests {
         let records = records_of(&p.body);
         assert_eq!(
             records,
-            [b"a\n".to_vec(), [&long[..], b"\n"].concat(), b"b\n".to_vec()]
+            [
+                b"a\n".to_vec(),
+                [&long[..], b"\n"].concat(),
+                b"b\n".to_vec()
+            ]
         );
     }
 }

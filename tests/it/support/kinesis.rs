@@ -1,7 +1,9 @@
 //! A fake Kinesis (and STS AssumeRole) endpoint on 127.0.0.1 that checks every request
 //! (method, headers, SigV4 header shape, JSON, base64), records accepted lines, and answers as
 //! a test's behaviour says: accept, fail chosen records, return an error, or send any status,
-//! headers and body (a broken or hostile answer).
+//! headers and body (a broken or hostile answer). It is a fake Firehose too: a request that
+//! names Firehose's PutRecordBatch is checked and answered as Firehose does (no partition
+//! keys, `DeliveryStreamName`, `FailedPutCount` and `RequestResponses`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,6 +64,13 @@ pub struct SeenRequest {
     pub method: String,
     pub records: Vec<(Vec<u8>, String)>,
     pub headers: HashMap<String, String>,
+}
+
+impl SeenRequest {
+    /// The records' data.
+    pub fn data(&self) -> Vec<Vec<u8>> {
+        self.records.iter().map(|(d, _)| d.clone()).collect()
+    }
 }
 
 type Behaviour = dyn Fn(usize, &SeenRequest) -> Reply + Send + Sync;
@@ -206,7 +215,8 @@ fn handle(
             r#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#,
         );
     }
-    let records = match parse_body(&req.body, stream) {
+    let firehose = req.header("x-amz-target") == Some(FIREHOSE_TARGET);
+    let records = match parse_body(&req.body, stream, firehose) {
         Ok(r) => r,
         Err(p) => {
             problems.push(p);
@@ -227,13 +237,9 @@ fn handle(
             st.received
                 .extend(seen.records.iter().map(|(d, _)| d.clone()));
             let results: Vec<Value> = (0..seen.records.len())
-                .map(|i| serde_json::json!({"SequenceNumber": format!("{n}-{i}"), "ShardId": "shardId-000000000000"}))
+                .map(|i| accepted_entry(firehose, n, i))
                 .collect();
-            Response::new(
-                200,
-                JSON,
-                serde_json::json!({"FailedRecordCount": 0, "Records": results}).to_string(),
-            )
+            Response::new(200, JSON, answer(firehose, 0, results))
         }
         Reply::FailRecords(failed, code) => {
             let mut results = Vec::new();
@@ -242,19 +248,14 @@ fn handle(
                     results.push(serde_json::json!({"ErrorCode": code, "ErrorMessage": "Rate exceeded for shard shardId-000000000000"}));
                 } else {
                     st.received.push(d.clone());
-                    results.push(serde_json::json!({"SequenceNumber": format!("{n}-{i}"), "ShardId": "shardId-000000000000"}));
+                    results.push(accepted_entry(firehose, n, i));
                 }
             }
             let failed_count = results
                 .iter()
                 .filter(|r| r.get("ErrorCode").is_some())
                 .count();
-            Response::new(
-                200,
-                JSON,
-                serde_json::json!({"FailedRecordCount": failed_count, "Records": results})
-                    .to_string(),
-            )
+            Response::new(200, JSON, answer(firehose, failed_count, results))
         }
         Reply::Error(status, body) => Response::new(*status, JSON, body.clone()),
         Reply::HangUp { processed } => {
@@ -298,6 +299,28 @@ fn handle(
 
 /// The content type of Kinesis's answers.
 const JSON: &str = "application/x-amz-json-1.1";
+
+/// The operation header of Firehose's PutRecordBatch.
+pub const FIREHOSE_TARGET: &str = "Firehose_20150804.PutRecordBatch";
+
+/// An entry of a 200 answer for an accepted record: Kinesis's or Firehose's.
+fn accepted_entry(firehose: bool, request: usize, i: usize) -> Value {
+    if firehose {
+        serde_json::json!({"RecordId": format!("{request}-{i}")})
+    } else {
+        serde_json::json!({"SequenceNumber": format!("{request}-{i}"), "ShardId": "shardId-000000000000"})
+    }
+}
+
+/// A 200 answer's body: Kinesis's or Firehose's.
+fn answer(firehose: bool, failed: usize, entries: Vec<Value>) -> String {
+    if firehose {
+        serde_json::json!({"Encrypted": false, "FailedPutCount": failed, "RequestResponses": entries})
+    } else {
+        serde_json::json!({"FailedRecordCount": failed, "Records": entries})
+    }
+    .to_string()
+}
 
 /// The web identity token the fake STS accepts.
 pub const WEB_IDENTITY_TOKEN: &str = "eyJ-fake-web-identity-token-never-logged";
@@ -359,7 +382,11 @@ fn check_headers(req: &Request, registry: &Registry) -> (Vec<String>, bool) {
         }
     };
     expect(&mut p, "content-type", "application/x-amz-json-1.1");
-    expect(&mut p, "x-amz-target", "Kinesis_20131202.PutRecords");
+    let firehose = h.get("x-amz-target").map(String::as_str) == Some(FIREHOSE_TARGET);
+    let service = if firehose { "firehose" } else { "kinesis" };
+    if !firehose {
+        expect(&mut p, "x-amz-target", "Kinesis_20131202.PutRecords");
+    }
     if !h.contains_key("host") {
         p.push("no host header".into());
     }
@@ -394,7 +421,7 @@ fn check_headers(req: &Request, registry: &Registry) -> (Vec<String>, bool) {
         "content-type;host;x-amz-date;x-amz-target"
     };
     let prefix = format!(
-        "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/kinesis/aws4_request, ",
+        "AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/{service}/aws4_request, ",
         &date[..date.len().min(8)]
     );
     let shape_ok = auth.starts_with(&prefix)
@@ -408,10 +435,16 @@ fn check_headers(req: &Request, registry: &Registry) -> (Vec<String>, bool) {
     (p, false)
 }
 
-fn parse_body(body: &[u8], stream: &str) -> Result<Vec<(Vec<u8>, String)>, String> {
+/// The records of a request body with their partition keys (empty for Firehose's).
+fn parse_body(body: &[u8], stream: &str, firehose: bool) -> Result<Vec<(Vec<u8>, String)>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    if v["StreamName"] != stream {
-        return Err(format!("StreamName {:?}", v["StreamName"]));
+    let name = if firehose {
+        "DeliveryStreamName"
+    } else {
+        "StreamName"
+    };
+    if v[name] != stream || v.as_object().map(|o| o.len()) != Some(2) {
+        return Err(format!("{name} {:?} in {v}", v[name]));
     }
     let records = v["Records"].as_array().ok_or("no Records")?;
     if records.is_empty() || records.len() > 500 {
@@ -423,6 +456,14 @@ fn parse_body(body: &[u8], stream: &str) -> Result<Vec<(Vec<u8>, String)>, Strin
         let data = base64::engine::general_purpose::STANDARD
             .decode(data)
             .map_err(|e| format!("Data is not base64: {e}"))?;
+        if firehose {
+            // Firehose takes Data alone, of 1,000 KiB at most.
+            if r.as_object().map(|o| o.len()) != Some(1) || data.len() > 1000 * 1024 {
+                return Err(format!("Firehose record of {} bytes: {r}", data.len()));
+            }
+            out.push((data, String::new()));
+            continue;
+        }
         let key = r["PartitionKey"]
             .as_str()
             .ok_or("PartitionKey is not a string")?;
@@ -430,6 +471,10 @@ fn parse_body(body: &[u8], stream: &str) -> Result<Vec<(Vec<u8>, String)>, Strin
             return Err(format!("PartitionKey {key:?}"));
         }
         out.push((data, key.to_string()));
+    }
+    let total: usize = out.iter().map(|(d, _)| d.len()).sum();
+    if firehose && total > 4 << 20 {
+        return Err(format!("a Firehose request of {total} bytes"));
     }
     Ok(out)
 }

@@ -104,6 +104,7 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
         ("AWS_SECRET_ACCESS_KEY".into(), TEST_SECRET.into()),
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_ENDPOINT_URL_KINESIS".into(), endpoint.into()),
+        ("AWS_ENDPOINT_URL_FIREHOSE".into(), endpoint.into()),
     ]
 }
 

@@ -25,17 +25,75 @@ fn peers_dir() -> PathBuf {
 /// The Python of the peers' virtualenv, which has `prometheus_client` (the independent parser
 /// of the metrics file).
 pub fn python() -> PathBuf {
+    venv_python("prometheus_client")
+}
+
+/// The Python of the peers' virtualenv, checked to import `module`.
+fn venv_python(module: &str) -> PathBuf {
     let python = peers_dir().join("moto/venv/bin/python");
     let ok = Command::new(&python)
-        .args(["-c", "import prometheus_client"])
+        .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "prometheus_client is not installed in {}: run scripts/peers (scripts/test does it)",
+        "{module} is not installed in {}: run scripts/peers (scripts/test does it)",
         python.display()
     );
     python
+}
+
+/// Runs one of the tests' Python scripts (tests/peers/SCRIPT) with the virtualenv's Python and
+/// these AWS keys, and reads the one JSON value it prints.
+fn run_script(script: &str, args: &[&str], module: &str, keys: (&str, &str)) -> Value {
+    let python = venv_python(module);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run a tests/peers script");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+/// Creates `bucket` in moto at `url`, and a Direct PUT delivery stream writing into it
+/// (tests/peers/firehose_s3.py, with boto3), with `keys`.
+pub fn create_delivery_stream(url: &str, delivery_stream: &str, bucket: &str, keys: (&str, &str)) {
+    run_script(
+        "firehose_s3.py",
+        &[url, "create", delivery_stream, bucket],
+        "boto3",
+        keys,
+    );
+}
+
+/// Every object in moto's `bucket` at `url`, in key order, read with boto3 and `keys`.
+pub fn s3_objects(url: &str, bucket: &str, keys: (&str, &str)) -> Vec<Vec<u8>> {
+    let out = run_script("firehose_s3.py", &[url, "read", bucket], "boto3", keys);
+    out["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| {
+            base64::engine::general_purpose::STANDARD
+                .decode(o.as_str().expect("base64 text"))
+                .expect("base64")
+        })
+        .collect()
 }
 
 /// Every record of `stream` at `url` read back and deaggregated by AWS's own deaggregator,
@@ -43,33 +101,12 @@ pub fn python() -> PathBuf {
 /// of aggregated ones, the user records (`shard`, base64 `data`, `partition_key`) in shard
 /// then read order, and how many hash outside the range of the shard they were read from.
 pub fn deaggregate(url: &str, stream: &str) -> Value {
-    let python = peers_dir().join("moto/venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import aws_kinesis_agg.deaggregator"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "aws-kinesis-agg is not installed in {}: run scripts/peers (scripts/test does it)",
-        python.display()
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deaggregate.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .args([url, stream])
-        .env("AWS_ACCESS_KEY_ID", TEST_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET)
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("run deaggregate.py");
-    assert!(
-        out.status.success(),
-        "deaggregate.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("deaggregate.py prints JSON")
+    run_script(
+        "deaggregate.py",
+        &[url, stream],
+        "aws_kinesis_agg.deaggregator",
+        (TEST_KEY_ID, TEST_SECRET),
+    )
 }
 
 /// A peer process; killed when dropped.
