@@ -10,10 +10,17 @@
 //! holds one line and is at most the record limit; a request holds at most its records and
 //! bytes; the sizes the encoder reports are the sizes sent; the body's SHA-256 is the one
 //! given; and packing the same lines afterwards gives the same records.
+//!
+//! A bit of the first byte sends the lines to Firehose's encoder instead, one line a record or
+//! (another bit) joined as `--aggregate` joins them. Checked: every record is whole lines, each
+//! followed by its newline, exactly the lines pushed in order; a joined record is at most the
+//! aggregate limit or one line within the record limit; the request and size limits as above.
 #![no_main]
 
 use base64::Engine as _;
-use fifo2kinesis::parsers::{Batch, Batcher, Encoder, Keys, KinesisEncoder, Limits, Rng};
+use fifo2kinesis::parsers::{
+    Batch, Batcher, BodyEncoder, Encoder, FirehoseEncoder, Keys, KinesisEncoder, Limits, Rng,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -37,7 +44,11 @@ fn setup(head: &[u8; 8], key_bytes: &[u8]) -> Setup {
     let aggregate_max = 64 + usize::from(u16::from_le_bytes([a0, a1]) % 1024);
     let record_max = aggregate_max + usize::from(r0) * 2;
     let request_max = record_max + usize::from(u16::from_le_bytes([q0, q1]) % 8192);
-    let records = if n & 0x80 == 0 { usize::from(n % 8) + 1 } else { usize::from(n) * 4 % 500 + 1 };
+    let records = if n & 0x80 == 0 {
+        usize::from(n % 8) + 1
+    } else {
+        usize::from(n) * 4 % 500 + 1
+    };
     let (keys, fixed) = if mode & 1 == 0 {
         (Keys::Random(Rng::with_seed(u64::from(mode))), None)
     } else {
@@ -54,7 +65,14 @@ fn setup(head: &[u8; 8], key_bytes: &[u8]) -> Setup {
         let key = if key.is_empty() { "k".to_string() } else { key };
         (Keys::Fixed(key.clone().into_bytes()), Some(key))
     };
-    Setup { keys, fixed, aggregate_max, record_max, request_max, records }
+    Setup {
+        keys,
+        fixed,
+        aggregate_max,
+        record_max,
+        request_max,
+        records,
+    }
 }
 
 /// The lines of `rest`: `\n`-separated, non-empty; a line starting with 0xFF is stretched to
@@ -133,7 +151,11 @@ fn decode(data: &[u8], key: &str) -> Vec<Vec<u8>> {
             (f, _) => panic!("field {f} in an aggregated record"),
         }
     }
-    assert_eq!(table, [key.as_bytes().to_vec()], "the key table holds the record's key");
+    assert_eq!(
+        table,
+        [key.as_bytes().to_vec()],
+        "the key table holds the record's key"
+    );
     users
 }
 
@@ -142,14 +164,25 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let s = setup(head, rest);
+    if head[0] & 2 != 0 {
+        firehose(&s, rest, head[0] & 4 != 0);
+        return;
+    }
     let mut encoder = KinesisEncoder::aggregating("s", s.keys, s.aggregate_max);
     let packing = encoder.packing().expect("aggregating packs lines");
     // A record limit that leaves no room for a line next to the key: nothing to send.
     let Some(max_line) = s.record_max.checked_sub(encoder.line_overhead()) else {
         return;
     };
-    let lines: Vec<Vec<u8>> = lines(rest).into_iter().filter(|l| l.len() <= max_line).collect();
-    let limits = Limits { max_records: s.records, max_bytes: s.request_max, interval: None };
+    let lines: Vec<Vec<u8>> = lines(rest)
+        .into_iter()
+        .filter(|l| l.len() <= max_line)
+        .collect();
+    let limits = Limits {
+        max_records: s.records,
+        max_bytes: s.request_max,
+        interval: None,
+    };
     let mut batcher = Batcher::packing(limits, packing);
     let mut batches = Vec::new();
     let now = std::time::Instant::now();
@@ -195,11 +228,88 @@ fuzz_target!(|input: &[u8]| {
             plain.push(l);
         }
         plain.pack(&packing);
-        let same = (0..batch.record_count()).all(|r| plain.record_lines(r) == batch.record_lines(r));
-        assert!(same && plain.record_count() == batch.record_count(), "packing differs");
+        let same =
+            (0..batch.record_count()).all(|r| plain.record_lines(r) == batch.record_lines(r));
+        assert!(
+            same && plain.record_count() == batch.record_count(),
+            "packing differs"
+        );
     }
     assert!(got == lines, "the lines read back are not the lines pushed");
 });
+
+/// The lines through the batcher and Firehose's encoder, read back from the PutRecordBatch
+/// JSON.
+fn firehose(s: &Setup, rest: &[u8], joined: bool) {
+    let mut encoder = match joined {
+        true => FirehoseEncoder::joining("s", s.aggregate_max),
+        false => FirehoseEncoder::new("s"),
+    };
+    let max_line = s.record_max - encoder.line_overhead();
+    let lines: Vec<Vec<u8>> = lines(rest)
+        .into_iter()
+        .filter(|l| l.len() <= max_line)
+        .collect();
+    let limits = Limits {
+        max_records: s.records,
+        max_bytes: s.request_max,
+        interval: None,
+    };
+    let mut batcher = match encoder.packing() {
+        Some(packing) => Batcher::packing(limits, packing),
+        None => Batcher::new(limits, encoder.line_overhead()),
+    };
+    let mut batches = Vec::new();
+    let now = std::time::Instant::now();
+    for l in &lines {
+        batcher.push(l, now, &mut |b| batches.push(b));
+    }
+    batches.extend(batcher.take());
+
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for mut batch in batches {
+        let p = encoder.encode(&mut batch, Vec::new());
+        assert_eq!(p.sha256_hex, hex(&Sha256::digest(&p.body)));
+        let v: Value = serde_json::from_slice(&p.body).expect("JSON");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(2));
+        assert_eq!(v["DeliveryStreamName"], "s");
+        let records = v["Records"].as_array().expect("records");
+        assert_eq!(records.len(), batch.record_count());
+        assert!(records.len() <= s.records, "{} records", records.len());
+        let mut request = 0;
+        for (r, record) in records.iter().enumerate() {
+            assert_eq!(record.as_object().map(|o| o.len()), Some(1), "Data alone");
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(record["Data"].as_str().expect("Data"))
+                .expect("base64");
+            let (last, body) = data.split_last().expect("a record holds a line");
+            assert_eq!(*last, b'\n', "a record ends in a newline");
+            let users: Vec<Vec<u8>> = body.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+            assert_eq!(
+                data.len(),
+                encoder.record_bytes(&batch, r),
+                "the size reported"
+            );
+            let limit = if joined {
+                s.aggregate_max
+            } else {
+                s.record_max
+            };
+            assert!(
+                data.len() <= limit || (users.len() == 1 && data.len() <= s.record_max),
+                "a record of {} bytes and {} lines",
+                data.len(),
+                users.len()
+            );
+            assert!(joined || users.len() == 1, "one line a record");
+            assert!(users.iter().eq(batch.record(r)), "the record's lines");
+            request += data.len();
+            got.extend(users);
+        }
+        assert!(request <= s.request_max, "a request of {request} bytes");
+    }
+    assert!(got == lines, "the lines read back are not the lines pushed");
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -53,7 +53,10 @@ fuzz_target!(|input: &[u8]| {
             assert!(long.is_none());
             long = Some(b.to_vec());
         }
-        Piece::LongMore(b) => long.as_mut().expect("LongMore after LongStart").extend_from_slice(b),
+        Piece::LongMore(b) => long
+            .as_mut()
+            .expect("LongMore after LongStart")
+            .extend_from_slice(b),
         Piece::Oversized { len } => {
             let whole = long.take().expect("Oversized after LongStart");
             assert_eq!(whole.len() as u64, len);

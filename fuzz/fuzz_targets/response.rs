@@ -18,11 +18,11 @@
 
 use std::time::Duration;
 
+use fifo2kinesis::parsers::ErrorKind;
 use fifo2kinesis::parsers::{
     classify, classify_record, parse_error, parse_put_record_batch_output,
     parse_put_records_output, parse_retry_after, sanitize_code, PutRecordsOutput,
 };
-use fifo2kinesis::parsers::ErrorKind;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -31,7 +31,11 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let sent = usize::from(first % 16);
-    let names = if first & 0x80 != 0 { &FIREHOSE } else { &KINESIS };
+    let names = if first & 0x80 != 0 {
+        &FIREHOSE
+    } else {
+        &KINESIS
+    };
     let (header, body) = rest.split_at(rest.len().min(usize::from(header_len % 32)));
 
     let parsed = if first & 0x80 != 0 {

@@ -9,8 +9,8 @@
 
 use std::io::{self, Read};
 
-use fifo2kinesis::parsers::{FileLines, Item};
 use fifo2kinesis::parsers::{parse_state_slot, recoverable_lines, split_lines};
+use fifo2kinesis::parsers::{FileLines, Item};
 use libfuzzer_sys::fuzz_target;
 
 struct Trickle<'a>(&'a [u8], usize);
@@ -32,7 +32,11 @@ fuzz_target!(|input: &[u8]| {
     let buffer = usize::from(buffer).max(1);
     let max_line = usize::from(limit).max(1);
     let lines = split_lines(content);
-    let naive: Vec<Vec<u8>> = content.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let naive: Vec<Vec<u8>> = content
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
     assert_eq!(lines, naive);
     assert!(lines.iter().all(|l| !l.is_empty() && !l.contains(&b'\n')));
     // The write format (lines joined by '\n') reads back as the same lines.
@@ -54,7 +58,10 @@ fuzz_target!(|input: &[u8]| {
                 assert!(long.is_none());
                 assert!(line.len() <= max_line);
                 let end = end as usize;
-                assert!(end == content.len() || content[end - 1] == b'\n', "offsets end lines");
+                assert!(
+                    end == content.len() || content[end - 1] == b'\n',
+                    "offsets end lines"
+                );
                 got.push(line.to_vec());
             }
             Item::LongPiece(p) => long.get_or_insert_with(Vec::new).extend_from_slice(p),
