@@ -219,7 +219,7 @@ impl Worker {
         }
     }
 
-    /// Counts the lines and PUT payload units of the records `result` says were accepted.
+    /// Counts the lines and billed units of the records `result` says were accepted.
     fn count_accepted(&self, batch: &Batch, result: &PutResult) {
         let failed: &[FailedRecord] = match result {
             PutResult::Accepted => &[],

@@ -33,7 +33,8 @@ pub struct Stats {
     pub records_sent: AtomicU64,
     /// Lines accepted by the destination (more than records with `--aggregate`).
     pub user_records_sent: AtomicU64,
-    /// PUT payload units of the records accepted: each record's data and key in whole 25 KiB.
+    /// The units the records accepted were billed in: each record's data and key in whole
+    /// 25 KiB (Kinesis PUT payload units), or its data in 5 KiB steps (Firehose).
     pub payload_units: AtomicU64,
     /// Requests made (every attempt).
     pub requests: AtomicU64,
@@ -159,13 +160,14 @@ impl Stats {
             ),
             f(
                 "payload_units",
-                "PUT payload units of the records accepted (whole 25 KiB of data and key).",
+                "Billed units of the records accepted (Kinesis: whole 25 KiB of data and key; \
+                 Firehose: 5 KiB steps).",
                 Counter,
                 g(&self.payload_units),
             ),
             f(
                 "requests",
-                "PutRecords requests made, retries included.",
+                "PutRecords (or PutRecordBatch) requests made, retries included.",
                 Counter,
                 g(&self.requests),
             ),
@@ -289,7 +291,7 @@ impl Snapshot {
         let name = "fifo2kinesis_failed_requests_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Failed PutRecords requests by error code."
+            "# HELP {name} Failed PutRecords (or PutRecordBatch) requests by error code."
         );
         let _ = writeln!(out, "# TYPE {name} counter");
         for (code, n) in &self.failed_requests {

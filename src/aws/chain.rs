@@ -440,6 +440,30 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_stream_uses_firehose_endpoints() {
+        let keys = env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]);
+        let mut c = k();
+        c.destination = crate::options::Destination::DeliveryStream("d".into());
+        let endpoint = |c: &KinesisConfig| resolve(c, &keys).unwrap().endpoint;
+        assert_eq!(endpoint(&c), "https://firehose.us-east-1.amazonaws.com");
+        c.use_fips = true;
+        assert_eq!(
+            endpoint(&c),
+            "https://firehose-fips.us-east-1.amazonaws.com"
+        );
+        c.use_fips = false;
+        c.region = Some("cn-north-1".into());
+        assert_eq!(endpoint(&c), "https://firehose.cn-north-1.amazonaws.com.cn");
+        c.use_dualstack = true;
+        assert_eq!(
+            endpoint(&c),
+            "https://firehose.cn-north-1.api.amazonwebservices.com.cn"
+        );
+        c.endpoint_url = Some("http://127.0.0.1:9".into());
+        assert_eq!(endpoint(&c), "http://127.0.0.1:9");
+    }
+
+    #[test]
     fn region_from_the_profile_and_fips_endpoints() {
         let dir = std::env::temp_dir().join(format!("f2k-chain-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -181,7 +181,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("kinesis"),
         category: Category::Input,
         help: "Where batches go: kinesis, or logger (standard output, no AWS needed)",
-        doc: "Where batches go: kinesis publishes them with PutRecords; logger prints each \
+        doc: "Where batches go: kinesis publishes them with PutRecords (PutRecordBatch with \
+              --delivery-stream); logger prints each \
               record on standard output, one per line, and needs no AWS settings. As in the Go \
               tool, -h NAME (also -hNAME, -h=NAME) is --flush-handler NAME; only a bare -h, \
               the last argument or one followed by another option, prints the help.",
@@ -242,7 +243,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Batches,
         help: "Records in a batch before it is flushed (1 to 500 with kinesis)",
         doc: "Records in a batch before it is flushed: 1 to 500 with the kinesis handler \
-              (the most one PutRecords request takes), any number from 1 with logger.",
+              (the most one PutRecords or PutRecordBatch request takes), any number from 1 \
+              with logger.",
     },
     Opt {
         id: OptId::FlushInterval,
@@ -267,7 +269,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("1MiB"),
         category: Category::Batches,
-        help: "Largest record (line plus partition key), up to 10MiB; longer lines are skipped",
+        help: "Largest record (line plus partition key), up to 10MiB (1000KiB, the default, with \
+               --delivery-stream); longer lines are skipped",
         doc: "The largest record, its line and partition key together, up to 10MiB (streams \
               take 1MiB records unless told otherwise); with --aggregate, the aggregate's \
               framing too. With --delivery-stream, the line and its newline, up to (and by \
@@ -297,8 +300,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("false"),
         category: Category::Batches,
-        help: "Pack many lines into each Kinesis record (KPL aggregation; consumers must \
-               deaggregate)",
+        help: "Pack many lines into each record (Kinesis: KPL aggregation, consumers must \
+               deaggregate; Firehose: whole lines joined)",
         doc: "Lines are packed into KPL aggregated records, as the Kinesis Producer Library \
               makes them: hundreds of short lines in one record, up to --aggregate-max-bytes, \
               so a stream takes far fewer records and PUT payload units for the same lines. \
@@ -320,7 +323,8 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("50KiB"),
         category: Category::Batches,
-        help: "With --aggregate, largest aggregated record (with its partition key)",
+        help: "With --aggregate, largest aggregated record (with its partition key; \
+               --max-record-bytes by default with --delivery-stream)",
         doc: "With --aggregate, the largest aggregated record, its partition key included: \
               from 1KiB to --max-record-bytes (the default is lowered to it). The default, \
               the KPL's, is two PUT payload units; smaller records spread a request over \
@@ -436,8 +440,9 @@ pub(super) const OPTIONS: &[Opt] = &[
         aws_vars: &[],
         unset: Unset::Value("30s"),
         category: Category::Failures,
-        help: "How long one PutRecords request may take, answer included (at least 100ms)",
-        doc: "How long one PutRecords request may take, its answer included, at least 100ms. \
+        help: "How long one request may take, answer included (at least 100ms)",
+        doc: "How long one PutRecords (or PutRecordBatch) request may take, its answer \
+              included, at least 100ms. \
               A request that takes longer is retried.",
     },
     Opt {

@@ -12,12 +12,12 @@ use super::defs::{Category, Opt, Takes, OPTIONS};
 /// Paragraphs of DESCRIPTION.
 const DESCRIPTION: &[&str] = &[
     "fifo2kinesis reads lines from a named pipe (FIFO) and publishes them to an Amazon Kinesis \
-     Data Stream. Point syslog-ng or rsyslog at the FIFO, or any program that writes lines to a \
+     Data Stream, or with --delivery-stream to an Amazon Data Firehose delivery stream. Point syslog-ng or rsyslog at the FIFO, or any program that writes lines to a \
      file, and every line becomes a record. It is a drop-in replacement for the Go \
      fifo2kinesis: same options, same FIFO2KINESIS_* variables, same defaults.",
     "A line ends at a newline; one carriage return before it is removed, and its bytes are \
      passed on as they are. Empty lines are skipped. Lines are gathered into batches, each sent \
-     as one PutRecords request when it holds --buffer-queue-limit records, when the next record \
+     as one PutRecords (or PutRecordBatch) request when it holds --buffer-queue-limit records, when the next record \
      would take it past --max-request-bytes, or --flush-interval after its first line arrived. \
      Records that fail are sent again with backoff; what cannot be delivered is kept in \
      --failed-attempts-dir and sent again later. When the last writer closes the FIFO, it is \

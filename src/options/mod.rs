@@ -114,7 +114,7 @@ pub enum Input {
 /// Where batches go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handler {
-    /// PutRecords to Kinesis.
+    /// PutRecords to Kinesis, or PutRecordBatch to Firehose (`--delivery-stream`).
     Kinesis,
     /// Each record on standard output, one per line.
     Logger,
@@ -165,13 +165,6 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// The stream's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Destination::Stream(n) | Destination::DeliveryStream(n) => n,
-        }
-    }
-
     /// The service's endpoint prefix: `kinesis` or `firehose`.
     pub fn service(&self) -> &'static str {
         match self {
@@ -258,21 +251,6 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// Whether debug lines are logged.
     pub debug: bool,
-}
-
-impl Config {
-    /// The longest line that fits in a record of its own: next to its partition key, or with
-    /// Firehose followed by its newline.
-    pub fn max_line_bytes(&self) -> usize {
-        let firehose = self
-            .kinesis
-            .as_ref()
-            .is_some_and(|k| matches!(k.destination, Destination::DeliveryStream(_)));
-        match firehose {
-            true => self.max_record_bytes - 1,
-            false => self.max_record_bytes - self.partition_key.len(),
-        }
-    }
 }
 
 /// Parses `args` (without the program name) and the environment seen through `env`.

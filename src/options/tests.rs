@@ -312,15 +312,6 @@ fn flush_interval_zero_disables_the_timer() {
 }
 
 #[test]
-fn max_line_bytes_leaves_room_for_the_key() {
-    let c = run(BASE, &[]).unwrap();
-    assert_eq!(c.max_line_bytes(), (1 << 20) - RANDOM_KEY_LEN);
-    let mut a = BASE.to_vec();
-    a.extend(["-p", "abc"]);
-    assert_eq!(run(&a, &[]).unwrap().max_line_bytes(), (1 << 20) - 3);
-}
-
-#[test]
 fn stats_interval_zero_is_off_and_a_metrics_file_may_go_with_it() {
     let mut a = BASE.to_vec();
     a.extend(["--stats-interval", "5m", "--metrics-file", "/m/f.prom"]);
@@ -492,8 +483,6 @@ fn a_delivery_stream_takes_firehose_limits_by_default() {
     assert_eq!(k.destination.service(), "firehose");
     assert_eq!(c.max_record_bytes, 1000 * 1024);
     assert_eq!(c.max_request_bytes, 4 << 20);
-    // The newline, not a partition key, is what a record adds to a line.
-    assert_eq!(c.max_line_bytes(), 1000 * 1024 - 1);
     assert_eq!(c.aggregate, None);
     let joined = run(&[FIREHOSE, &["--aggregate"]].concat(), &[]).unwrap();
     assert_eq!(joined.aggregate, Some(1000 * 1024));
@@ -525,11 +514,14 @@ fn a_delivery_stream_takes_firehose_limits_by_default() {
 #[test]
 fn a_delivery_stream_refuses_what_firehose_cannot_take() {
     let with = |extra: &[&str]| err(&[FIREHOSE, extra].concat(), &[]);
-    let e = with(&["--stream-name", "s"]);
-    assert!(
-        e.contains("--stream-name and --delivery-stream are both set"),
-        "{e}"
-    );
+    // Both destinations is the error, whatever else would be wrong for one of them.
+    for extra in [&[][..], &["-p", "k"], &["--max-record-bytes", "2MiB"]] {
+        let e = with(&[&["--stream-name", "s"][..], extra].concat());
+        assert!(
+            e.contains("--stream-name and --delivery-stream are both set"),
+            "{extra:?}: {e}"
+        );
+    }
     let e = err(&["-f", "/tmp/p", "-R", "us-east-1"], &[]);
     assert!(
         e.contains("--stream-name") && e.contains("--delivery-stream for Firehose"),

@@ -24,8 +24,15 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
         Some(g) if g.value == OsStr::new("-") => Input::Stdin,
         Some(g) => Input::Fifo(PathBuf::from(g.value)),
     };
-    // Firehose records have no partition key, and each carries its line's newline.
-    let firehose = handler == Handler::Kinesis && raw.kinesis.delivery_stream.is_some();
+    // Firehose records have no partition key, and each carries its line's newline. Which
+    // destination it is comes first: the checks below depend on it.
+    let kinesis = match handler {
+        Handler::Logger => None,
+        Handler::Kinesis => Some(kinesis_config(raw.kinesis)?),
+    };
+    let firehose = kinesis
+        .as_ref()
+        .is_some_and(|k| matches!(k.destination, Destination::DeliveryStream(_)));
     let partition_key = match raw.partition_key {
         // Empty is random too, as in the Go tool (a record cannot have an empty key).
         None => PartitionKey::Random,
@@ -73,9 +80,10 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
-    let max_record_bytes = match firehose && record_default {
-        true => FIREHOSE_MAX_RECORD_BYTES,
-        false => max_record_bytes,
+    let max_record_bytes = if firehose && record_default {
+        FIREHOSE_MAX_RECORD_BYTES
+    } else {
+        max_record_bytes
     };
     let request_default = raw.max_request_bytes.from == Origin::Default;
     let max_request_bytes = raw.max_request_bytes.checked(|&n| {
@@ -97,16 +105,18 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
-    let max_request_bytes = match firehose && request_default {
-        true => FIREHOSE_MAX_REQUEST_BYTES,
-        false => max_request_bytes,
+    let max_request_bytes = if firehose && request_default {
+        FIREHOSE_MAX_REQUEST_BYTES
+    } else {
+        max_request_bytes
     };
     let aggregate = if raw.aggregate.value {
         // Even a line alone is wrapped in an aggregate (with Firehose, followed by its
         // newline): the record must hold one line more.
-        let lone = match firehose {
-            true => 1,
-            false => crate::sink::kinesis::aggregate::lone_line_overhead(key_len),
+        let lone = if firehose {
+            1
+        } else {
+            crate::sink::kinesis::aggregate::lone_line_overhead(key_len)
         };
         if max_record_bytes <= lone {
             return Err(invalid(
@@ -130,9 +140,10 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
                 Ok(())
             }
         })?;
-        Some(match firehose && aggregate_default {
-            true => max_record_bytes,
-            false => n.min(max_record_bytes),
+        Some(if firehose && aggregate_default {
+            max_record_bytes
+        } else {
+            n.min(max_record_bytes)
         })
     } else {
         None
@@ -202,11 +213,6 @@ pub(super) fn validate(raw: RawArgs) -> Result<Config, ConfigError> {
             Ok(())
         }
     })?;
-
-    let kinesis = match handler {
-        Handler::Logger => None,
-        Handler::Kinesis => Some(kinesis_config(raw.kinesis)?),
-    };
 
     Ok(Config {
         input,

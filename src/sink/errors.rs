@@ -104,7 +104,9 @@ const THROTTLING_CODES: &[&str] = &[
     "KMSThrottlingException",
     "SlowDown",
     "RequestLimitExceeded",
-    // Firehose's throttling, of a whole request or of a record.
+    // Firehose's throttling, of a whole request or of a record. Kinesis documents no such
+    // code (its 503 says ServiceUnavailable, a passing fault below); were it to send one, it
+    // would be backed off the same, only counted as throttling.
     "ServiceUnavailableException",
 ];
 

@@ -145,14 +145,13 @@ fn read_any_layout(
 ///
 /// `{"FailedRecordCount":0,"Records":[{"SequenceNumber":"…","ShardId":"…"},…],…}`
 ///
-/// (or Firehose's names for the same, with `"Encrypted":false`)
+/// or Firehose's `{"Encrypted":false,"FailedPutCount":0,"RequestResponses":[{"RecordId":"…"},…]}`.
 ///
 /// It proves the general reader's rules on a narrower grammar: no whitespace, strings of
-/// printable ASCII without escapes, every value a string, `true` or `false` except the count
-/// (`0`) and `Records`
-/// (exactly `sent` objects, each with one non-empty `SequenceNumber` and no `ErrorCode` or
-/// `ErrorMessage`), no known key twice, nothing after the object. Each step answers `None` for
-/// "not proven", and the general reader decides.
+/// printable ASCII without escapes, every value a string, `true` or `false`, except the count
+/// (`0`) and the entries (exactly `sent` objects, each with one non-empty ID and no
+/// `ErrorCode` or `ErrorMessage`); no known key twice, nothing after the object. Each step
+/// answers `None` for "not proven", and the general reader decides.
 struct Compact<'a> {
     rest: &'a [u8],
     shape: &'static AnswerShape,
@@ -700,12 +699,15 @@ mod tests {
     #[test]
     fn the_scanner_proves_nothing_the_general_reader_would_refuse() {
         let answers = [
-            (all_accepted(3), 3),
-            (r#"{"Records":[{"SequenceNumber":"1"},{"ShardId":"s","SequenceNumber":"2"}],"FailedRecordCount":0}"#.to_string(), 2),
+            (&PUT_RECORDS, all_accepted(3), 3),
+            (&PUT_RECORDS, r#"{"Records":[{"SequenceNumber":"1"},{"ShardId":"s","SequenceNumber":"2"}],"FailedRecordCount":0}"#.to_string(), 2),
+            (&PUT_RECORD_BATCH, firehose_all_accepted(2), 2),
+            (&PUT_RECORD_BATCH, r#"{"RequestResponses":[{"RecordId":"a"}],"Encrypted":true,"FailedPutCount":0}"#.to_string(), 1),
         ];
-        let edits = b"\"\\ ,:{}[]0x\n\x01\xff";
+        // Letters and digits too, so that `true` and `false` become other words.
+        let edits = b"\"\\ ,:{}[]0x\n\x01\xfftefu";
         let mut proven = 0;
-        for (answer, sent) in &answers {
+        for (shape, answer, sent) in &answers {
             let answer = answer.as_bytes();
             for at in 0..=answer.len() {
                 let mut variants = Vec::new();
@@ -720,9 +722,9 @@ mod tests {
                 }
                 for body in &variants {
                     for n in [sent - 1, *sent, sent + 1] {
-                        if Compact::new(body, &PUT_RECORDS).all_accepted(n).is_some() {
+                        if Compact::new(body, shape).all_accepted(n).is_some() {
                             proven += 1;
-                            let general = read_any_layout(&PUT_RECORDS, body, n);
+                            let general = read_any_layout(shape, body, n);
                             assert_eq!(
                                 general,
                                 Ok(PutRecordsOutput::default()),
@@ -734,7 +736,7 @@ mod tests {
                 }
             }
         }
-        assert!(proven > 100, "{proven}");
+        assert!(proven > 200, "{proven}");
     }
 
     #[test]

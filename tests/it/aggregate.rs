@@ -362,12 +362,7 @@ fn a_sigkill_with_durable_loses_no_aggregated_line() {
     second.wait_log("INFO reading ", LONG);
     writer.join().unwrap();
     wait_until(LONG, "every line delivered and the journal empty", || {
-        let got: usize = server
-            .received()
-            .iter()
-            .map(|d| kpl_user_records(d).map_or(0, |u| u.len()))
-            .sum();
-        got >= sent.len() && second.stat("journal_bytes") == 0
+        received_lines(&server).len() >= sent.len() && second.stat("journal_bytes") == 0
     });
     stop_cleanly(second);
     let got = received_lines(&server);

@@ -372,3 +372,121 @@ fn a_firehose_error_retrying_cannot_fix_keeps_the_lines_on_disk_until_delivered(
     assert_eq!(lines_of(&server.received()), lines);
     assert!(spool_files(&spool).is_empty(), "delivered, so removed");
 }
+
+#[test]
+fn firehose_records_reach_1000_kib_and_a_longer_line_is_kept_apart() {
+    let server = FakeKinesis::with_behaviour("test-stream", true, |_, _| Reply::Accept);
+    let dir = TempDir::new("firehose-limits");
+    let failed = dir.join("failed");
+    let (daemon, fifo) = start_firehose(
+        &dir,
+        &server,
+        &["--failed-attempts-dir", failed.to_str().unwrap()],
+    );
+    // The longest line a record holds with its newline, one byte more, then lines that fill
+    // requests to their 4 MiB.
+    let longest = vec![b'a'; 1000 * 1024 - 1];
+    let too_long = vec![b'b'; 1000 * 1024];
+    let fillers: Vec<Vec<u8>> = (0..9u8).map(|i| vec![b'c' + i; 900 * 1024]).collect();
+    let mut lines = vec![longest.clone(), too_long.clone()];
+    lines.extend(fillers.iter().cloned());
+    let writer = spawn_writer(&fifo, lines, 1, LONG);
+    writer.join().unwrap();
+    let oversized = failed.join("oversized");
+    let kept = || fs_read_all(&oversized);
+    wait_until(LONG, "ten lines delivered and one kept apart", || {
+        server.received_count() >= 10 && kept().len() == 1
+    });
+    let log = stop_cleanly(daemon);
+    assert!(server.problems().is_empty(), "{:?}", server.problems());
+    assert_eq!(kept(), [too_long], "the line one byte too long, whole");
+    assert_eq!(stat_from(&log, "oversized_lines"), 1);
+    let mut want = vec![longest];
+    want.extend(fillers);
+    assert_eq!(lines_of(&server.received()), want, "in order, each once");
+    assert_eq!(server.received()[0].len(), 1000 * 1024, "a full record");
+    for r in server.requests() {
+        let bytes: usize = r.data().iter().map(Vec::len).sum();
+        assert!(bytes <= 4 << 20, "a request of {bytes} bytes");
+    }
+}
+
+/// The files of a directory, read, sorted.
+fn fs_read_all(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_sigkill_with_durable_loses_no_line_sent_to_firehose() {
+    let dir = TempDir::new("firehose-durable");
+    let failed = dir.join("failed");
+    let server = FakeKinesis::start("test-stream");
+    let extra = [
+        "--aggregate",
+        "--durable",
+        "--failed-attempts-dir",
+        failed.to_str().unwrap(),
+    ];
+    let (first, fifo) = start_firehose(&dir, &server, &extra);
+    first.wait_log("INFO reading ", LONG);
+    let sent = numbered_lines("durable-firehose", 100_000, 100);
+    // The writer holds the FIFO open read-write, as syslog-ng does: a kill of the reader
+    // leaves what is in the pipe for the next run.
+    let writer = {
+        let (fifo, lines) = (fifo.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            for chunk in lines.chunks(100) {
+                write_lines_atomically(&mut w, chunk);
+            }
+        })
+    };
+    wait_until(LONG, "some lines delivered", || server.received_count() > 0);
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    let mut first = first;
+    first.wait_exit(LONG);
+    // The same FIFO and failed-attempts directory; another log.
+    let logs = TempDir::new("firehose-durable-2");
+    let mut args = vec![
+        "--fifo-name",
+        fifo.to_str().unwrap(),
+        "--delivery-stream",
+        "test-stream",
+        "--flush-interval",
+        "100ms",
+    ];
+    args.extend_from_slice(&extra);
+    let second = Daemon::start(&logs, &args, &aws_env(&server.url));
+    second.wait_log("INFO reading ", LONG);
+    writer.join().unwrap();
+    wait_until(LONG, "every line delivered and the journal empty", || {
+        lines_of(&server.received()).len() >= sent.len() && second.stat("journal_bytes") == 0
+    });
+    stop_cleanly(second);
+    assert!(server.problems().is_empty(), "{:?}", server.problems());
+    let got = lines_of(&server.received());
+    let set: std::collections::HashSet<&[u8]> = got.iter().map(Vec::as_slice).collect();
+    let lost = sent.iter().filter(|l| !set.contains(l.as_slice())).count();
+    let sent_set: std::collections::HashSet<&[u8]> = sent.iter().map(Vec::as_slice).collect();
+    let foreign = got
+        .iter()
+        .filter(|l| !sent_set.contains(l.as_slice()))
+        .count();
+    assert_eq!((lost, foreign), (0, 0), "lines lost or cut by the kill");
+    println!(
+        "{} lines to Firehose, SIGKILL mid-stream: 0 lost, {} duplicates",
+        sent.len(),
+        got.len() - set.len()
+    );
+}

@@ -50,11 +50,6 @@ impl FirehoseEncoder {
         });
         e
     }
-
-    /// The delivery stream the bodies name.
-    pub fn delivery_stream(&self) -> &str {
-        &self.delivery_stream
-    }
 }
 
 impl BodyEncoder for FirehoseEncoder {

@@ -99,11 +99,6 @@ impl KinesisEncoder {
         }
     }
 
-    /// The stream the bodies name.
-    pub fn stream(&self) -> &str {
-        &self.stream
-    }
-
     /// The length of every record's partition key.
     pub fn key_len(&self) -> usize {
         self.keys.key_len()
