@@ -11,7 +11,7 @@ const WIDTH: usize = 80;
 const INDENT: &str = "        ";
 
 const INTRO: &str = "\
-fifo2kinesis: reads lines from a named pipe and publishes them to Amazon Kinesis
+fifo2kinesis: reads lines from a named pipe and publishes them to Amazon Kinesis or Firehose
 
 Usage: fifo2kinesis --fifo-name PATH --stream-name NAME [OPTIONS]
        fifo2kinesis --fifo-name PATH --delivery-stream NAME [OPTIONS]
