@@ -1,9 +1,10 @@
-//! Every option, defined once: its names, its variable, its default and its documentation.
+//! Every option, defined once: its names, its variable, its default and its `--help` line.
 //!
 //! The command line parser, the environment lookup, the defaults, `--help` and the man page
 //! all read [`OPTIONS`]; no option is defined anywhere else. The table is in the order of
 //! `--help` and the man page, grouped by [`Category`]; an option's [`OptId`] is its index.
-//! The texts are plain ASCII prose; `--name` in them is set in bold in the man page.
+//! The man page's paragraph for each is in [`super::docs`], out of the daemon's binary. The
+//! texts are plain ASCII prose; `--name` in them is set in bold in the man page.
 
 /// Which option: an index into [`OPTIONS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +113,8 @@ pub(super) struct Opt {
     pub aws_vars: &'static [&'static str],
     pub unset: Unset,
     pub category: Category,
-    /// One line for `--help`.
+    /// One line for `--help`. The man page's paragraph is [`super::docs::doc`]'s.
     pub help: &'static str,
-    /// A paragraph for the man page.
-    pub doc: &'static str,
 }
 
 impl Opt {
@@ -164,12 +163,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("required"),
         category: Category::Input,
         help: "The named pipe to read; created (mode 0600) if missing; '-' reads standard input",
-        doc: "The named pipe to read. It is created with mode 0600 if missing; a path that is \
-              not a FIFO is refused. When the last writer closes it, it is opened again, and \
-              the path is checked every second, so a FIFO that was removed or replaced is read \
-              anew. The PATH '-' reads standard input until it ends, then stops. Only one \
-              fifo2kinesis reads a FIFO: it holds a lock on PATH.lock, and a second one exits \
-              with status 2 naming the holder.",
     },
     Opt {
         id: OptId::FlushHandler,
@@ -181,11 +174,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("kinesis"),
         category: Category::Input,
         help: "Where batches go: kinesis, or logger (standard output, no AWS needed)",
-        doc: "Where batches go: kinesis publishes them with PutRecords (PutRecordBatch with \
-              --delivery-stream); logger prints each \
-              record on standard output, one per line, and needs no AWS settings. As in the Go \
-              tool, -h NAME (also -hNAME, -h=NAME) is --flush-handler NAME; only a bare -h, \
-              the last argument or one followed by another option, prints the help.",
     },
     Opt {
         id: OptId::StreamName,
@@ -197,8 +185,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("required with kinesis, unless --delivery-stream"),
         category: Category::Input,
         help: "The Kinesis stream to publish to",
-        doc: "The Kinesis stream to publish to: 1 to 128 letters, digits, _ . and -. The \
-              kinesis handler takes it or --delivery-stream, not both.",
     },
     Opt {
         id: OptId::DeliveryStream,
@@ -210,12 +196,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Input,
         help: "A Firehose delivery stream to publish to instead of --stream-name",
-        doc: "An Amazon Data Firehose delivery stream (Direct PUT) to publish to with \
-              PutRecordBatch, instead of a Kinesis stream: 1 to 64 letters, digits, _ . and -. \
-              Each record ends in its line's newline, so the lines arrive one per line in S3 \
-              and the other destinations. Records have no partition key; requests take 4MiB \
-              and records 1000KiB, the defaults of --max-request-bytes and --max-record-bytes \
-              with it.",
     },
     Opt {
         id: OptId::PartitionKey,
@@ -227,10 +207,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("random"),
         category: Category::Input,
         help: "The partition key of every record; unset or empty, a random 12-character key each",
-        doc: "The partition key of every record, at most 256 characters; it counts against \
-              --max-record-bytes. Unset or empty, each record gets a random 12-character \
-              alphanumeric key, which spreads the records over the stream's shards. Firehose \
-              records have none: it cannot be set with --delivery-stream.",
     },
     Opt {
         id: OptId::BufferQueueLimit,
@@ -242,9 +218,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("500"),
         category: Category::Batches,
         help: "Records in a batch before it is flushed (1 to 500 with kinesis)",
-        doc: "Records in a batch before it is flushed: 1 to 500 with the kinesis handler \
-              (the most one PutRecords or PutRecordBatch request takes), any number from 1 \
-              with logger.",
     },
     Opt {
         id: OptId::FlushInterval,
@@ -256,9 +229,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("5"),
         category: Category::Batches,
         help: "Time after a batch's first line before it is flushed; 0 disables the timer",
-        doc: "How long after its first line a batch is flushed, even if nothing else is \
-              written. 0 disables the timer: a batch then waits until it is full. A plain \
-              number is seconds, as in the Go tool.",
     },
     Opt {
         id: OptId::MaxRecordBytes,
@@ -271,11 +241,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Batches,
         help: "Largest record (line plus partition key), up to 10MiB (1000KiB, the default, with \
                --delivery-stream); longer lines are skipped",
-        doc: "The largest record, its line and partition key together, up to 10MiB (streams \
-              take 1MiB records unless told otherwise); with --aggregate, the aggregate's \
-              framing too. With --delivery-stream, the line and its newline, up to (and by \
-              default) 1000KiB. A longer line is counted, logged and kept in the oversized/ \
-              folder of --failed-attempts-dir, or dropped without one.",
     },
     Opt {
         id: OptId::MaxRequestBytes,
@@ -287,9 +252,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("5MiB"),
         category: Category::Batches,
         help: "Largest request (sum of its records), up to 10MiB (4MiB with --delivery-stream)",
-        doc: "The largest PutRecords request, the sum of its records' sizes: from \
-              --max-record-bytes to 10MiB; with --delivery-stream, the largest PutRecordBatch, \
-              up to (and by default) 4MiB. A batch is flushed before it would grow past it.",
     },
     Opt {
         id: OptId::Aggregate,
@@ -302,17 +264,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Batches,
         help: "Pack many lines into each record (Kinesis: KPL aggregation, consumers must \
                deaggregate; Firehose: whole lines joined)",
-        doc: "Lines are packed into KPL aggregated records, as the Kinesis Producer Library \
-              makes them: hundreds of short lines in one record, up to --aggregate-max-bytes, \
-              so a stream takes far fewer records and PUT payload units for the same lines. \
-              Every line of a record shares its partition key (--partition-key, or a random \
-              key per record), so each reaches its shard's consumers. Consumers must \
-              deaggregate: the KCL, AWS Lambda with the aws-kinesis-agg libraries and Flink's \
-              Kinesis connector do; others see each record as binary data. With \
-              --delivery-stream, a record instead joins whole lines, each with its newline, \
-              which Firehose writes out as they are: fewer records billed, the same lines at \
-              the other end. Lines are still kept one by one in --failed-attempts-dir and the \
-              journal. The logger handler prints lines as without it.",
     },
     Opt {
         id: OptId::AggregateMaxBytes,
@@ -325,12 +276,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Batches,
         help: "With --aggregate, largest aggregated record (with its partition key; \
                --max-record-bytes by default with --delivery-stream)",
-        doc: "With --aggregate, the largest aggregated record, its partition key included: \
-              from 1KiB to --max-record-bytes (the default is lowered to it). The default, \
-              the KPL's, is two PUT payload units; smaller records spread a request over \
-              more shards. With --delivery-stream the default is --max-record-bytes, as \
-              Firehose bills each record rounded up to 5KB. A line too long to share a record \
-              goes in one of its own, up to --max-record-bytes.",
     },
     Opt {
         id: OptId::FailedAttemptsDir,
@@ -342,13 +287,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Failures,
         help: "Directory that keeps lines that could not be delivered",
-        doc: "Where lines that cannot be delivered are kept (created with mode 0700 if \
-              missing): batches Kinesis refuses for good, batches that do not fit in \
-              --max-buffer-bytes, what is still unsent at the end of --shutdown-timeout, and \
-              lines too long for a record. Kept files are sent again, oldest first, at start, \
-              whenever Kinesis accepts a request again and every --retry-interval. Without \
-              it, such lines are lost, counted, and the exit status is 1. Only one \
-              fifo2kinesis uses a directory: it holds a lock on DIR/.lock.",
     },
     Opt {
         id: OptId::FailedAttemptsMaxBytes,
@@ -360,9 +298,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("1GiB"),
         category: Category::Failures,
         help: "Largest size of the failed-attempts directory; past it, reading pauses",
-        doc: "The largest size of --failed-attempts-dir. When it is full, nothing more is \
-              written to it: reading pauses once memory is full too, and writers block. Kept \
-              data is never deleted to make room.",
     },
     Opt {
         id: OptId::Durable,
@@ -375,17 +310,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Failures,
         help: "Journal every byte read on disk first: a crash loses nothing (needs \
                --failed-attempts-dir)",
-        doc: "Bytes leave the FIFO only into an append-only journal in \
-              --failed-attempts-dir/journal (moved by splice(2), inside the kernel), and \
-              batches are made from the journal; a journal segment is removed once every \
-              line in it was accepted. After a crash, a kill or a power cut, the next run \
-              delivers what the journal holds first (a line the crash cut is completed from \
-              it), resending at most what was in flight; it never loses or splits a line that \
-              reached the journal. The journal counts against --failed-attempts-max-bytes: \
-              when it is full, or the disk is, reading pauses and writers block until there \
-              is room again. Memory stays within --max-buffer-bytes however large the journal \
-              grows. Needs --failed-attempts-dir, and --failed-attempts-max-bytes of at \
-              least twice --max-request-bytes.",
     },
     Opt {
         id: OptId::FsyncInterval,
@@ -398,9 +322,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Failures,
         help: "With --durable, how often the journal is flushed to the disk (0: after every \
                write)",
-        doc: "With --durable, how often the journal is forced to the disk (fdatasync): a \
-              power cut loses at most the lines read in this interval. 0 forces it after \
-              every write, at a cost in throughput. Without --durable it has no effect.",
     },
     Opt {
         id: OptId::MaxBufferBytes,
@@ -412,10 +333,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("32MiB"),
         category: Category::Failures,
         help: "Memory for lines read but not yet accepted (at least twice --max-request-bytes)",
-        doc: "Memory for lines read but not yet accepted by Kinesis, at least twice \
-              --max-request-bytes. When it is reached, the oldest waiting batches go to \
-              --failed-attempts-dir; without it, or when the directory is full, reading \
-              pauses and writers block until memory is freed.",
     },
     Opt {
         id: OptId::RetryInterval,
@@ -427,9 +344,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("30s"),
         category: Category::Failures,
         help: "How often kept lines are tried again after an error retrying could not fix",
-        doc: "How often kept lines are tried again after an error that retrying could not \
-              fix (no such stream, access denied), and how often a batch the failed-attempts \
-              directory would not take is offered to it again.",
     },
     Opt {
         id: OptId::RequestTimeout,
@@ -441,9 +355,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("30s"),
         category: Category::Failures,
         help: "How long one request may take, answer included (at least 100ms)",
-        doc: "How long one PutRecords (or PutRecordBatch) request may take, its answer \
-              included, at least 100ms. \
-              A request that takes longer is retried.",
     },
     Opt {
         id: OptId::ShutdownTimeout,
@@ -455,8 +366,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("10s"),
         category: Category::Failures,
         help: "How long a stop may take to deliver what is in memory",
-        doc: "How long a stop may take to deliver what is in memory. What is still unsent \
-              then goes to --failed-attempts-dir, or is lost without it.",
     },
     Opt {
         id: OptId::Region,
@@ -468,9 +377,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the profile's, then the instance's"),
         category: Category::Aws,
         help: "The AWS region of the stream",
-        doc: "The AWS region of the stream (or delivery stream), like us-east-1. Without it, \
-              the region of the \
-              AWS profile is used, then that of the EC2 instance.",
     },
     Opt {
         id: OptId::EndpointUrl,
@@ -482,12 +388,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the region's"),
         category: Category::Aws,
         help: "The Kinesis (or Firehose) endpoint",
-        doc: "The Kinesis endpoint, an http:// or https:// URL. The region's is \
-              https://kinesis.REGION.amazonaws.com (.amazonaws.com.cn in China), with \
-              -fips after kinesis when AWS_USE_FIPS_ENDPOINT is true, and .api.aws when \
-              AWS_USE_DUALSTACK_ENDPOINT is true. With --delivery-stream, the Firehose \
-              endpoint: firehose instead of kinesis, and AWS_ENDPOINT_URL_FIREHOSE instead of \
-              AWS_ENDPOINT_URL_KINESIS.",
     },
     Opt {
         id: OptId::RoleArn,
@@ -499,9 +399,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "A role to assume with STS before publishing",
-        doc: "A role to assume with STS AssumeRole, over the credentials found, before \
-              publishing; like arn:aws:iam::123456789012:role/NAME. Its credentials are \
-              renewed ahead of their expiry.",
     },
     Opt {
         id: OptId::RoleSessionName,
@@ -513,8 +410,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("fifo2kinesis-<unix seconds>"),
         category: Category::Aws,
         help: "The session name used when assuming --role-arn",
-        doc: "The session name used when assuming --role-arn: 2 to 64 letters, digits and \
-              _+=,.@-.",
     },
     Opt {
         id: OptId::RoleExternalId,
@@ -526,8 +421,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "The external ID the role's trust policy asks for",
-        doc: "The external ID the trust policy of --role-arn asks for: 2 to 1224 characters \
-              without spaces.",
     },
     Opt {
         id: OptId::StsEndpointUrl,
@@ -539,9 +432,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("the region's"),
         category: Category::Aws,
         help: "The STS endpoint used to assume roles",
-        doc: "The STS endpoint used to assume roles, an http:// or https:// URL. The \
-              region's is https://sts.REGION.amazonaws.com, FIPS and dualstack as for \
-              --endpoint-url.",
     },
     Opt {
         id: OptId::CaBundle,
@@ -553,8 +443,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent("none"),
         category: Category::Aws,
         help: "PEM certificates trusted in addition to the built-in roots",
-        doc: "A file of PEM certificates trusted in addition to the web PKI roots built into \
-              the binary, for the AWS endpoints.",
     },
     Opt {
         id: OptId::StatsInterval,
@@ -566,10 +454,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("60s"),
         category: Category::Reporting,
         help: "How often the counters are logged and the metrics file written; 0: not on a timer",
-        doc: "How often the counters are logged, on one info line, and --metrics-file is \
-              rewritten: 0 (not on a timer) or at least 1s. SIGUSR1 logs them at any time; \
-              the metrics file is also written at start, on SIGUSR1 and at the stop, whatever \
-              the interval.",
     },
     Opt {
         id: OptId::MetricsFile,
@@ -582,11 +466,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         category: Category::Reporting,
         help: "File of the counters in Prometheus text format, written at start, every \
                --stats-interval (if not 0), on SIGUSR1 and at the stop",
-        doc: "A file rewritten with the counters in the Prometheus text format, for \
-              node_exporter's textfile collector (name it *.prom): at start, every \
-              --stats-interval (unless it is 0), on SIGUSR1 and at the stop. Each write goes \
-              to .NAME.tmp beside it and is renamed over it, so a reader never sees half a \
-              file. It is readable by all (mode 0644).",
     },
     Opt {
         id: OptId::Debug,
@@ -598,8 +477,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Value("false"),
         category: Category::Reporting,
         help: "Show debug log lines",
-        doc: "Log debug lines too. --debug=false turns it off again; the variable takes \
-              true or false (also 1, 0, yes, no, on, off).",
     },
     Opt {
         id: OptId::Help,
@@ -611,7 +488,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent(""),
         category: Category::Other,
         help: "Print this help and exit; so does -h with no value after it",
-        doc: "Print a summary of the options and exit; so does a bare -h.",
     },
     Opt {
         id: OptId::Version,
@@ -623,7 +499,6 @@ pub(super) const OPTIONS: &[Opt] = &[
         unset: Unset::Absent(""),
         category: Category::Other,
         help: "Print the version and exit",
-        doc: "Print the version and exit.",
     },
 ];
 
@@ -662,7 +537,7 @@ mod tests {
     #[test]
     fn texts_are_plain_ascii_on_one_line() {
         for o in OPTIONS {
-            for text in [o.help, o.doc, &o.default_text()] {
+            for text in [o.help, super::super::docs::doc(o.id), &o.default_text()] {
                 assert!(
                     text.is_ascii() && !text.contains('\n') && !text.contains("  "),
                     "--{}: {text:?}",

@@ -245,7 +245,7 @@ fn option(opt: &Opt) -> String {
     if let Takes::Value(v) = opt.takes {
         let _ = write!(tag, " \\fI{v}\\fR");
     }
-    let mut out = format!(".TP\n{tag}\n{}", text(opt.doc));
+    let mut out = format!(".TP\n{tag}\n{}", text(super::docs::doc(opt.id)));
     if let Some(var) = opt.var {
         let _ = write!(
             out,

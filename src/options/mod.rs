@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod defs;
+mod docs;
 mod help;
 mod man;
 mod parse;

@@ -41,7 +41,7 @@ pub struct Api {
 }
 
 /// An encoder whose bodies a [`SignedSink`] sends.
-pub trait BodyEncoder: Encoder + Clone {
+pub trait BodyEncoder: Encoder {
     /// Writes the request body for `batch` into `out` (cleared first), with what was attached
     /// to its records when it was first encoded.
     fn body(&mut self, batch: &Batch, out: &mut Vec<u8>);
@@ -72,13 +72,14 @@ impl Default for HttpTimeouts {
 /// The most of an answer body that is read.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Signed requests of one [`Api`] to one destination.
-pub struct SignedSink<E> {
+/// Signed requests of one [`Api`] to one destination. The encoder is boxed: one copy of the
+/// request code serves both services (the static binary has a size budget).
+pub struct SignedSink {
     api: &'static Api,
     agent: Agent,
     url: String,
     region: String,
-    encoder: E,
+    encoder: Box<dyn BodyEncoder>,
     credentials: Box<dyn Provider>,
     timeouts: HttpTimeouts,
     body: Vec<u8>,
@@ -86,7 +87,7 @@ pub struct SignedSink<E> {
     answer: Vec<u8>,
 }
 
-impl<E: BodyEncoder> SignedSink<E> {
+impl SignedSink {
     /// A sink speaking `api` at `endpoint` in `region` with bodies from `encoder`, sending
     /// with `agent` (which must answer 4xx/5xx as responses; see
     /// [`crate::aws::HttpSettings`]).
@@ -95,7 +96,7 @@ impl<E: BodyEncoder> SignedSink<E> {
         agent: Agent,
         endpoint: &str,
         region: &str,
-        encoder: E,
+        encoder: Box<dyn BodyEncoder>,
         credentials: Box<dyn Provider>,
         timeouts: HttpTimeouts,
     ) -> Self {
@@ -254,7 +255,7 @@ fn network_failure(e: &ureq::Error) -> Failure {
     }
 }
 
-impl<E: BodyEncoder + 'static> Sink for SignedSink<E> {
+impl Sink for SignedSink {
     fn put(&mut self, batch: &Batch, deadline: Option<Instant>) -> PutResult {
         self.attempt(batch, deadline)
             .unwrap_or_else(PutResult::Failed)

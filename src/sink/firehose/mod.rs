@@ -26,7 +26,7 @@ pub static API: Api = Api {
 };
 
 /// Signed PutRecordBatch requests to one delivery stream.
-pub type FirehoseSink = SignedSink<FirehoseEncoder>;
+pub type FirehoseSink = SignedSink;
 
 /// A sink for `delivery_stream` at `endpoint` in `region`, sending with `agent` (which must
 /// answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]). With `aggregate`, records
@@ -49,7 +49,7 @@ pub fn sink(
         agent,
         endpoint,
         region,
-        encoder,
+        Box::new(encoder),
         credentials,
         timeouts,
     )

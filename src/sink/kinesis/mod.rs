@@ -30,7 +30,7 @@ pub static API: Api = Api {
 };
 
 /// Signed PutRecords requests to one stream.
-pub type KinesisSink = SignedSink<KinesisEncoder>;
+pub type KinesisSink = SignedSink;
 
 /// A sink for `stream` at `endpoint` in `region` whose records carry `keys`, sending with
 /// `agent` (which must answer 4xx/5xx as responses; see [`crate::aws::HttpSettings`]). With
@@ -55,7 +55,7 @@ pub fn sink(
         agent,
         endpoint,
         region,
-        encoder,
+        Box::new(encoder),
         credentials,
         timeouts,
     )
