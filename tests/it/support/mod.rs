@@ -97,6 +97,23 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fifo2kinesis");
 
+/// The daemon's command: the binary built for these tests, or another build given as
+/// `FIFO2KINESIS_TEST_BIN`, run by `FIFO2KINESIS_TEST_RUNNER` if set (an ARM build under
+/// qemu-user: `scripts/check-arm`).
+pub fn daemon_command() -> Command {
+    match std::env::var_os("FIFO2KINESIS_TEST_BIN") {
+        Some(bin) => match std::env::var_os("FIFO2KINESIS_TEST_RUNNER") {
+            Some(runner) => {
+                let mut c = Command::new(runner);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        },
+        None => daemon_command(),
+    }
+}
+
 /// Environment for a daemon talking to a local endpoint with test credentials.
 pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     vec![
@@ -136,7 +153,7 @@ impl Daemon {
     pub fn start(dir: &TempDir, args: &[&str], env: &[(String, String)]) -> Daemon {
         let stderr_path = dir.join("daemon.stderr");
         let stdout_path = dir.join("daemon.stdout");
-        let child = Command::new(BIN)
+        let child = daemon_command()
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -267,7 +284,7 @@ pub fn stat_from(log: &str, name: &str) -> u64 {
 
 /// Runs the binary to completion with `args` and `env` and returns (status, stdout, stderr).
 pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let out = Command::new(BIN)
+    let out = daemon_command()
         .args(args)
         .env_clear()
         .envs(HERMETIC_ENV.iter().copied())
