@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::http::TestCert;
-use crate::support::proxy::ConnectProxy;
+use crate::support::proxy::{ConnectProxy, Tinyproxy};
 use crate::support::*;
 use nix::sys::signal::Signal;
 
@@ -121,6 +121,33 @@ fn proxies_from_the_environment_are_used_unless_no_proxy_says_otherwise() {
         vec![b"proxied".to_vec(), b"direct".to_vec()]
     );
     assert_eq!(server.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn a_real_proxy_tunnels_to_a_tls_endpoint() {
+    let dir = TempDir::new("tinyproxy-tls");
+    let cert = TestCert::generate(dir.path());
+    let server = FakeKinesis::start_tls("test-stream", &cert);
+    let target = server.url.trim_start_matches("https://").to_string();
+    let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Tinyproxy::start(&dir, &[port]);
+    let mut env = aws_env(&server.url);
+    env.push(("HTTPS_PROXY".into(), proxy.url.clone()));
+    let bundle = cert.cert_path.to_str().unwrap();
+    let (code, log) = one_line(
+        "tinyproxy",
+        &env,
+        &["--ca-bundle", bundle],
+        "records_sent=1 ",
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(server.received(), vec![b"tinyproxy".to_vec()]);
+    assert_eq!(server.problems(), Vec::<String>::new());
+    let proxied = proxy.log();
+    assert!(
+        proxied.contains(&format!("CONNECT {target} ")),
+        "tinyproxy saw no CONNECT to {target}:\n{proxied}"
+    );
 }
 
 #[test]

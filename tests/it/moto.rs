@@ -191,6 +191,34 @@ fn iam_user_keys_from_the_environment_are_accepted() {
 }
 
 #[test]
+fn moto_is_reached_through_a_real_proxy() {
+    let w = World::new();
+    let home = TempDir::new("moto-tinyproxy");
+    let port: u16 = w.peer.url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = crate::support::proxy::Tinyproxy::start(&home, &[port]);
+    let mut env = w.env(&home);
+    env.push(("AWS_ACCESS_KEY_ID".into(), w.id.clone()));
+    env.push(("AWS_SECRET_ACCESS_KEY".into(), w.secret.clone()));
+    // moto speaks plain HTTP: the request still goes through a CONNECT tunnel.
+    env.push(("HTTP_PROXY".into(), proxy.url.clone()));
+    let sent = lines("proxied");
+    w.run(
+        "moto-proxied",
+        &env,
+        &[],
+        &sent,
+        &sent_marker(sent.len()),
+        0,
+    );
+    assert_eq!(w.client().read_all(STREAM), sent);
+    let proxied = proxy.log();
+    assert!(
+        proxied.contains(&format!("CONNECT 127.0.0.1:{port} ")),
+        "tinyproxy saw no CONNECT to moto:\n{proxied}"
+    );
+}
+
+#[test]
 fn a_wrong_secret_is_rejected_and_logged_with_its_code() {
     let w = World::new();
     let home = TempDir::new("moto-wrong");

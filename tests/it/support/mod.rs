@@ -110,7 +110,7 @@ pub fn daemon_command() -> Command {
             }
             None => Command::new(bin),
         },
-        None => daemon_command(),
+        None => Command::new(BIN),
     }
 }
 

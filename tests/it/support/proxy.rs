@@ -71,3 +71,67 @@ fn tunnel(client: TcpStream, upstream: &str, seen: &Mutex<Vec<String>>) {
     let _ = c2.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
 }
+
+/// Debian's tinyproxy, a real HTTP proxy, on 127.0.0.1: run in the foreground with a
+/// configuration of the test's own that lets clients on loopback CONNECT to `ports` only.
+/// Killed when dropped.
+pub struct Tinyproxy {
+    pub url: String,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Tinyproxy {
+    pub fn start(dir: &super::TempDir, ports: &[u16]) -> Tinyproxy {
+        let bin = std::path::Path::new("/usr/bin/tinyproxy");
+        assert!(
+            bin.exists(),
+            "tinyproxy is not installed: apt-get install tinyproxy (scripts/peers does it)"
+        );
+        let port = super::free_port();
+        let log = dir.join("tinyproxy.log");
+        let mut conf = format!(
+            "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 60\nMaxClients 50\n\
+             LogLevel Connect\nDisableViaHeader Yes\nPidFile \"{}\"\nLogFile \"{}\"\n",
+            dir.join("tinyproxy.pid").display(),
+            log.display()
+        );
+        for p in ports {
+            conf.push_str(&format!("ConnectPort {p}\n"));
+        }
+        let conf_path = dir.join("tinyproxy.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("tinyproxy.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let proxy = Tinyproxy {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+        };
+        super::wait_until(
+            std::time::Duration::from_secs(30),
+            "tinyproxy listening",
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        proxy
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
