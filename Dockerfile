@@ -4,9 +4,12 @@
 # The build stage runs on the build machine's platform and cross-compiles with
 # scripts/build-static, which checks the binary under qemu-user.
 FROM --platform=$BUILDPLATFORM rust:1.95-bookworm AS build
+ARG BUILDARCH
 ARG TARGETARCH
 ARG TARGETVARIANT
-RUN case "$TARGETARCH$TARGETVARIANT" in \
+# The cross compilers below are x86_64 Debian's.
+RUN [ "$BUILDARCH" = amd64 ] || { echo "build on an x86_64 machine (this one is $BUILDARCH)"; exit 1; } \
+ && case "$TARGETARCH$TARGETVARIANT" in \
       amd64) debs="musl-tools" ;; \
       arm64) debs="gcc-aarch64-linux-gnu qemu-user-static" ;; \
       armv7) dpkg --add-architecture armhf; debs="gcc-arm-linux-gnueabihf qemu-user-static musl-dev:armhf" ;; \

@@ -143,11 +143,7 @@ fn a_real_proxy_tunnels_to_a_tls_endpoint() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(server.received(), vec![b"tinyproxy".to_vec()]);
     assert_eq!(server.problems(), Vec::<String>::new());
-    let proxied = proxy.log();
-    assert!(
-        proxied.contains(&format!("CONNECT {target} ")),
-        "tinyproxy saw no CONNECT to {target}:\n{proxied}"
-    );
+    proxy.assert_tunnelled_to(&target);
 }
 
 #[test]

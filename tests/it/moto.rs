@@ -211,11 +211,7 @@ fn moto_is_reached_through_a_real_proxy() {
         0,
     );
     assert_eq!(w.client().read_all(STREAM), sent);
-    let proxied = proxy.log();
-    assert!(
-        proxied.contains(&format!("CONNECT 127.0.0.1:{port} ")),
-        "tinyproxy saw no CONNECT to moto:\n{proxied}"
-    );
+    proxy.assert_tunnelled_to(&format!("127.0.0.1:{port}"));
 }
 
 #[test]

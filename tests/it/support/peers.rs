@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use super::{TEST_KEY_ID, TEST_SECRET};
 
-fn peers_dir() -> PathBuf {
+/// Where `scripts/peers` installs the peers.
+pub fn peers_dir() -> PathBuf {
     std::env::var_os("FIFO2KINESIS_PEERS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers"))

@@ -72,9 +72,9 @@ fn tunnel(client: TcpStream, upstream: &str, seen: &Mutex<Vec<String>>) {
     let _ = up.join();
 }
 
-/// Debian's tinyproxy, a real HTTP proxy, on 127.0.0.1: run in the foreground with a
-/// configuration of the test's own that lets clients on loopback CONNECT to `ports` only.
-/// Killed when dropped.
+/// Debian's tinyproxy, a real HTTP proxy, on 127.0.0.1 (unpacked under target/peers by
+/// `scripts/peers`): run in the foreground with a configuration of the test's own that lets
+/// clients on loopback CONNECT to `ports` only. Killed when dropped.
 pub struct Tinyproxy {
     pub url: String,
     child: std::process::Child,
@@ -83,10 +83,11 @@ pub struct Tinyproxy {
 
 impl Tinyproxy {
     pub fn start(dir: &super::TempDir, ports: &[u16]) -> Tinyproxy {
-        let bin = std::path::Path::new("/usr/bin/tinyproxy");
+        let bin = super::peers::peers_dir().join("tinyproxy/root/usr/bin/tinyproxy");
         assert!(
             bin.exists(),
-            "tinyproxy is not installed: apt-get install tinyproxy (scripts/peers does it)"
+            "tinyproxy is not unpacked at {}: run scripts/peers (scripts/test does it)",
+            bin.display()
         );
         let port = super::free_port();
         let log = dir.join("tinyproxy.log");
@@ -101,7 +102,7 @@ impl Tinyproxy {
         }
         let conf_path = dir.join("tinyproxy.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = std::process::Command::new(bin)
+        let child = std::process::Command::new(&bin)
             .arg("-d")
             .arg("-c")
             .arg(&conf_path)
@@ -110,15 +111,25 @@ impl Tinyproxy {
             .stderr(std::fs::File::create(dir.join("tinyproxy.stderr")).unwrap())
             .spawn()
             .unwrap();
-        let proxy = Tinyproxy {
+        let mut proxy = Tinyproxy {
             url: format!("http://127.0.0.1:{port}"),
             child,
             log,
         };
+        let stderr = dir.join("tinyproxy.stderr");
         super::wait_until(
             std::time::Duration::from_secs(30),
             "tinyproxy listening",
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || {
+                if let Ok(Some(status)) = proxy.child.try_wait() {
+                    panic!(
+                        "tinyproxy exited ({status}): {}{}",
+                        std::fs::read_to_string(&stderr).unwrap_or_default(),
+                        proxy.log()
+                    );
+                }
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            },
         );
         proxy
     }
@@ -126,6 +137,18 @@ impl Tinyproxy {
     /// What it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asserts that tinyproxy was asked to CONNECT to `target` (`host:port`) and opened that
+    /// connection: the traffic went through it.
+    pub fn assert_tunnelled_to(&self, target: &str) {
+        let log = self.log();
+        let (host, _) = target.rsplit_once(':').unwrap();
+        assert!(
+            log.contains(&format!("CONNECT {target} "))
+                && log.contains(&format!("Established connection to host \"{host}\"")),
+            "tinyproxy tunnelled nothing to {target}:\n{log}"
+        );
     }
 }
 
