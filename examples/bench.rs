@@ -457,7 +457,12 @@ fn main() {
                     Mode::FirehoseJoined => ", Firehose --aggregate",
                 }
             );
-            if !label.contains(&filter) {
+            // A filter ending in `$` keeps only the labels that end with the rest of it.
+            let wanted = match filter.strip_suffix('$') {
+                Some(end) => label.trim_end().ends_with(end),
+                None => label.contains(&filter),
+            };
+            if !wanted {
                 continue;
             }
             let mut runs: Vec<Run> = (0..repeat)

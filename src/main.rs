@@ -1,10 +1,16 @@
 //! The binary: reads the options, runs the daemon, and turns how it ended into the exit status
 //! (0: stopped with nothing lost; 1: lines were lost, or the run failed; 2: wrong configuration).
 
+mod allocator;
+
 use std::process::ExitCode;
 
 use fifo2kinesis::log::{self, Level};
 use fifo2kinesis::options::{self, Command};
+
+/// Small blocks from dlmalloc, large ones from the C library (see `allocator`).
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> ExitCode {
     let command = match options::parse(std::env::args_os().skip(1), |k| std::env::var_os(k)) {

@@ -1,0 +1,139 @@
+//! The daemon's memory allocator (the binary's only unsafe code; the library forbids it): small blocks from dlmalloc, large ones from the C library.
+//!
+//! The static build links musl, whose allocator (mallocng) maps and unmaps whole groups of
+//! blocks as they fill and empty. Every request allocates and frees blocks of the same few
+//! sizes (TLS records, headers, the answer), so with mallocng the sender thread made about
+//! five `mmap` and six `munmap` calls per request, with their page faults and TLB flushes
+//! (see `scripts/bench`'s figures in the commit that added this). dlmalloc keeps freed blocks
+//! for reuse instead.
+//!
+//! dlmalloc never gives back memory from the middle of its heap, though, so blocks of
+//! [`LARGE`] bytes and more (request bodies and batches of long lines) go to the C library's
+//! allocator, which maps them on their own and unmaps them when freed: the daemon's memory
+//! shrinks back after a burst. The batches reuse their large buffers themselves
+//! (`batch::Buffers`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// Blocks of this many bytes or more come from the C library's allocator.
+pub const LARGE: usize = 128 * 1024;
+
+/// dlmalloc for blocks under [`LARGE`] bytes, the C library's allocator for the others.
+/// Install it with `#[global_allocator]`.
+pub struct Allocator;
+
+static SMALL: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+// A block is freed by the allocator that made it: both choose by the block's size, which
+// `GlobalAlloc` passes back unchanged. The methods are kept out of line: inlined at every
+// allocation in the program, they would add 60 KB to the binary.
+unsafe impl GlobalAlloc for Allocator {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= LARGE {
+            System.alloc(layout)
+        } else {
+            SMALL.alloc(layout)
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= LARGE {
+            System.alloc_zeroed(layout)
+        } else {
+            SMALL.alloc_zeroed(layout)
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= LARGE {
+            System.dealloc(ptr, layout)
+        } else {
+            SMALL.dealloc(ptr, layout)
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (was_large, large) = (layout.size() >= LARGE, new_size >= LARGE);
+        if was_large == large {
+            return if large {
+                System.realloc(ptr, layout, new_size)
+            } else {
+                SMALL.realloc(ptr, layout, new_size)
+            };
+        }
+        // From one allocator to the other: a new block, the contents, the old block freed.
+        // SAFETY: the caller guarantees new_size, with layout's alignment, is a valid layout.
+        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        let new = self.alloc(new_layout);
+        if !new.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Allocates through [`Allocator`] and checks the block holds what was written.
+    fn check(size: usize, align: usize) {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        unsafe {
+            let p = Allocator.alloc(layout);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "aligned to {align}");
+            std::ptr::write_bytes(p, 0xA5, size);
+            assert_eq!(*p.add(size - 1), 0xA5);
+            Allocator.dealloc(p, layout);
+            let z = Allocator.alloc_zeroed(layout);
+            assert!((0..size).all(|i| *z.add(i) == 0), "zeroed, {size} bytes");
+            Allocator.dealloc(z, layout);
+        }
+    }
+
+    #[test]
+    fn small_and_large_blocks_are_usable_and_aligned() {
+        for size in [1, 24, 4096, LARGE - 1, LARGE, LARGE + 1, 3 << 20] {
+            for align in [1, 8, 64, 4096] {
+                check(size, align);
+            }
+        }
+    }
+
+    #[test]
+    fn realloc_across_the_threshold_keeps_the_contents() {
+        // Up from small to large and back down, as a growing and shrinking Vec does.
+        let sizes = [100, LARGE - 8, LARGE, 4 * LARGE, LARGE - 1, 10, 2 * LARGE];
+        unsafe {
+            let mut layout = Layout::from_size_align(sizes[0], 16).unwrap();
+            let mut p = Allocator.alloc(layout);
+            for i in 0..sizes[0] {
+                *p.add(i) = i as u8;
+            }
+            let mut kept = sizes[0];
+            for &next in &sizes[1..] {
+                p = Allocator.realloc(p, layout, next);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % 16, 0);
+                kept = kept.min(next);
+                assert!(
+                    (0..kept).all(|i| *p.add(i) == i as u8),
+                    "contents kept through {} -> {next}",
+                    layout.size()
+                );
+                for i in kept..next {
+                    *p.add(i) = i as u8;
+                }
+                kept = next;
+                layout = Layout::from_size_align(next, 16).unwrap();
+            }
+            Allocator.dealloc(p, layout);
+        }
+    }
+}
