@@ -1,7 +1,11 @@
 //! The throughput benchmark: the release daemon against a fake Kinesis server on 127.0.0.1,
 //! over plain HTTP and TLS, for 100 B, 1 KiB and 4 KiB lines. Prints lines/s, MB/s, the
 //! daemon's CPU seconds per 100 MB of input, its peak RSS, the request count, and the floor:
-//! how long `cat` takes to drain the same data through a FIFO.
+//! the CPU that the work no daemon can skip costs on this machine, measured in the same run
+//! on the same bytes. The floor is the sum of `cat` draining the input through a FIFO, base64
+//! of every line (base64-simd, as the daemon), SHA-256 of every request body the server received (the
+//! sha2 crate, SHA-NI where the CPU has it), and, for TLS rows, rustls (on ring, as the
+//! daemon) encrypting those bodies to a sink. "x floor" is the daemon's CPU over the floor's.
 //!
 //! Run it with `scripts/bench` (which builds the release binary first), or
 //! `cargo run --release --example bench -- [LINES_OF_100B [FILTER]]`; FILTER keeps only the
@@ -44,6 +48,8 @@ struct Counts {
     /// PUT payload units: each record's data and key in whole 25 KiB.
     units: AtomicU64,
     requests: AtomicU64,
+    /// Every request body, for the floor (SHA-256 and TLS of the same bytes).
+    bodies: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 /// Counts the records, lines and payload units of every PutRecords request and accepts them
@@ -74,6 +80,7 @@ fn fake_kinesis(cert: Option<&TestCert>, counts: Arc<Counts>) -> Server {
         counts.lines.fetch_add(lines, Ordering::Relaxed);
         counts.units.fetch_add(units, Ordering::Relaxed);
         counts.requests.fetch_add(1, Ordering::Relaxed);
+        counts.bodies.lock().unwrap().push(req.body.clone());
         let mut body = String::with_capacity(60 + n as usize * 60);
         let (start, entry) = match firehose {
             true => (
@@ -196,10 +203,63 @@ fn input(lines: usize, size: usize) -> Vec<u8> {
     data
 }
 
-/// The time `cat` takes to move `data` through a FIFO.
-fn cat_floor(dir: &Path, data: &[u8]) -> Duration {
-    let file = dir.join("input.txt");
-    fs::write(&file, data).unwrap();
+/// The floor's parts, in CPU seconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Floor {
+    cat: f64,
+    base64: f64,
+    sha256: f64,
+    /// Zero for plain HTTP rows.
+    tls: f64,
+}
+
+impl Floor {
+    fn total(&self) -> f64 {
+        self.cat + self.base64 + self.sha256 + self.tls
+    }
+}
+
+/// This thread's CPU seconds so far.
+fn thread_cpu() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
+/// The CPU seconds of the children reaped so far.
+fn children_cpu() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
+
+/// The floor for `data` sent as `bodies`: see the module's documentation.
+fn floor(dir: &Path, data: &[u8], bodies: &[Vec<u8>], tls: Option<&TestCert>) -> Floor {
+    use sha2::Digest as _;
+    let cat = cat_cpu(dir, data);
+    let mut encoded = Vec::with_capacity(64 * 1024);
+    let t = thread_cpu();
+    for line in data.split(|&b| b == b'\n') {
+        encoded.clear();
+        base64_simd::STANDARD.encode_append(line, &mut encoded);
+        std::hint::black_box(&encoded);
+    }
+    let base64 = thread_cpu() - t;
+    let t = thread_cpu();
+    for body in bodies {
+        std::hint::black_box(sha2::Sha256::digest(body));
+    }
+    let sha256 = thread_cpu() - t;
+    let tls = tls.map_or(0.0, |cert| tls_cpu(cert, bodies));
+    Floor {
+        cat,
+        base64,
+        sha256,
+        tls,
+    }
+}
+
+/// The CPU `cat` spends draining `data` from a FIFO.
+fn cat_cpu(dir: &Path, data: &[u8]) -> f64 {
     let fifo = dir.join("floor.pipe");
     let _ = fs::remove_file(&fifo);
     nix::unistd::mkfifo(
@@ -207,22 +267,69 @@ fn cat_floor(dir: &Path, data: &[u8]) -> Duration {
         nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
     )
     .unwrap();
-    let t = Instant::now();
     let mut reader = Command::new("cat")
         .arg(&fifo)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut writer = Command::new("sh")
-        .arg("-c")
-        .arg(format!("cat '{}' > '{}'", file.display(), fifo.display()))
-        .spawn()
-        .unwrap();
-    writer.wait().unwrap();
+    {
+        let mut w = process::open_writer(&fifo, Duration::from_secs(30));
+        w.write_all(data).unwrap();
+    }
+    let before = children_cpu();
     reader.wait().unwrap();
-    let floor = t.elapsed();
-    fs::remove_file(&file).unwrap();
-    floor
+    children_cpu() - before
+}
+
+/// The CPU rustls spends encrypting `bodies` on an established TLS connection, to a sink.
+fn tls_cpu(cert: &TestCert, bodies: &[Vec<u8>]) -> f64 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&cert.cert_path).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client =
+        rustls::ClientConnection::new(Arc::new(config), "127.0.0.1".try_into().unwrap()).unwrap();
+    let mut server = rustls::ServerConnection::new(cert.server_config()).unwrap();
+    // The handshake, in memory.
+    let mut wire = Vec::new();
+    while client.is_handshaking() || server.is_handshaking() {
+        wire.clear();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).unwrap();
+        }
+        server.process_new_packets().unwrap();
+        wire.clear();
+        while server.wants_write() {
+            server.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+        }
+        client.process_new_packets().unwrap();
+    }
+    let t = thread_cpu();
+    for body in bodies {
+        for chunk in body.chunks(64 * 1024) {
+            client.writer().write_all(chunk).unwrap();
+            while client.wants_write() {
+                client.write_tls(&mut std::io::sink()).unwrap();
+            }
+        }
+    }
+    thread_cpu() - t
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -250,7 +357,7 @@ struct Run {
     requests: u64,
     records: u64,
     units: u64,
-    floor: Duration,
+    floor: Floor,
     /// CPU seconds of this process (the fake server and the writer) during the run.
     server_cpu: f64,
 }
@@ -353,7 +460,8 @@ fn run(bin: &Path, dir: &Path, cert: &TestCert, case: &Case) -> Run {
     .unwrap();
     daemon.wait().unwrap();
     let _ = fs::remove_dir_all(&journal);
-    let floor = cat_floor(dir, &data);
+    let bodies = std::mem::take(&mut *counts.bodies.lock().unwrap());
+    let floor = floor(dir, &data, &bodies, tls.then_some(cert));
     Run {
         label: label.to_string(),
         lines,
@@ -396,7 +504,7 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let cert = TestCert::generate(&dir);
     println!(
-        "{:<40} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>14} {:>14} {:>12} {:>10} {:>14} {:>18} {:>22}",
+        "{:<40} {:>10} {:>12} {:>9} {:>16} {:>13} {:>9} {:>14} {:>14} {:>12} {:>8} {:>24} {:>14} {:>18} {:>22}",
         "run",
         "lines",
         "lines/s",
@@ -406,8 +514,9 @@ fn main() {
         "requests",
         "records/1M ln",
         "units/1M ln",
-        "cat floor s",
+        "floor /100MB",
         "x floor",
+        "cat+b64+sha+tls /100MB",
         "server CPU-s",
         "CPU-s/100MB range",
         "CPU, RSS vs default"
@@ -504,8 +613,9 @@ fn main() {
                 default_mode.push(((size, tls), (cpu, rss)));
                 String::from("-")
             };
+            let scale = r.bytes as f64 / 100e6;
             println!(
-                "{:<40} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>14.0} {:>14.0} {:>12.3} {:>10.1} {:>14.2} {:>18} {:>22}",
+                "{:<40} {:>10} {:>12.0} {:>9.1} {:>16.3} {:>13} {:>9} {:>14.0} {:>14.0} {:>12.3} {:>8.2} {:>24} {:>14.2} {:>18} {:>22}",
                 r.label,
                 r.lines,
                 r.lines as f64 / r.seconds,
@@ -515,8 +625,15 @@ fn main() {
                 r.requests,
                 r.records as f64 * 1e6 / r.lines as f64,
                 r.units as f64 * 1e6 / r.lines as f64,
-                r.floor.as_secs_f64(),
-                r.seconds / r.floor.as_secs_f64(),
+                r.floor.total() / scale,
+                r.cpu / r.floor.total(),
+                format!(
+                    "{:.3}+{:.3}+{:.3}+{:.3}",
+                    r.floor.cat / scale,
+                    r.floor.base64 / scale,
+                    r.floor.sha256 / scale,
+                    r.floor.tls / scale
+                ),
                 r.server_cpu,
                 format!("{lowest:.3}-{highest:.3}"),
                 versus

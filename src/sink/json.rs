@@ -1,17 +1,13 @@
 //! The pieces of a request body shared by the destinations: JSON strings, and base64 written
 //! straight into the body, whole or from pieces.
 
-use base64::Engine as _;
-
-/// Appends `data` in base64.
+/// Appends `data` in base64, with the CPU's vector instructions where it has them (AVX2,
+/// SSE4.1, NEON), chosen when the program starts.
 pub fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
-    let at = out.len();
-    let n = base64::encoded_len(data.len(), true).expect("record sizes are far below usize::MAX");
-    out.resize(at + n, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[at..])
-        .expect("the buffer was sized by encoded_len");
-    debug_assert_eq!(written, n);
+    // Room first, as a Vec grows (the encoder reserves exactly what it writes, which would
+    // reallocate at every record of a body that outgrows its estimate).
+    out.reserve(data.len().div_ceil(3) * 4);
+    base64_simd::STANDARD.encode_append(data, out);
 }
 
 /// Base64 of data given in pieces (lines and their newlines), written into a body as it comes
