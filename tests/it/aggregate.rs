@@ -362,7 +362,7 @@ fn a_sigkill_with_durable_loses_no_aggregated_line() {
     second.wait_log("INFO reading ", LONG);
     writer.join().unwrap();
     wait_until(LONG, "every line delivered and the journal empty", || {
-        received_lines(&server).len() >= sent.len() && second.stat("journal_bytes") == 0
+        missing(&sent, &received_lines(&server)) == 0 && second.stat("journal_bytes") == 0
     });
     stop_cleanly(second);
     let got = received_lines(&server);

@@ -471,7 +471,7 @@ fn a_sigkill_with_durable_loses_no_line_sent_to_firehose() {
     second.wait_log("INFO reading ", LONG);
     writer.join().unwrap();
     wait_until(LONG, "every line delivered and the journal empty", || {
-        lines_of(&server.received()).len() >= sent.len() && second.stat("journal_bytes") == 0
+        missing(&sent, &lines_of(&server.received())) == 0 && second.stat("journal_bytes") == 0
     });
     stop_cleanly(second);
     assert!(server.problems().is_empty(), "{:?}", server.problems());

@@ -34,6 +34,14 @@ pub fn numbered_lines(tag: &str, n: usize, size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many of `sent` are not among `got`. A wait for delivery asks for this to reach 0, not
+/// for as many lines as were sent: after a kill, lines sent twice can make up that count
+/// while others are still on their way.
+pub fn missing(sent: &[Vec<u8>], got: &[Vec<u8>]) -> usize {
+    let got: std::collections::HashSet<&[u8]> = got.iter().map(Vec::as_slice).collect();
+    sent.iter().filter(|l| !got.contains(l.as_slice())).count()
+}
+
 /// Writes `lines` into the FIFO from another thread, `per_write` lines a write (the thread
 /// blocks while the daemon pauses reading).
 pub fn spawn_writer(
@@ -200,9 +208,23 @@ impl Daemon {
 
     /// Asks for a stats line and returns the counter `name` from the newest one.
     pub fn stat(&self, name: &str) -> u64 {
+        // A stats line printed after this asking, not the last one before it: a busy daemon
+        // may take longer than any fixed pause to answer.
+        let stats_lines = |log: &str| log.lines().filter(|l| l.contains(" lines_read=")).count();
+        let before = stats_lines(&self.stderr());
         self.signal(nix::sys::signal::Signal::SIGUSR1);
-        thread::sleep(Duration::from_millis(30));
-        stat_from(&self.stderr(), name)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.stderr();
+            if stats_lines(&log) > before {
+                return stat_from(&log, name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon printed no stats line after SIGUSR1:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Asks for a stats line and waits until it reports `lines_read=n`.
