@@ -82,6 +82,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_is_the_standard_alphabet_padded_appended_at_every_length() {
+        use base64::Engine as _;
+        // Lengths across the vector code's block sizes and their tails, every byte value.
+        let data: Vec<u8> = (0..700u32).map(|i| (i * 97 % 256) as u8).collect();
+        for n in 0..data.len() {
+            let mut out = b"prefix:".to_vec();
+            write_base64(&mut out, &data[..n]);
+            let want = base64::engine::general_purpose::STANDARD.encode(&data[..n]);
+            assert_eq!(&out[..7], b"prefix:");
+            assert_eq!(std::str::from_utf8(&out[7..]).unwrap(), want, "{n} bytes");
+        }
+    }
+
+    #[test]
     fn base64_of_pieces_is_base64_of_the_whole_at_every_split() {
         let data: Vec<u8> = (0..=40u8).map(|b| b.wrapping_mul(37)).collect();
         let whole_of = |d: &[u8]| {
