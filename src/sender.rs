@@ -566,7 +566,7 @@ mod tests {
         let stop = Arc::new(StopSignal::default());
         let mut sender = Sender::spawn(
             Box::new(ScriptedSink {
-                script,
+                script: Arc::clone(&script),
                 sent: Arc::clone(&sent),
             }),
             Backoff {
@@ -587,8 +587,10 @@ mod tests {
                 })
                 .is_ok()
         };
+        // The script's lock holds the sender inside its first attempt (it records the batch,
+        // then waits for the script), so the channel's room is all that takes jobs.
+        let gate = script.lock().unwrap();
         assert!(offer(0), "an empty channel takes a job");
-        // Once the sender has taken the first job, the channel has room for QUEUED_JOBS more.
         let deadline = Instant::now() + Duration::from_secs(30);
         while sent.lock().unwrap().is_empty() {
             assert!(Instant::now() < deadline, "the sender takes the first job");
@@ -602,8 +604,10 @@ mod tests {
                 false => handed_back += 1,
             }
         }
-        assert!(
-            offered > QUEUED_JOBS,
+        drop(gate);
+        assert_eq!(
+            offered,
+            1 + QUEUED_JOBS,
             "the channel takes {QUEUED_JOBS} jobs besides the one being sent"
         );
         assert_eq!(offered + handed_back, 5);

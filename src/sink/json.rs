@@ -2,7 +2,7 @@
 //! straight into the body, whole or from pieces.
 
 /// Appends `data` in base64, with the CPU's vector instructions where it has them (AVX2,
-/// SSE4.1, NEON), chosen when the program starts.
+/// SSE4.1, NEON), chosen at the first call.
 pub fn write_base64(out: &mut Vec<u8>, data: &[u8]) {
     // Room first, as a Vec grows (the encoder reserves exactly what it writes, which would
     // reallocate at every record of a body that outgrows its estimate).

@@ -210,15 +210,24 @@ impl Daemon {
     pub fn stat(&self, name: &str) -> u64 {
         // A stats line printed after this asking, not the last one before it: a busy daemon
         // may take longer than any fixed pause to answer.
+        // Only whole lines count: the log may be read while a line is being written.
+        let whole = |log: String| match log.rfind('\n') {
+            Some(end) => log[..=end].to_string(),
+            None => String::new(),
+        };
         let stats_lines = |log: &str| log.lines().filter(|l| l.contains(" lines_read=")).count();
-        let before = stats_lines(&self.stderr());
+        let before = stats_lines(&whole(self.stderr()));
         self.signal(nix::sys::signal::Signal::SIGUSR1);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let log = self.stderr();
+            let log = whole(self.stderr());
             if stats_lines(&log) > before {
                 return stat_from(&log, name);
             }
+            assert!(
+                !self.has_exited(),
+                "the daemon exited before printing its stats:\n{log}"
+            );
             assert!(
                 Instant::now() < deadline,
                 "the daemon printed no stats line after SIGUSR1:\n{log}"
