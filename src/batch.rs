@@ -11,6 +11,7 @@
 //! it counts a request), or when `interval` has passed since its first line entered. Time is
 //! passed in, so tests drive it.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,7 +46,34 @@ pub struct Batch {
     /// The bytes of the journal the lines were read from (`--durable`): from the end of the
     /// batch before to just past this batch's last line.
     journal: Option<Range<u64>>,
+    /// Set when the lines were let go once the body was made ([`Batch::drop_lines`]): how to
+    /// find them in the body again. `bytes` is then empty; the spans still tell where each
+    /// line goes.
+    in_body: Option<Unpack>,
 }
+
+/// Finds a batch's lines in the request body made from it: appends them back to back, in
+/// order, to `lines` (each as long as the batch says: [`Batch::line_len`]), or says why it
+/// cannot. Each encoder that can give one knows its own body.
+#[derive(Clone, Copy)]
+pub struct Unpack(pub UnpackFn);
+
+/// The function an [`Unpack`] holds.
+pub type UnpackFn = fn(body: &[u8], batch: &Batch, lines: &mut Vec<u8>) -> Result<(), String>;
+
+impl std::fmt::Debug for Unpack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unpack")
+    }
+}
+
+impl PartialEq for Unpack {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Unpack {}
 
 /// A request body an encoder made from a batch ahead of time, with its SHA-256 (lowercase
 /// hex), so the sender only signs and sends it.
@@ -66,6 +94,7 @@ impl Batch {
     /// Adds a line: to the last record if the batch packs lines ([`Batch::start_record`]),
     /// otherwise as a record of its own.
     pub fn push(&mut self, line: &[u8]) {
+        self.expect_lines();
         let start = self.bytes.len();
         self.bytes.extend_from_slice(line);
         // Lines are at most 10 MiB and batches at most 10 MiB, validated upstream.
@@ -125,9 +154,18 @@ impl Batch {
 
     /// The lines of record `r`, in order.
     pub fn record(&self, r: usize) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let bytes = self.expect_lines();
         self.spans[self.record_lines(r)]
             .iter()
-            .map(|s| &self.bytes[s.range()])
+            .map(move |s| &bytes[s.range()])
+    }
+
+    /// The lengths of the lines of record `r`, in order (known also while the lines are in
+    /// the body).
+    pub fn record_line_lens(&self, r: usize) -> impl ExactSizeIterator<Item = usize> + '_ {
+        self.spans[self.record_lines(r)]
+            .iter()
+            .map(|s| s.len as usize)
     }
 
     /// Whether there are no lines.
@@ -137,13 +175,14 @@ impl Batch {
 
     /// The bytes of all lines.
     pub fn size(&self) -> usize {
-        self.bytes.len()
+        // Lines lie back to back from the buffer's start.
+        self.spans.last().map_or(0, |s| s.range().end)
     }
 
     /// The size as a destination counts it that adds `overhead` bytes (a partition key) to
     /// every line.
     pub fn size_with(&self, overhead: usize) -> usize {
-        self.bytes.len() + self.spans.len() * overhead
+        self.size() + self.spans.len() * overhead
     }
 
     /// The memory the batch holds (its buffers' capacities), as the memory budget counts it.
@@ -198,12 +237,83 @@ impl Batch {
 
     /// Line `i`.
     pub fn line(&self, i: usize) -> &[u8] {
-        &self.bytes[self.spans[i].range()]
+        &self.expect_lines()[self.spans[i].range()]
+    }
+
+    /// The length of line `i` (known also while the lines are in the body).
+    pub fn line_len(&self, i: usize) -> usize {
+        self.spans[i].len as usize
     }
 
     /// All lines in order.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.spans.iter().map(|s| &self.bytes[s.range()])
+        let bytes = self.expect_lines();
+        self.spans.iter().map(move |s| &bytes[s.range()])
+    }
+
+    /// Lets the lines go once the request body holds them, so that a batch in flight is one
+    /// copy, and returns their buffer for reuse. `unpack` finds them in the body again
+    /// ([`Batch::restore_lines`]) on the rare paths that need them: a resend of some records,
+    /// a split, the failed-attempts directory. A batch without a body keeps its lines.
+    pub fn drop_lines(&mut self, unpack: Unpack) -> Vec<u8> {
+        if self.prepared.is_none() || self.in_body.is_some() {
+            return Vec::new();
+        }
+        self.in_body = Some(unpack);
+        std::mem::take(&mut self.bytes)
+    }
+
+    /// Whether the lines were let go and live only in the body.
+    pub fn lines_in_body(&self) -> bool {
+        self.in_body.is_some()
+    }
+
+    /// Brings back lines let go by [`Batch::drop_lines`], decoded from the body.
+    ///
+    /// # Panics
+    ///
+    /// If the body does not give back lines of the lengths the batch holds: the body was made
+    /// from those lines in this process, so that is a bug, never input.
+    pub fn restore_lines(&mut self) {
+        let Some(unpack) = self.in_body else {
+            return;
+        };
+        let body = &self
+            .prepared
+            .as_ref()
+            .expect("a batch without lines has a body")
+            .body;
+        let mut bytes = Vec::with_capacity(self.size());
+        let found = (unpack.0)(body, self, &mut bytes);
+        if let Err(e) = &found {
+            panic!("the lines of a batch could not be found in its body: {e}");
+        }
+        assert_eq!(
+            bytes.len(),
+            self.size(),
+            "the lines found in a batch's body have the batch's length"
+        );
+        self.bytes = bytes;
+        self.in_body = None;
+    }
+
+    /// The batch with its lines: itself, or a copy with the lines found in the body.
+    pub fn unpacked(&self) -> Cow<'_, Batch> {
+        if self.in_body.is_none() {
+            return Cow::Borrowed(self);
+        }
+        let mut copy = self.clone();
+        copy.restore_lines();
+        Cow::Owned(copy)
+    }
+
+    /// The lines' buffer; they must be here, not only in the body.
+    fn expect_lines(&self) -> &[u8] {
+        assert!(
+            self.in_body.is_none(),
+            "the batch's lines are in its body: restore_lines first"
+        );
+        &self.bytes
     }
 
     /// A new batch with only the records at `indices` (ascending), in their original order,
@@ -265,6 +375,7 @@ impl Batch {
         if other.is_empty() {
             return;
         }
+        self.restore_lines();
         self.prepared = None;
         let keep_attached = self.is_empty()
             || (self.attached_each == other.attached_each
@@ -309,6 +420,7 @@ impl Batch {
 
     /// The lines joined by `\n`: the failed-attempts file format.
     pub fn joined_lines(&self) -> Vec<u8> {
+        self.expect_lines();
         let mut out = Vec::with_capacity(self.size() + self.len());
         for (i, d) in self.lines().enumerate() {
             if i > 0 {
@@ -347,9 +459,9 @@ pub struct Packing {
 }
 
 impl Packing {
-    /// The size of a record holding `lines`.
-    pub fn record_bytes<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> usize {
-        self.record_overhead + lines.map(|l| (self.line_cost)(l.len())).sum::<usize>()
+    /// The size of a record holding lines of the lengths `lens`.
+    pub fn record_bytes(&self, lens: impl Iterator<Item = usize>) -> usize {
+        self.record_overhead + lens.map(self.line_cost).sum::<usize>()
     }
 }
 
@@ -475,7 +587,8 @@ impl Buffers {
         }
     }
 
-    fn keep(&self, buffer: Vec<u8>) {
+    /// Keeps a buffer for reuse, if there is room for it and it is not too large.
+    pub fn keep(&self, buffer: Vec<u8>) {
         if buffer.capacity() == 0 || buffer.capacity() > SPARE_BUFFER_MAX {
             return;
         }
@@ -781,6 +894,63 @@ mod tests {
             .is_none());
     }
 
+    /// Finds the lines in a test body that is the lines themselves.
+    fn body_is_lines(body: &[u8], _: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
+        lines.extend_from_slice(body);
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_batch_with_a_body_lets_its_lines_go_and_they_come_back_from_it() {
+        let mut b = Batch::new();
+        b.push(b"ab");
+        b.push(b"cde");
+        assert!(
+            b.drop_lines(Unpack(body_is_lines)).is_empty(),
+            "no body yet"
+        );
+        assert!(!b.lines_in_body());
+        b.set_prepared(Prepared {
+            body: b"abcde".to_vec(),
+            sha256_hex: String::new(),
+        });
+        let memory = b.memory();
+        let buffer = b.drop_lines(Unpack(body_is_lines));
+        assert_eq!(buffer, b"abcde");
+        assert!(b.lines_in_body());
+        assert!(
+            b.memory() <= memory - buffer.capacity(),
+            "the lines' memory is let go"
+        );
+        assert!(b.drop_lines(Unpack(body_is_lines)).is_empty(), "once");
+        assert_eq!(
+            (b.len(), b.size(), b.size_with(1), b.line_len(1)),
+            (2, 5, 7, 3)
+        );
+        assert_eq!(b.record_line_lens(1).collect::<Vec<_>>(), [3]);
+        let copy = b.unpacked();
+        assert_eq!(copy.lines().collect::<Vec<_>>(), [&b"ab"[..], b"cde"]);
+        // Joining another batch brings its own lines back first.
+        let mut other = Batch::new();
+        other.push(b"f");
+        b.append(&other);
+        assert!(!b.lines_in_body());
+        assert_eq!(b.joined_lines(), b"ab\ncde\nf");
+    }
+
+    #[test]
+    #[should_panic(expected = "restore_lines first")]
+    fn lines_in_the_body_are_not_read_as_if_they_were_here() {
+        let mut b = Batch::new();
+        b.push(b"ab");
+        b.set_prepared(Prepared {
+            body: b"ab".to_vec(),
+            sha256_hex: String::new(),
+        });
+        b.drop_lines(Unpack(body_is_lines));
+        let _ = b.line(0);
+    }
+
     #[test]
     fn subset_keeps_order_and_joined_lines_is_the_file_format() {
         let mut batch = Batch::new();
@@ -889,7 +1059,7 @@ mod tests {
                 }
                 f.push(&mut batch, &vec![b'x'; n], fit);
                 let sizes: Vec<usize> = (0..batch.record_count())
-                    .map(|r| packing().record_bytes(batch.record(r)))
+                    .map(|r| packing().record_bytes(batch.record_line_lens(r)))
                     .collect();
                 assert!(batch.record_count() <= 3);
                 assert!(sizes.iter().sum::<usize>() <= 100, "{sizes:?}");
@@ -918,7 +1088,7 @@ mod tests {
             [vec!["a"], vec![long.as_str()], vec!["b", "c"]]
         );
         assert_eq!(
-            packing().record_bytes(batch.record(1)),
+            packing().record_bytes(batch.record_line_lens(1)),
             10 + 41,
             "over the limit alone"
         );

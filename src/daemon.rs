@@ -27,7 +27,7 @@ use crate::backlog::durable::JournalRead;
 use crate::backlog::journal::{Journal, Recovered};
 use crate::backlog::policy::{stop_step, StopStep};
 use crate::backlog::spool::Spool;
-use crate::backlog::{self, Backlog};
+use crate::backlog::{self, Backlog, SenderLoad};
 use crate::batch::{Batch, Batcher, Buffers, Limits};
 use crate::delivery::Backoff;
 use crate::input::lines::{LineSplitter, Piece};
@@ -257,7 +257,8 @@ impl Daemon {
                         }
                     }
                     SIGNALS => self.on_signals(poll),
-                    // The sender took a batch or ended; the steps below act on it.
+                    // The sender took a job from a full channel, finished one or ended; the
+                    // steps below act on it.
                     WAKER => {}
                     _ => {}
                 }
@@ -363,7 +364,8 @@ impl Daemon {
             + self.intake.batcher.pending_memory() as u64
             + self.read_reserve
             <= self.config.max_buffer_bytes as u64
-            && !(self.sender.healthy() && self.intake.backlog.has_waiting())
+            && !(self.sender.healthy()
+                && (self.intake.backlog.has_waiting() || self.sender.queue_full()))
     }
 
     /// Asks the backlog for room for a read (it may spill to disk to make some).
@@ -371,10 +373,13 @@ impl Daemon {
         self.take_reports();
         self.hand_over();
         let filling = self.intake.batcher.pending_memory() as u64;
-        let healthy = self.sender.healthy();
+        let sender = SenderLoad {
+            healthy: self.sender.healthy(),
+            queue_full: self.sender.queue_full(),
+        };
         self.intake
             .backlog
-            .room(self.read_reserve, filling, healthy, Instant::now())
+            .room(self.read_reserve, filling, sender, Instant::now())
     }
 
     /// Reads until `WouldBlock`, or until the memory budget says to pause.
@@ -886,11 +891,15 @@ impl Intake {
 }
 
 /// Makes the request body of a sealed batch (if its sink sends bodies) in a spare buffer.
-/// Encoding and hashing here overlap with the sender's sending.
+/// Encoding and hashing here overlap with the sender's sending. The lines then live in the
+/// body alone, if the encoder can find them there again: a batch in flight is one copy.
 fn encode(mut batch: Batch, encoder: &mut Option<Box<dyn Encoder>>, buffers: &Buffers) -> Batch {
     if let Some(encoder) = encoder {
         let prepared = encoder.encode(&mut batch, buffers.take(0));
         batch.set_prepared(prepared);
+        if let Some(unpack) = encoder.unpack() {
+            buffers.keep(batch.drop_lines(unpack));
+        }
     }
     batch
 }

@@ -16,7 +16,7 @@
 //! once, and the thread ends when the channel is empty.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -69,6 +69,8 @@ struct Shared {
     finished: AtomicBool,
     /// Whether the last attempt got records through (see [`Sender::healthy`]).
     healthy: AtomicBool,
+    /// Jobs in the channel, not yet taken by the thread (see [`Sender::queue_full`]).
+    queued: AtomicUsize,
 }
 
 /// The poll loop's handle on the sender thread.
@@ -98,6 +100,7 @@ impl Sender {
             stop,
             finished: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
         });
         let worker = Worker {
             sink,
@@ -123,12 +126,24 @@ impl Sender {
     // The job comes back as it went, moved: boxing it would allocate at every full channel.
     #[allow(clippy::result_large_err)]
     pub fn try_send(&self, job: Job) -> Result<(), Job> {
-        match &self.jobs {
-            None => Err(job),
-            Some(tx) => tx.try_send(job).map_err(|e| match e {
+        let Some(tx) = &self.jobs else {
+            return Err(job);
+        };
+        // Counted before it can be taken, so the thread's count never goes below zero.
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        tx.try_send(job).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
                 TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
-            }),
-        }
+            }
+        })
+    }
+
+    /// Whether the channel holds [`QUEUED_JOBS`] jobs the thread has not taken. While it does
+    /// and the sender is healthy, the loop reads no more: a batch filled now would only wait,
+    /// holding its memory. The thread wakes the loop when it takes a job from a full channel.
+    pub fn queue_full(&self) -> bool {
+        self.shared.queued.load(Ordering::Acquire) >= QUEUED_JOBS
     }
 
     /// Reports of finished jobs not yet taken.
@@ -181,6 +196,10 @@ impl Worker {
     fn run(mut self, inbox: Receiver<Job>, outbox: mpsc::Sender<Report>) {
         // Ends when the loop closes the channel (a stop) and every queued job is reported.
         for job in inbox.iter() {
+            if self.shared.queued.fetch_sub(1, Ordering::AcqRel) >= QUEUED_JOBS {
+                // The loop may be waiting for room in the channel to read again.
+                let _ = self.shared.waker.wake();
+            }
             let finish = self.deliver(job.batch);
             let _ = outbox.send(Report { id: job.id, finish });
             let _ = self.shared.waker.wake();

@@ -119,6 +119,32 @@ pub struct Backlog {
     reading: Option<durable::Reading>,
 }
 
+/// How the sender is doing, as the memory rules look at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SenderLoad {
+    /// The last attempt got records through.
+    pub healthy: bool,
+    /// Its channel holds as many jobs as it takes.
+    pub queue_full: bool,
+}
+
+#[cfg(test)]
+impl SenderLoad {
+    fn healthy() -> SenderLoad {
+        SenderLoad {
+            healthy: true,
+            queue_full: false,
+        }
+    }
+
+    fn stuck() -> SenderLoad {
+        SenderLoad {
+            healthy: false,
+            queue_full: true,
+        }
+    }
+}
+
 impl Backlog {
     /// A backlog.
     pub fn new(limits: Limits, spool: Option<Spool>, stats: Arc<Stats>, now: Instant) -> Backlog {
@@ -189,7 +215,7 @@ impl Backlog {
 
     /// Whether a read of up to `need` bytes may go ahead, with `filling` bytes in the batch
     /// being filled; spills waiting batches to disk when the policy says so.
-    pub fn room(&mut self, need: u64, filling: u64, sender_healthy: bool, now: Instant) -> bool {
+    pub fn room(&mut self, need: u64, filling: u64, sender: SenderLoad, now: Instant) -> bool {
         loop {
             // With --durable the lines are on disk already: memory waits for the sender.
             let can_spill = self.spool.is_some()
@@ -200,7 +226,8 @@ impl Backlog {
                 need,
                 budget: self.limits.budget,
                 waiting: self.waiting.len() + usize::from(self.unsent.is_some()),
-                sender_healthy,
+                sender_healthy: sender.healthy,
+                sender_queue_full: sender.queue_full,
                 can_spill,
             };
             match policy::room(&m) {
@@ -711,10 +738,13 @@ mod tests {
             b.push(batch(&format!("b{i}-"), 100));
         }
         assert!(b.memory() > 20_000 - 1000);
-        assert!(!b.room(1000, 0, true, t0), "a healthy sender is waited for");
+        assert!(
+            !b.room(1000, 0, SenderLoad::healthy(), t0),
+            "a healthy sender is waited for"
+        );
         assert_eq!(lines_on_disk(&dir), 0);
         assert!(
-            b.room(1000, 0, false, t0),
+            b.room(1000, 0, SenderLoad::stuck(), t0),
             "a stuck one: spill until a read fits"
         );
         assert!(b.memory() + 1000 <= 20_000);
@@ -759,7 +789,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut b, _) = backlog(None, 0, 2_000, t0);
         b.push(batch("x", 100));
-        assert!(!b.room(1000, 0, false, t0));
+        assert!(!b.room(1000, 0, SenderLoad::stuck(), t0));
         assert!(b.has_waiting(), "nothing was dropped");
     }
 

@@ -30,6 +30,9 @@ pub struct Memory {
     pub waiting: usize,
     /// Whether the last attempt got records through.
     pub sender_healthy: bool,
+    /// Whether the sender has as many jobs queued behind the one it works on as its channel
+    /// takes.
+    pub sender_queue_full: bool,
     /// Whether waiting batches can be written to the failed-attempts directory now.
     pub can_spill: bool,
 }
@@ -37,10 +40,13 @@ pub struct Memory {
 /// Read, spill or wait.
 ///
 /// A healthy sender with a full queue is waited for: memory stays small and writers pause for
-/// a moment. A stuck one lets memory fill up to the budget, then the oldest waiting batch goes
-/// to disk so reading continues; with no directory (or a full or failing one) reading waits.
+/// a moment. Reading waits as soon as the channel is full, before a batch waits behind it, so
+/// a healthy flow holds two sealed batches (the one sent and the one queued) and the one
+/// being filled only while there is room for it. A stuck sender lets memory fill up to the
+/// budget, then the oldest waiting batch goes to disk so reading continues; with no directory
+/// (or a full or failing one) reading waits.
 pub fn room(m: &Memory) -> Room {
-    if m.sender_healthy && m.waiting > 0 {
+    if m.sender_healthy && (m.waiting > 0 || m.sender_queue_full) {
         Room::Wait
     } else if m.held + m.need <= m.budget {
         Room::Read
@@ -200,6 +206,7 @@ mod tests {
             budget: 100,
             waiting,
             sender_healthy: healthy,
+            sender_queue_full: false,
             can_spill,
         }
     }
@@ -218,6 +225,20 @@ mod tests {
     fn wait_for_a_healthy_sender_rather_than_spill() {
         assert_eq!(room(&mem(10, 1, true, true)), Room::Wait);
         assert_eq!(room(&mem(95, 3, true, true)), Room::Wait);
+    }
+
+    #[test]
+    fn wait_for_a_healthy_sender_whose_queue_is_full_before_a_batch_waits() {
+        let full = |healthy| Memory {
+            sender_queue_full: true,
+            ..mem(10, 0, healthy, true)
+        };
+        assert_eq!(room(&full(true)), Room::Wait);
+        assert_eq!(
+            room(&full(false)),
+            Room::Read,
+            "a stuck sender lets memory fill to the budget"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod signed;
 
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, Packing, Prepared};
+use crate::batch::{Batch, Packing, Prepared, Unpack};
 
 pub use output::FailedRecord;
 
@@ -87,6 +87,11 @@ pub trait Encoder: Send {
     /// encoder chose for each line (a random partition key) is attached to the batch, so that
     /// a resend of some of its lines carries the same.
     fn encode(&mut self, batch: &mut Batch, body: Vec<u8>) -> Prepared;
+    /// How to find a batch's lines in the body made from it, if this encoder can: the batch
+    /// then lets its lines go once it is encoded ([`Batch::drop_lines`]).
+    fn unpack(&self) -> Option<Unpack> {
+        None
+    }
     /// A copy for another thread.
     fn boxed_clone(&self) -> Box<dyn Encoder>;
 }

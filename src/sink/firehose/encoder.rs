@@ -8,8 +8,8 @@
 //! first ([`Base64Pieces`]).
 
 use crate::aws::sha256_hex;
-use crate::batch::{Batch, Packing, Prepared};
-use crate::sink::json::{write_json_str, Base64Pieces};
+use crate::batch::{Batch, Packing, Prepared, Unpack};
+use crate::sink::json::{decode_data, write_json_str, Base64Pieces};
 use crate::sink::signed::BodyEncoder;
 use crate::sink::Encoder;
 
@@ -52,6 +52,39 @@ impl FirehoseEncoder {
     }
 }
 
+/// Finds the lines of a batch in the PutRecordBatch body made from it: each record's data is
+/// its lines, each followed by a newline, which is taken out again.
+fn unpack_lines(body: &[u8], batch: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
+    let mut r = 0;
+    decode_data(body, lines, |out, start| {
+        if r >= batch.record_count() {
+            return Err(format!("more than {r} records in the body"));
+        }
+        let (mut from, mut to) = (start, start);
+        for len in batch.record_line_lens(r) {
+            if out.get(from + len) != Some(&b'\n') {
+                return Err(format!("record {r} of the body is not the batch's lines"));
+            }
+            out.copy_within(from..from + len, to);
+            from += len + 1;
+            to += len;
+        }
+        if from != out.len() {
+            return Err(format!("record {r} of the body is longer than its lines"));
+        }
+        out.truncate(to);
+        r += 1;
+        Ok(())
+    })?;
+    if r != batch.record_count() {
+        return Err(format!(
+            "{r} records in the body, {} in the batch",
+            batch.record_count()
+        ));
+    }
+    Ok(())
+}
+
 impl BodyEncoder for FirehoseEncoder {
     /// Writes the PutRecordBatch JSON for `batch` into `out` (cleared first): each record's
     /// lines, each followed by a newline.
@@ -81,7 +114,7 @@ impl BodyEncoder for FirehoseEncoder {
 
     /// The size Firehose counts for record `r` of `batch`: its lines and their newlines.
     fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
-        batch.record(r).map(|l| with_newline(l.len())).sum()
+        batch.record_line_lens(r).map(with_newline).sum()
     }
 
     fn destination(&self) -> String {
@@ -97,6 +130,10 @@ impl Encoder for FirehoseEncoder {
 
     fn packing(&self) -> Option<Packing> {
         self.packing
+    }
+
+    fn unpack(&self) -> Option<Unpack> {
+        Some(Unpack(unpack_lines))
     }
 
     fn encode(&mut self, batch: &mut Batch, mut body: Vec<u8>) -> Prepared {
@@ -159,6 +196,61 @@ mod tests {
         }
         assert_eq!(e.line_overhead(), 1);
         assert_eq!(e.destination(), "delivery stream my.delivery-1");
+    }
+
+    #[test]
+    fn lines_let_go_after_encoding_are_found_again_in_the_body() {
+        for mut e in [
+            FirehoseEncoder::new("d"),
+            FirehoseEncoder::joining("d", 1024),
+        ] {
+            let mut b = Batch::new();
+            // Every length from 0 to 399, of every byte value, newlines inside lines too.
+            for len in 0..400usize {
+                let line: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+                b.push(&line);
+            }
+            let want: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
+            let p = e.encode(&mut b, Vec::new());
+            b.set_prepared(p);
+            let records = b.record_count();
+            b.drop_lines(e.unpack().expect("firehose bodies can be unpacked"));
+            assert!(b.lines_in_body());
+            assert_eq!(b.record_count(), records);
+            b.restore_lines();
+            let got: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_body_whose_records_are_not_the_batchs_lines_is_refused() {
+        let mut e = FirehoseEncoder::new("d");
+        let mut b = Batch::new();
+        b.push(b"one");
+        b.push(b"two");
+        let p = e.encode(&mut b, Vec::new());
+        let unpack = e.unpack().unwrap().0;
+        let mut out = Vec::new();
+        assert!(unpack(&p.body, &b, &mut out).is_ok());
+        assert_eq!(out, b"onetwo");
+        let mut shorter = Batch::new();
+        shorter.push(b"one");
+        shorter.push(b"tw");
+        let mut fewer = Batch::new();
+        fewer.push(b"one");
+        let mut more = b.clone();
+        more.push(b"three");
+        for other in [shorter, fewer, more] {
+            out.clear();
+            assert!(unpack(&p.body, &other, &mut out).is_err(), "{other:?}");
+        }
+        // A record's data without its newline.
+        let no_newline = br#"{"DeliveryStreamName":"d","Records":[{"Data":"b25l"}]}"#;
+        let mut one = Batch::new();
+        one.push(b"one");
+        out.clear();
+        assert!(unpack(no_newline, &one, &mut out).is_err());
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::ops::Range;
 
 use super::{aggregate, multi_md5};
 use crate::aws::sha256_hex;
-use crate::batch::{Batch, Packing, Prepared};
+use crate::batch::{Batch, Packing, Prepared, Unpack};
 use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
-use crate::sink::json::{write_base64, write_json_str};
+use crate::sink::json::{decode_data, write_base64, write_json_str};
 use crate::sink::signed::BodyEncoder;
 use crate::sink::Encoder;
 
@@ -94,8 +94,8 @@ impl KinesisEncoder {
     /// The size Kinesis counts for record `r` of `batch`: its data and partition key.
     fn record_size(&self, batch: &Batch, r: usize) -> usize {
         match &self.packing {
-            Some(p) => p.record_bytes(batch.record(r)),
-            None => batch.line(r).len() + self.key_len(),
+            Some(p) => p.record_bytes(batch.record_line_lens(r)),
+            None => batch.line_len(r) + self.key_len(),
         }
     }
 
@@ -207,6 +207,25 @@ impl KinesisEncoder {
 /// eight records of the default 50 KiB.
 const GROUP_BYTES: usize = 400 * 1024;
 
+/// Finds the lines of a batch, one a record, in the PutRecords body made from it: each
+/// record's data is its line.
+fn unpack_lines(body: &[u8], batch: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
+    let mut r = 0;
+    decode_data(body, lines, |out, start| {
+        if batch.is_packed() || r >= batch.len() || out.len() - start != batch.line_len(r) {
+            return Err(format!(
+                "record {r} of the body is not line {r} of the batch"
+            ));
+        }
+        r += 1;
+        Ok(())
+    })?;
+    if r != batch.len() {
+        return Err(format!("{r} records in the body, {} lines", batch.len()));
+    }
+    Ok(())
+}
+
 /// Appends one record's JSON object.
 fn write_record(out: &mut Vec<u8>, data: &[u8], key: &[u8]) {
     out.extend_from_slice(b"{\"Data\":\"");
@@ -240,6 +259,14 @@ impl Encoder for KinesisEncoder {
 
     fn packing(&self) -> Option<Packing> {
         self.packing
+    }
+
+    fn unpack(&self) -> Option<Unpack> {
+        // Aggregates are not taken apart again: their batches keep their lines.
+        match self.packing {
+            Some(_) => None,
+            None => Some(Unpack(unpack_lines)),
+        }
     }
 
     fn encode(&mut self, batch: &mut Batch, mut body: Vec<u8>) -> Prepared {
@@ -299,6 +326,88 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["Records"][0]["PartitionKey"], "key \"q\"");
+    }
+
+    /// Lines of every length from 0 to `n` - 1, of every byte value (newlines too).
+    fn odd_lines(n: usize) -> Batch {
+        let mut b = Batch::new();
+        for len in 0..n {
+            let line: Vec<u8> = (0..len).map(|i| (i * 31 + len * 7) as u8).collect();
+            b.push(&line);
+        }
+        b
+    }
+
+    fn all_lines(b: &Batch) -> Vec<Vec<u8>> {
+        b.lines().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn lines_let_go_after_encoding_are_found_again_in_the_body() {
+        // A fixed key that holds what every record starts with, escaped in the body.
+        for mut e in [
+            fixed("s", "{\"Data\":\"AAAA\"}"),
+            KinesisEncoder::new("s", Keys::Random(Rng::with_seed(5))),
+        ] {
+            let mut b = odd_lines(300);
+            let want = all_lines(&b);
+            let p = e.encode(&mut b, Vec::new());
+            b.set_prepared(p.clone());
+            let unpack = e.unpack().expect("records of one line can be unpacked");
+            let buffer = b.drop_lines(unpack);
+            assert_eq!(buffer.len(), want.iter().map(Vec::len).sum::<usize>());
+            assert!(b.lines_in_body());
+            assert_eq!((b.len(), b.size()), (want.len(), buffer.len()));
+            assert_eq!(b.line_len(299), 299);
+            assert_eq!(all_lines(&b.unpacked()), want, "a copy with the lines");
+            assert!(b.lines_in_body(), "unpacked() leaves the batch as it was");
+            b.restore_lines();
+            assert!(!b.lines_in_body());
+            assert_eq!(all_lines(&b), want);
+            assert_eq!(b.prepared().map(|p| &p.body), Some(&p.body));
+            // A resend of some of its records carries their keys as the first body did.
+            let resend = e.encode(&mut b.subset(&[7, 250]), Vec::new());
+            let records = |body: &[u8]| -> Vec<Value> {
+                let v: Value = serde_json::from_slice(body).unwrap();
+                v["Records"].as_array().unwrap().clone()
+            };
+            let (first, again) = (records(&p.body), records(&resend.body));
+            assert_eq!(again, [first[7].clone(), first[250].clone()]);
+        }
+    }
+
+    #[test]
+    fn aggregated_batches_keep_their_lines() {
+        let mut e = KinesisEncoder::aggregating("s", Keys::Fixed(b"k".to_vec()), 50 * 1024);
+        assert!(e.unpack().is_none());
+        let mut b = odd_lines(10);
+        let p = e.encode(&mut b, Vec::new());
+        b.set_prepared(p);
+        assert_eq!(all_lines(&b), all_lines(&odd_lines(10)));
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_batchs_is_refused() {
+        let mut e = fixed("s", "k");
+        let mut b = batch(&["one", "two"]);
+        let p = e.encode(&mut b, Vec::new());
+        let unpack = e.unpack().unwrap().0;
+        let mut out = Vec::new();
+        assert!(unpack(&p.body, &b, &mut out).is_ok());
+        assert_eq!(out, b"onetwo");
+        for (body, other) in [
+            (&p.body[..], batch(&["one"])),
+            (&p.body[..], batch(&["one", "two", "three"])),
+            (&p.body[..], batch(&["one", "tw"])),
+            (&br#"{"Records":[{"Data":"b25l"#[..], batch(&["one"])),
+            (
+                &br#"{"Records":[{"Data":"b2!l","PartitionKey":"k"}]}"#[..],
+                batch(&["one"]),
+            ),
+        ] {
+            out.clear();
+            assert!(unpack(body, &other, &mut out).is_err(), "{other:?}");
+        }
     }
 
     #[test]
@@ -421,7 +530,10 @@ mod tests {
         );
         for (r, (data, key)) in records.iter().enumerate() {
             assert!(data.len() + key.len() <= 1024);
-            assert_eq!(packing.record_bytes(b.record(r)), data.len() + key.len());
+            assert_eq!(
+                packing.record_bytes(b.record_line_lens(r)),
+                data.len() + key.len()
+            );
         }
     }
 
