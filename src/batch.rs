@@ -4,14 +4,13 @@
 //! allocation of its own; it knows nothing of any destination. A record is one line, or, when
 //! the destination packs many lines into a record (KPL aggregation), a run of lines the batch
 //! marks. What a destination adds to a record is told to the [`Batcher`] as numbers (a
-//! partition key's bytes, or a [`Packing`]), and the request body is made by the
-//! destination's encoder ([`crate::sink::Encoder`]) and carried with the batch as opaque
-//! bytes. The [`Batcher`] seals the batch it is filling when it holds `max_records` records,
+//! partition key's bytes, or a [`Packing`]); the request body is written from the lines by the
+//! destination's encoder ([`crate::sink::Encoder`]), which leaves with the batch only the
+//! body's length and hash ([`Prepared`]). The [`Batcher`] seals the batch it is filling when it holds `max_records` records,
 //! when the next line would push it past `max_bytes` (counting what the destination adds, as
 //! it counts a request), or when `interval` has passed since its first line entered. Time is
 //! passed in, so tests drive it.
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,43 +45,27 @@ pub struct Batch {
     /// The bytes of the journal the lines were read from (`--durable`): from the end of the
     /// batch before to just past this batch's last line.
     journal: Option<Range<u64>>,
-    /// Set when the lines were let go once the body was made ([`Batch::drop_lines`]): how to
-    /// find them in the body again. `bytes` is then empty; the spans still tell where each
-    /// line goes.
-    in_body: Option<Unpack>,
 }
 
-/// Finds a batch's lines in the request body made from it: appends them back to back, in
-/// order, to `lines` (each as long as the batch says: [`Batch::line_len`]), or says why it
-/// cannot. Each encoder that can give one knows its own body.
-#[derive(Clone, Copy)]
-pub struct Unpack(pub UnpackFn);
-
-/// The function an [`Unpack`] holds.
-pub type UnpackFn = fn(body: &[u8], batch: &Batch, lines: &mut Vec<u8>) -> Result<(), String>;
-
-impl std::fmt::Debug for Unpack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Unpack")
-    }
-}
-
-impl PartialEq for Unpack {
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::fn_addr_eq(self.0, other.0)
-    }
-}
-
-impl Eq for Unpack {}
-
-/// A request body an encoder made from a batch ahead of time, with its SHA-256 (lowercase
-/// hex), so the sender only signs and sends it.
+/// What SigV4 needs to know of a request body ahead of sending it: its length and its
+/// SHA-256 (lowercase hex), and the body itself if it is small. A large body is not kept: the
+/// encoder writes it again, a part at a time, as the connection takes it, so a batch of large
+/// lines in flight is its lines alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
-    /// The body.
-    pub body: Vec<u8>,
-    /// SHA-256 of `body`, lowercase hex.
+    /// The body's length in bytes.
+    pub len: u64,
+    /// SHA-256 of the body, lowercase hex.
     pub sha256_hex: String,
+    /// The body when it is kept (`len` bytes), else empty.
+    pub body: Vec<u8>,
+}
+
+impl Prepared {
+    /// The body, if it was kept.
+    pub fn kept(&self) -> Option<&[u8]> {
+        (self.body.len() as u64 == self.len && self.len > 0).then_some(&self.body[..])
+    }
 }
 
 impl Batch {
@@ -94,7 +77,6 @@ impl Batch {
     /// Adds a line: to the last record if the batch packs lines ([`Batch::start_record`]),
     /// otherwise as a record of its own.
     pub fn push(&mut self, line: &[u8]) {
-        self.expect_lines();
         let start = self.bytes.len();
         self.bytes.extend_from_slice(line);
         // Lines are at most 10 MiB and batches at most 10 MiB, validated upstream.
@@ -154,18 +136,9 @@ impl Batch {
 
     /// The lines of record `r`, in order.
     pub fn record(&self, r: usize) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        let bytes = self.expect_lines();
         self.spans[self.record_lines(r)]
             .iter()
-            .map(move |s| &bytes[s.range()])
-    }
-
-    /// The lengths of the lines of record `r`, in order (known also while the lines are in
-    /// the body).
-    pub fn record_line_lens(&self, r: usize) -> impl ExactSizeIterator<Item = usize> + '_ {
-        self.spans[self.record_lines(r)]
-            .iter()
-            .map(|s| s.len as usize)
+            .map(|s| &self.bytes[s.range()])
     }
 
     /// Whether there are no lines.
@@ -175,14 +148,13 @@ impl Batch {
 
     /// The bytes of all lines.
     pub fn size(&self) -> usize {
-        // Lines lie back to back from the buffer's start.
-        self.spans.last().map_or(0, |s| s.range().end)
+        self.bytes.len()
     }
 
     /// The size as a destination counts it that adds `overhead` bytes (a partition key) to
     /// every line.
     pub fn size_with(&self, overhead: usize) -> usize {
-        self.size() + self.spans.len() * overhead
+        self.bytes.len() + self.spans.len() * overhead
     }
 
     /// The memory the batch holds (its buffers' capacities), as the memory budget counts it.
@@ -215,12 +187,12 @@ impl Batch {
         Some(&self.attached[i * each..(i + 1) * each])
     }
 
-    /// Attaches a request body made from this batch.
+    /// Attaches what was learnt of the request body for this batch.
     pub fn set_prepared(&mut self, prepared: Prepared) {
         self.prepared = Some(Box::new(prepared));
     }
 
-    /// The request body made ahead of time, if any.
+    /// The request body's length and hash, if they were learnt ahead of time.
     pub fn prepared(&self) -> Option<&Prepared> {
         self.prepared.as_deref()
     }
@@ -237,83 +209,12 @@ impl Batch {
 
     /// Line `i`.
     pub fn line(&self, i: usize) -> &[u8] {
-        &self.expect_lines()[self.spans[i].range()]
-    }
-
-    /// The length of line `i` (known also while the lines are in the body).
-    pub fn line_len(&self, i: usize) -> usize {
-        self.spans[i].len as usize
+        &self.bytes[self.spans[i].range()]
     }
 
     /// All lines in order.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        let bytes = self.expect_lines();
-        self.spans.iter().map(move |s| &bytes[s.range()])
-    }
-
-    /// Lets the lines go once the request body holds them, so that a batch in flight is one
-    /// copy, and returns their buffer for reuse. `unpack` finds them in the body again
-    /// ([`Batch::restore_lines`]) on the rare paths that need them: a resend of some records,
-    /// a split, the failed-attempts directory. A batch without a body keeps its lines.
-    pub fn drop_lines(&mut self, unpack: Unpack) -> Vec<u8> {
-        if self.prepared.is_none() || self.in_body.is_some() {
-            return Vec::new();
-        }
-        self.in_body = Some(unpack);
-        std::mem::take(&mut self.bytes)
-    }
-
-    /// Whether the lines were let go and live only in the body.
-    pub fn lines_in_body(&self) -> bool {
-        self.in_body.is_some()
-    }
-
-    /// Brings back lines let go by [`Batch::drop_lines`], decoded from the body.
-    ///
-    /// # Panics
-    ///
-    /// If the body does not give back lines of the lengths the batch holds: the body was made
-    /// from those lines in this process, so that is a bug, never input.
-    pub fn restore_lines(&mut self) {
-        let Some(unpack) = self.in_body else {
-            return;
-        };
-        let body = &self
-            .prepared
-            .as_ref()
-            .expect("a batch without lines has a body")
-            .body;
-        let mut bytes = Vec::with_capacity(self.size());
-        let found = (unpack.0)(body, self, &mut bytes);
-        if let Err(e) = &found {
-            panic!("the lines of a batch could not be found in its body: {e}");
-        }
-        assert_eq!(
-            bytes.len(),
-            self.size(),
-            "the lines found in a batch's body have the batch's length"
-        );
-        self.bytes = bytes;
-        self.in_body = None;
-    }
-
-    /// The batch with its lines: itself, or a copy with the lines found in the body.
-    pub fn unpacked(&self) -> Cow<'_, Batch> {
-        if self.in_body.is_none() {
-            return Cow::Borrowed(self);
-        }
-        let mut copy = self.clone();
-        copy.restore_lines();
-        Cow::Owned(copy)
-    }
-
-    /// The lines' buffer; they must be here, not only in the body.
-    fn expect_lines(&self) -> &[u8] {
-        assert!(
-            self.in_body.is_none(),
-            "the batch's lines are in its body: restore_lines first"
-        );
-        &self.bytes
+        self.spans.iter().map(|s| &self.bytes[s.range()])
     }
 
     /// A new batch with only the records at `indices` (ascending), in their original order,
@@ -375,7 +276,6 @@ impl Batch {
         if other.is_empty() {
             return;
         }
-        self.restore_lines();
         self.prepared = None;
         let keep_attached = self.is_empty()
             || (self.attached_each == other.attached_each
@@ -420,7 +320,6 @@ impl Batch {
 
     /// The lines joined by `\n`: the failed-attempts file format.
     pub fn joined_lines(&self) -> Vec<u8> {
-        self.expect_lines();
         let mut out = Vec::with_capacity(self.size() + self.len());
         for (i, d) in self.lines().enumerate() {
             if i > 0 {
@@ -459,9 +358,9 @@ pub struct Packing {
 }
 
 impl Packing {
-    /// The size of a record holding lines of the lengths `lens`.
-    pub fn record_bytes(&self, lens: impl Iterator<Item = usize>) -> usize {
-        self.record_overhead + lens.map(self.line_cost).sum::<usize>()
+    /// The size of a record holding `lines`.
+    pub fn record_bytes<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> usize {
+        self.record_overhead + lines.map(|l| (self.line_cost)(l.len())).sum::<usize>()
     }
 }
 
@@ -553,11 +452,11 @@ impl Filling {
     }
 }
 
-/// Spare buffers the batches and request bodies of delivered batches leave behind, for the
-/// next ones: a steady flow of batches then allocates nothing large. Allocators that hand
-/// large blocks back to the system at once (musl's) otherwise pay page faults and TLB
-/// flushes for every batch. At most [`SPARE_BUFFERS`] buffers of up to [`SPARE_BUFFER_MAX`]
-/// bytes each are kept, so what waits here stays small.
+/// Spare buffers the delivered batches leave behind, for the next ones: a steady flow of
+/// batches then allocates nothing large. Allocators that hand large blocks back to the system
+/// at once (musl's) otherwise pay page faults and TLB flushes for every batch. At most
+/// [`SPARE_BUFFERS`] buffers of up to [`SPARE_BUFFER_MAX`] bytes each are kept, so what waits
+/// here stays small.
 #[derive(Clone, Debug, Default)]
 pub struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
 
@@ -576,7 +475,7 @@ impl Buffers {
         v
     }
 
-    /// Keeps a batch's buffers (its records and its request body) for reuse.
+    /// Keeps a batch's buffers (its lines, and its request body if it was kept) for reuse.
     pub fn recycle(&self, batch: Batch) {
         let Batch {
             bytes, prepared, ..
@@ -587,7 +486,7 @@ impl Buffers {
         }
     }
 
-    /// Keeps a buffer for reuse, if there is room for it and it is not too large.
+    /// Keeps a buffer for reuse, if it is not too large and fewer than [`SPARE_BUFFERS`] wait.
     pub fn keep(&self, buffer: Vec<u8>) {
         if buffer.capacity() == 0 || buffer.capacity() > SPARE_BUFFER_MAX {
             return;
@@ -894,63 +793,6 @@ mod tests {
             .is_none());
     }
 
-    /// Finds the lines in a test body that is the lines themselves.
-    fn body_is_lines(body: &[u8], _: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
-        lines.extend_from_slice(body);
-        Ok(())
-    }
-
-    #[test]
-    fn only_a_batch_with_a_body_lets_its_lines_go_and_they_come_back_from_it() {
-        let mut b = Batch::new();
-        b.push(b"ab");
-        b.push(b"cde");
-        assert!(
-            b.drop_lines(Unpack(body_is_lines)).is_empty(),
-            "no body yet"
-        );
-        assert!(!b.lines_in_body());
-        b.set_prepared(Prepared {
-            body: b"abcde".to_vec(),
-            sha256_hex: String::new(),
-        });
-        let memory = b.memory();
-        let buffer = b.drop_lines(Unpack(body_is_lines));
-        assert_eq!(buffer, b"abcde");
-        assert!(b.lines_in_body());
-        assert!(
-            b.memory() <= memory - buffer.capacity(),
-            "the lines' memory is let go"
-        );
-        assert!(b.drop_lines(Unpack(body_is_lines)).is_empty(), "once");
-        assert_eq!(
-            (b.len(), b.size(), b.size_with(1), b.line_len(1)),
-            (2, 5, 7, 3)
-        );
-        assert_eq!(b.record_line_lens(1).collect::<Vec<_>>(), [3]);
-        let copy = b.unpacked();
-        assert_eq!(copy.lines().collect::<Vec<_>>(), [&b"ab"[..], b"cde"]);
-        // Joining another batch brings its own lines back first.
-        let mut other = Batch::new();
-        other.push(b"f");
-        b.append(&other);
-        assert!(!b.lines_in_body());
-        assert_eq!(b.joined_lines(), b"ab\ncde\nf");
-    }
-
-    #[test]
-    #[should_panic(expected = "restore_lines first")]
-    fn lines_in_the_body_are_not_read_as_if_they_were_here() {
-        let mut b = Batch::new();
-        b.push(b"ab");
-        b.set_prepared(Prepared {
-            body: b"ab".to_vec(),
-            sha256_hex: String::new(),
-        });
-        b.drop_lines(Unpack(body_is_lines));
-        let _ = b.line(0);
-    }
-
     #[test]
     fn subset_keeps_order_and_joined_lines_is_the_file_format() {
         let mut batch = Batch::new();
@@ -1059,7 +901,7 @@ mod tests {
                 }
                 f.push(&mut batch, &vec![b'x'; n], fit);
                 let sizes: Vec<usize> = (0..batch.record_count())
-                    .map(|r| packing().record_bytes(batch.record_line_lens(r)))
+                    .map(|r| packing().record_bytes(batch.record(r)))
                     .collect();
                 assert!(batch.record_count() <= 3);
                 assert!(sizes.iter().sum::<usize>() <= 100, "{sizes:?}");
@@ -1088,7 +930,7 @@ mod tests {
             [vec!["a"], vec![long.as_str()], vec!["b", "c"]]
         );
         assert_eq!(
-            packing().record_bytes(batch.record_line_lens(1)),
+            packing().record_bytes(batch.record(1)),
             10 + 41,
             "over the limit alone"
         );
@@ -1135,8 +977,9 @@ mod tests {
 
         let mut joined = first.clone();
         joined.set_prepared(Prepared {
-            body: b"{}".to_vec(),
+            len: 2,
             sha256_hex: String::new(),
+            body: b"{}".to_vec(),
         });
         joined.append(&second);
         assert_eq!(

@@ -721,7 +721,7 @@ struct Intake {
     stats: Arc<Stats>,
     /// The longest line a record holds next to its key.
     max_line: usize,
-    /// The sink's encoder, which makes request bodies here, ahead of sending.
+    /// The sink's encoder, which measures request bodies here, ahead of sending.
     encoder: Option<Box<dyn Encoder>>,
     /// Spare buffers for the request bodies (the batcher's, shared with the sender).
     buffers: Buffers,
@@ -890,16 +890,17 @@ impl Intake {
     }
 }
 
-/// Makes the request body of a sealed batch (if its sink sends bodies) in a spare buffer.
-/// Encoding and hashing here overlap with the sender's sending. The lines then live in the
-/// body alone, if the encoder can find them there again: a batch in flight is one copy.
+/// Measures the request body of a sealed batch (if its sink sends bodies): its length and
+/// SHA-256, which SigV4 signs, in a spare buffer that keeps the body if it is small. Encoding
+/// and hashing here overlap with the sender's sending; a large body is written again as it is
+/// sent, so a batch of large lines in flight is one copy, its lines.
 fn encode(mut batch: Batch, encoder: &mut Option<Box<dyn Encoder>>, buffers: &Buffers) -> Batch {
     if let Some(encoder) = encoder {
-        let prepared = encoder.encode(&mut batch, buffers.take(0));
-        batch.set_prepared(prepared);
-        if let Some(unpack) = encoder.unpack() {
-            buffers.keep(batch.drop_lines(unpack));
+        let mut prepared = encoder.prepare(&mut batch, buffers.take(0));
+        if prepared.kept().is_none() {
+            buffers.keep(std::mem::take(&mut prepared.body));
         }
+        batch.set_prepared(prepared);
     }
     batch
 }

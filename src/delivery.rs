@@ -70,7 +70,7 @@ impl Backoff {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step<'a> {
     /// Make an attempt with these records.
-    Send(&'a Batch),
+    Send(&'a mut Batch),
     /// Sleep until then (or until the stop deadline, if that comes first), then ask again.
     Wait(Instant),
     /// Finished: take the outcome with [`Delivery::finish`].
@@ -186,7 +186,7 @@ impl Delivery {
         if let Some(at) = self.not_before.filter(|at| *at > now) {
             return Step::Wait(deadline.map_or(at, |d| d.min(at)));
         }
-        match self.pieces.front() {
+        match self.pieces.front_mut() {
             Some(b) => Step::Send(b),
             None => {
                 self.done = true;
@@ -221,7 +221,6 @@ impl Delivery {
                 let accepted = sent - failed.len();
                 let indices: Vec<usize> = failed.iter().map(|f| f.index).collect();
                 let front = self.pieces.front_mut().expect("an attempt was made");
-                front.restore_lines();
                 let failed_lines: usize =
                     indices.iter().map(|&i| front.record_lines(i).len()).sum();
                 self.finish.accepted += (front.len() - failed_lines) as u64;
@@ -259,8 +258,7 @@ impl Delivery {
                 }
             }
             PutResult::Failed(f) if f.kind == ErrorKind::TooLarge => {
-                let mut front = self.pieces.pop_front().expect("an attempt was made");
-                front.restore_lines();
+                let front = self.pieces.pop_front().expect("an attempt was made");
                 self.attempt = 0;
                 let Some((first, second)) = front.halves() else {
                     self.finish.oversized.push(front.line(0).to_vec());
@@ -289,11 +287,7 @@ impl Delivery {
     /// Hands back everything not yet accepted, in order.
     fn give_up(&mut self, reason: String, permanent: bool) {
         let mut left = self.pieces.pop_front().unwrap_or_default();
-        // What is handed back has its lines: it may be written to the failed-attempts
-        // directory or joined with other pieces.
-        left.restore_lines();
-        for mut piece in self.pieces.drain(..) {
-            piece.restore_lines();
+        for piece in self.pieces.drain(..) {
             left.append(&piece);
         }
         if !left.is_empty() {
@@ -368,7 +362,7 @@ mod tests {
         loop {
             match d.next(now, deadline) {
                 Step::Send(b) => {
-                    sent.push(lines(&b.unpacked()));
+                    sent.push(lines(b));
                     let result = script.pop().unwrap_or(PutResult::Accepted);
                     d.on_result(result, now, &mut rng);
                 }
@@ -467,53 +461,6 @@ mod tests {
         assert_eq!(f.accepted, 4);
         assert!(end - t0 >= Duration::from_secs(2), "retry-after on a 200");
         assert!(end - t0 < Duration::from_millis(2100), "no escalation");
-    }
-
-    /// Finds the lines in a test body that is the lines themselves.
-    fn body_is_lines(body: &[u8], _: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
-        lines.extend_from_slice(body);
-        Ok(())
-    }
-
-    /// `batch(n)` whose lines live only in its body.
-    fn in_body(n: usize) -> Batch {
-        let mut b = batch(n);
-        b.set_prepared(crate::batch::Prepared {
-            body: b.lines().flatten().copied().collect(),
-            sha256_hex: String::new(),
-        });
-        b.drop_lines(crate::batch::Unpack(body_is_lines));
-        assert!(b.lines_in_body());
-        b
-    }
-
-    #[test]
-    fn lines_in_the_body_are_found_again_to_resend_split_or_hand_back() {
-        let t0 = Instant::now();
-        let partial = |indices: &[usize]| PutResult::Partial {
-            failed: failed(indices, "InternalFailure"),
-            retry_after: None,
-        };
-        let permanent = || failure(ErrorKind::Permanent, "AccessDeniedException", None);
-        let too_large = || failure(ErrorKind::TooLarge, "ValidationException", None);
-
-        let (f, sent, _) = run(in_body(4), vec![partial(&[1, 3])], None, t0);
-        assert_eq!(sent[1], ["line 1", "line 3"]);
-        assert_eq!(f.accepted, 4);
-
-        let (f, _, _) = run(in_body(3), vec![permanent()], None, t0);
-        let u = f.undelivered.unwrap();
-        assert!(!u.batch.lines_in_body(), "handed back with its lines");
-        assert_eq!(lines(&u.batch), ["line 0", "line 1", "line 2"]);
-
-        let script = vec![too_large(), too_large(), PutResult::Accepted];
-        let (f, sent, _) = run(in_body(2), script, None, t0);
-        assert_eq!(sent[1..], [vec!["line 0"], vec!["line 1"]]);
-        assert_eq!(f.oversized, vec![b"line 0".to_vec()]);
-
-        let (f, sent, _) = run(in_body(2), vec![], Some(t0), t0);
-        assert!(sent.is_empty());
-        assert_eq!(lines(&f.undelivered.unwrap().batch), ["line 0", "line 1"]);
     }
 
     #[test]

@@ -503,7 +503,7 @@ mod tests {
     }
 
     impl Sink for ScriptedSink {
-        fn put(&mut self, batch: &Batch, _deadline: Option<Instant>) -> PutResult {
+        fn put(&mut self, batch: &mut Batch, _deadline: Option<Instant>) -> PutResult {
             self.sent.lock().unwrap().push(batch.len());
             self.script
                 .lock()

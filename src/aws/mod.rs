@@ -41,7 +41,7 @@ pub use credentials::{Credentials, Provider};
 pub use env::Env;
 pub use http::{loggable_url, HttpSettings};
 pub use process::kill_running as kill_credential_processes;
-pub use sigv4::{sha256_hex, sign, sign_hashed};
+pub use sigv4::{sha256_hex, sign, sign_hashed, BodyHash};
 /// STS's percent-encoding, for the tests' own AWS client.
 #[doc(hidden)]
 pub use sts::percent_encode;

@@ -92,6 +92,22 @@ pub fn sha256_hex(body: &[u8]) -> String {
     hex(&Sha256::digest(body))
 }
 
+/// SHA-256 of a body given in parts, lowercase hex at the end.
+#[derive(Clone, Debug, Default)]
+pub struct BodyHash(Sha256);
+
+impl BodyHash {
+    /// Adds the next part.
+    pub fn update(&mut self, part: &[u8]) {
+        self.0.update(part);
+    }
+
+    /// The digest of every part, lowercase hex.
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
 /// Lowercase hex.
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

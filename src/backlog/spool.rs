@@ -169,7 +169,7 @@ impl Spool {
 
     /// Writes `batch`'s lines to a new file and returns its path.
     pub fn write_batch(&self, batch: &Batch) -> Result<PathBuf, SpoolError> {
-        self.write_lines(batch.unpacked().lines())
+        self.write_lines(batch.lines())
     }
 
     /// Writes lines to a new file (joined by `\n`) and returns its path. Room is reserved

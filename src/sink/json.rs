@@ -77,34 +77,6 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// How every record's object starts in the bodies made here. Inside a JSON string every `"`
-/// is escaped, so these bytes occur nowhere else in a body.
-const RECORD_START: &[u8] = b"{\"Data\":\"";
-
-/// Appends the decoded `Data` of every record in a body made here (PutRecords or
-/// PutRecordBatch) to `out`, in order; after each, `each` is given `out` and where that
-/// record's data starts in it (to check it, or to take framing out). Says why not if the body
-/// is not one of ours.
-pub fn decode_data(
-    body: &[u8],
-    out: &mut Vec<u8>,
-    mut each: impl FnMut(&mut Vec<u8>, usize) -> Result<(), String>,
-) -> Result<(), String> {
-    let finder = memchr::memmem::Finder::new(RECORD_START);
-    let mut at = 0;
-    while let Some(found) = finder.find(&body[at..]) {
-        let data = at + found + RECORD_START.len();
-        let len = memchr::memchr(b'"', &body[data..]).ok_or("a record's data is not closed")?;
-        let start = out.len();
-        base64_simd::STANDARD
-            .decode_append(&body[data..data + len], out)
-            .map_err(|_| "a record's data is not base64")?;
-        each(out, start)?;
-        at = data + len;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ impl<W: Write + Send> LoggerSink<W> {
 }
 
 impl<W: Write + Send> Sink for LoggerSink<W> {
-    fn put(&mut self, batch: &Batch, _deadline: Option<Instant>) -> PutResult {
+    fn put(&mut self, batch: &mut Batch, _deadline: Option<Instant>) -> PutResult {
         self.buf.clear();
         for data in batch.lines() {
             self.buf.extend_from_slice(data);
@@ -67,7 +67,7 @@ mod tests {
         b.push(b".flush");
         b.push(b"x\0y");
         let mut sink = LoggerSink::new(Vec::new());
-        assert_eq!(sink.put(&b, None), PutResult::Accepted);
+        assert_eq!(sink.put(&mut b, None), PutResult::Accepted);
         assert_eq!(sink.out, b".flush\nx\0y\n");
     }
 }

@@ -19,7 +19,7 @@ pub mod signed;
 
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, Packing, Prepared, Unpack};
+use crate::batch::{Batch, Packing, Prepared};
 
 pub use output::FailedRecord;
 
@@ -55,7 +55,7 @@ pub struct Failure {
 /// Somewhere batches can be delivered.
 pub trait Sink: Send {
     /// Makes one attempt to deliver `batch`, giving up at `deadline` if one is set.
-    fn put(&mut self, batch: &Batch, deadline: Option<Instant>) -> PutResult;
+    fn put(&mut self, batch: &mut Batch, deadline: Option<Instant>) -> PutResult;
     /// What the destination is called in log lines.
     fn describe(&self) -> String;
     /// Called when the service said the credentials expired.
@@ -83,15 +83,12 @@ pub trait Encoder: Send {
     fn packing(&self) -> Option<Packing> {
         None
     }
-    /// The request body for `batch`, made in `body` (a reused buffer, cleared first). What the
-    /// encoder chose for each line (a random partition key) is attached to the batch, so that
-    /// a resend of some of its lines carries the same.
-    fn encode(&mut self, batch: &mut Batch, body: Vec<u8>) -> Prepared;
-    /// How to find a batch's lines in the body made from it, if this encoder can: the batch
-    /// then lets its lines go once it is encoded ([`Batch::drop_lines`]).
-    fn unpack(&self) -> Option<Unpack> {
-        None
-    }
+    /// Learns the length and SHA-256 of the request body for `batch` by writing it a part at
+    /// a time into `buffer` (a reused one), which keeps a small body; a large one is not kept,
+    /// and the sender writes it again as it sends. What the encoder chose for each line (a
+    /// random partition key) is attached to the batch first, so that both writings, and a
+    /// resend of some of its lines, carry the same.
+    fn prepare(&mut self, batch: &mut Batch, buffer: Vec<u8>) -> Prepared;
     /// A copy for another thread.
     fn boxed_clone(&self) -> Box<dyn Encoder>;
 }

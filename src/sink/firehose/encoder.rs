@@ -7,10 +7,9 @@
 //! Base64 is written from the lines and their newlines where they are, without joining them
 //! first ([`Base64Pieces`]).
 
-use crate::aws::sha256_hex;
-use crate::batch::{Batch, Packing, Prepared, Unpack};
-use crate::sink::json::{decode_data, write_json_str, Base64Pieces};
-use crate::sink::signed::BodyEncoder;
+use crate::batch::{Batch, Packing, Prepared};
+use crate::sink::json::{write_json_str, Base64Pieces};
+use crate::sink::signed::{measure_body, BodyAt, BodyEncoder};
 use crate::sink::Encoder;
 
 /// Builds PutRecordBatch bodies for one delivery stream: a record per line, or per group of
@@ -52,52 +51,23 @@ impl FirehoseEncoder {
     }
 }
 
-/// Finds the lines of a batch in the PutRecordBatch body made from it: each record's data is
-/// its lines, each followed by a newline, which is taken out again.
-fn unpack_lines(body: &[u8], batch: &Batch, lines: &mut Vec<u8>) -> Result<(), String> {
-    let mut r = 0;
-    decode_data(body, lines, |out, start| {
-        if r >= batch.record_count() {
-            return Err(format!("more than {r} records in the body"));
-        }
-        let (mut from, mut to) = (start, start);
-        for len in batch.record_line_lens(r) {
-            if out.get(from + len) != Some(&b'\n') {
-                return Err(format!("record {r} of the body is not the batch's lines"));
-            }
-            out.copy_within(from..from + len, to);
-            from += len + 1;
-            to += len;
-        }
-        if from != out.len() {
-            return Err(format!("record {r} of the body is longer than its lines"));
-        }
-        out.truncate(to);
-        r += 1;
-        Ok(())
-    })?;
-    if r != batch.record_count() {
-        return Err(format!(
-            "{r} records in the body, {} in the batch",
-            batch.record_count()
-        ));
-    }
-    Ok(())
-}
-
 impl BodyEncoder for FirehoseEncoder {
-    /// Writes the PutRecordBatch JSON for `batch` into `out` (cleared first): each record's
-    /// lines, each followed by a newline.
-    fn body(&mut self, batch: &Batch, out: &mut Vec<u8>) {
-        out.clear();
+    /// Appends the part of the PutRecordBatch JSON for `batch` that starts `at`: records, each
+    /// of its lines followed by a newline, until `min` bytes are written or the body ends.
+    fn write_part(&mut self, batch: &Batch, at: BodyAt, out: &mut Vec<u8>, min: usize) -> BodyAt {
+        let start = out.len();
         let records = batch.record_count();
-        out.reserve(
-            (batch.size() + batch.len()) * 4 / 3 + records * 16 + self.delivery_stream.len() + 48,
-        );
-        out.extend_from_slice(b"{\"DeliveryStreamName\":");
-        write_json_str(out, self.delivery_stream.as_bytes());
-        out.extend_from_slice(b",\"Records\":[");
-        for r in 0..records {
+        let mut r = match at {
+            BodyAt::Head => {
+                out.extend_from_slice(b"{\"DeliveryStreamName\":");
+                write_json_str(out, self.delivery_stream.as_bytes());
+                out.extend_from_slice(b",\"Records\":[");
+                0
+            }
+            BodyAt::Record(r) => r,
+            BodyAt::Done => return BodyAt::Done,
+        };
+        while r < records && out.len() - start < min {
             if r > 0 {
                 out.push(b',');
             }
@@ -108,13 +78,18 @@ impl BodyEncoder for FirehoseEncoder {
             }
             self.base64.finish(out);
             out.extend_from_slice(b"\"}");
+            r += 1;
+        }
+        if r < records {
+            return BodyAt::Record(r);
         }
         out.extend_from_slice(b"]}");
+        BodyAt::Done
     }
 
     /// The size Firehose counts for record `r` of `batch`: its lines and their newlines.
     fn record_bytes(&self, batch: &Batch, r: usize) -> usize {
-        batch.record_line_lens(r).map(with_newline).sum()
+        batch.record(r).map(|l| with_newline(l.len())).sum()
     }
 
     fn destination(&self) -> String {
@@ -132,18 +107,12 @@ impl Encoder for FirehoseEncoder {
         self.packing
     }
 
-    fn unpack(&self) -> Option<Unpack> {
-        Some(Unpack(unpack_lines))
-    }
-
-    fn encode(&mut self, batch: &mut Batch, mut body: Vec<u8>) -> Prepared {
+    fn prepare(&mut self, batch: &mut Batch, buffer: Vec<u8>) -> Prepared {
         if let Some(p) = &self.packing {
             // Lines the batcher did not pack (a replayed file's): packed as it would have.
             batch.pack(p);
         }
-        self.body(batch, &mut body);
-        let sha256_hex = sha256_hex(&body);
-        Prepared { body, sha256_hex }
+        measure_body(self, batch, buffer)
     }
 
     fn boxed_clone(&self) -> Box<dyn Encoder> {
@@ -154,6 +123,7 @@ impl Encoder for FirehoseEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::signed::{encoded, PART_BYTES};
     use base64::Engine as _;
     use serde_json::Value;
 
@@ -199,58 +169,25 @@ mod tests {
     }
 
     #[test]
-    fn lines_let_go_after_encoding_are_found_again_in_the_body() {
+    fn bodies_of_many_parts_are_written_alike_twice_joined_or_not() {
+        let mut b = Batch::new();
+        // 500 lines of up to 2 KiB, every byte value: a body of about ten parts.
+        for i in 0..500usize {
+            let line: Vec<u8> = (0..(i * 37) % 2048).map(|j| (i + j * 11) as u8).collect();
+            b.push(&line);
+        }
+        let want: Vec<u8> = b.lines().flat_map(|l| [l, b"\n"].concat()).collect();
         for mut e in [
             FirehoseEncoder::new("d"),
-            FirehoseEncoder::joining("d", 1024),
+            FirehoseEncoder::joining("d", 64 * 1024),
         ] {
-            let mut b = Batch::new();
-            // Every length from 0 to 399, of every byte value, newlines inside lines too.
-            for len in 0..400usize {
-                let line: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
-                b.push(&line);
-            }
-            let want: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
-            let p = e.encode(&mut b, Vec::new());
-            b.set_prepared(p);
-            let records = b.record_count();
-            b.drop_lines(e.unpack().expect("firehose bodies can be unpacked"));
-            assert!(b.lines_in_body());
-            assert_eq!(b.record_count(), records);
-            b.restore_lines();
-            let got: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
-            assert_eq!(got, want);
+            let mut batch = b.clone();
+            let body = encoded(&mut e, &mut batch);
+            assert!(body.len() > 8 * PART_BYTES, "{} bytes", body.len());
+            let records = records_of(&body);
+            assert_eq!(records.len(), batch.record_count());
+            assert_eq!(records.concat(), want);
         }
-    }
-
-    #[test]
-    fn a_body_whose_records_are_not_the_batchs_lines_is_refused() {
-        let mut e = FirehoseEncoder::new("d");
-        let mut b = Batch::new();
-        b.push(b"one");
-        b.push(b"two");
-        let p = e.encode(&mut b, Vec::new());
-        let unpack = e.unpack().unwrap().0;
-        let mut out = Vec::new();
-        assert!(unpack(&p.body, &b, &mut out).is_ok());
-        assert_eq!(out, b"onetwo");
-        let mut shorter = Batch::new();
-        shorter.push(b"one");
-        shorter.push(b"tw");
-        let mut fewer = Batch::new();
-        fewer.push(b"one");
-        let mut more = b.clone();
-        more.push(b"three");
-        for other in [shorter, fewer, more] {
-            out.clear();
-            assert!(unpack(&p.body, &other, &mut out).is_err(), "{other:?}");
-        }
-        // A record's data without its newline.
-        let no_newline = br#"{"DeliveryStreamName":"d","Records":[{"Data":"b25l"}]}"#;
-        let mut one = Batch::new();
-        one.push(b"one");
-        out.clear();
-        assert!(unpack(no_newline, &one, &mut out).is_err());
     }
 
     #[test]
@@ -263,8 +200,8 @@ mod tests {
         for l in &lines {
             b.push(l);
         }
-        let p = e.encode(&mut b, Vec::new());
-        let records = records_of(&p.body);
+        let body = encoded(&mut e, &mut b);
+        let records = records_of(&body);
         assert_eq!(records.len(), b.record_count());
         assert!(records.len() > 1 && records.len() < 10, "{}", records.len());
         let mut joined = Vec::new();
@@ -280,9 +217,9 @@ mod tests {
             .collect();
         assert_eq!(joined, expected);
         // A resend of some records is byte for byte the same records.
-        let mut other = e.boxed_clone();
-        let resend = other.encode(&mut b.subset(&[1]), Vec::new());
-        assert_eq!(records_of(&resend.body), [records[1].clone()]);
+        let mut other = e.clone();
+        let resend = encoded(&mut other, &mut b.subset(&[1]));
+        assert_eq!(records_of(&resend), [records[1].clone()]);
     }
 
     #[test]
@@ -293,8 +230,8 @@ mod tests {
         b.push(b"a");
         b.push(&long);
         b.push(b"b");
-        let p = e.encode(&mut b, Vec::new());
-        let records = records_of(&p.body);
+        let body = encoded(&mut e, &mut b);
+        let records = records_of(&body);
         assert_eq!(
             records,
             [
