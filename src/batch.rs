@@ -59,6 +59,9 @@ pub struct Prepared {
     pub sha256_hex: String,
     /// The body when it is kept (`len` bytes), else empty.
     pub body: Vec<u8>,
+    /// What the encoder computed for each record in the first writing and uses again in the
+    /// second (the MD5 digest that ends a KPL aggregate), in record order; empty if nothing.
+    pub digests: Vec<[u8; 16]>,
 }
 
 impl Prepared {
@@ -980,6 +983,7 @@ mod tests {
             len: 2,
             sha256_hex: String::new(),
             body: b"{}".to_vec(),
+            digests: Vec::new(),
         });
         joined.append(&second);
         assert_eq!(

@@ -35,11 +35,11 @@ use crate::stats::Stats;
 use crate::stop::StopSignal;
 
 /// Jobs queued for the sender beyond the one it is working on. One is ready when a request
-/// ends, while the reading thread fills and encodes the next; every further one would hold a
-/// batch's lines and body in memory (at 500 lines of 4 KiB, 4.7 MB) and gain nothing, since
-/// the sender sends one request at a time. `scripts/bench`, static build, TLS, medians of two
-/// runs of five: with 2, 1 KiB lines peaked at 9.2 MB and 4 KiB lines at 14.4–22.8 MB; with
-/// 1, 8.0 MB and 15.2 MB, and CPU per 100 MB did not rise.
+/// ends, while the reading thread fills and measures the next; every further one would hold a
+/// batch's lines in memory (at 500 lines of 4 KiB, 2 MB) and gain nothing, since the sender
+/// sends one request at a time. `scripts/bench`, static build, TLS, medians of two runs of
+/// five, when a batch kept its body too: with 2, 1 KiB lines peaked at 9.2 MB and 4 KiB lines
+/// at 14.4–22.8 MB; with 1, 8.0 MB and 15.2 MB, and CPU per 100 MB did not rise.
 pub const QUEUED_JOBS: usize = 1;
 
 /// A batch to deliver, with the backlog's name for it.

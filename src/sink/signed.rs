@@ -133,6 +133,7 @@ pub fn measure_body(
         len,
         sha256_hex: hash.finish(),
         body: buffer,
+        digests: Vec::new(),
     }
 }
 
@@ -186,6 +187,10 @@ impl Read for BodyReader<'_> {
 #[cfg(test)]
 pub(crate) fn encoded(encoder: &mut dyn BodyEncoder, batch: &mut Batch) -> Vec<u8> {
     let prepared = encoder.prepare(batch, b"a spare buffer".to_vec());
+    // Written at once before the batch carries what the first writing learnt.
+    let mut fresh = Vec::new();
+    encoder.body(batch, &mut fresh);
+    batch.set_prepared(prepared.clone());
     if let Some(kept) = prepared.kept() {
         assert!(kept.len() <= KEEP_BODY_BYTES);
     } else {
@@ -212,6 +217,7 @@ pub(crate) fn encoded(encoder: &mut dyn BodyEncoder, batch: &mut Batch) -> Vec<u
         "the measured hash"
     );
     assert_eq!(body, whole, "the body written at once");
+    assert_eq!(body, fresh, "the body written with nothing learnt");
     if let Some(kept) = prepared.kept() {
         assert_eq!(kept, body, "the body kept");
     }

@@ -9,7 +9,8 @@
 
 use std::ops::Range;
 
-use super::{aggregate, multi_md5};
+use super::aggregate::{self, DIGEST_LEN};
+use super::multi_md5;
 use crate::batch::{Batch, Packing, Prepared};
 use crate::options::{PartitionKey, RANDOM_KEY_LEN};
 use crate::random::Rng;
@@ -62,6 +63,8 @@ pub struct KinesisEncoder {
     packing: Option<Packing>,
     /// The aggregated record being written, reused.
     aggregate: Vec<u8>,
+    /// The digests of the aggregates written since the body's head, in record order.
+    digests: Vec<[u8; DIGEST_LEN]>,
 }
 
 impl KinesisEncoder {
@@ -73,6 +76,7 @@ impl KinesisEncoder {
             key: Vec::with_capacity(RANDOM_KEY_LEN),
             packing: None,
             aggregate: Vec::new(),
+            digests: Vec::new(),
         }
     }
 
@@ -128,6 +132,7 @@ impl KinesisEncoder {
         let records = batch.record_count();
         let mut r = match at {
             BodyAt::Head => {
+                self.digests.clear();
                 out.extend_from_slice(b"{\"StreamName\":");
                 write_json_str(out, self.stream.as_bytes());
                 out.extend_from_slice(b",\"Records\":[");
@@ -187,7 +192,26 @@ impl KinesisEncoder {
             n += 1;
             r += 1;
         }
-        aggregate::seal(&mut self.aggregate, &spans[..n]);
+        // The digests the first writing computed, if this is the second.
+        let known = batch
+            .prepared()
+            .map(|p| &p.digests[..])
+            .filter(|d| d.len() == records);
+        match known {
+            Some(digests) => {
+                for (span, digest) in spans[..n].iter().zip(&digests[r - n..r]) {
+                    self.aggregate[span.end - DIGEST_LEN..span.end].copy_from_slice(digest);
+                }
+            }
+            None => {
+                aggregate::seal(&mut self.aggregate, &spans[..n]);
+                for span in &spans[..n] {
+                    let mut digest = [0; DIGEST_LEN];
+                    digest.copy_from_slice(&self.aggregate[span.end - DIGEST_LEN..span.end]);
+                    self.digests.push(digest);
+                }
+            }
+        }
         for (i, (span, key)) in spans[..n].iter().zip(&keys[..n]).enumerate() {
             if r - n + i > 0 {
                 out.push(b',');
@@ -247,7 +271,12 @@ impl Encoder for KinesisEncoder {
             batch.pack(p);
         }
         self.attach_keys(batch);
-        measure_body(self, batch, buffer)
+        let mut prepared = measure_body(self, batch, buffer);
+        if self.packing.is_some() {
+            // The second writing copies the digests instead of computing them again.
+            prepared.digests = std::mem::take(&mut self.digests);
+        }
+        prepared
     }
 
     fn boxed_clone(&self) -> Box<dyn Encoder> {
