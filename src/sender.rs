@@ -267,7 +267,11 @@ impl Worker {
     fn note(&mut self, decision: &Decision, records: usize) {
         let progress = matches!(decision, Decision::Accepted(_))
             || matches!(decision, Decision::Resend { accepted, .. } if *accepted > 0);
-        self.shared.healthy.store(progress, Ordering::Relaxed);
+        if self.shared.healthy.swap(progress, Ordering::Relaxed) != progress {
+            // The loop may be waiting for a healthy sender to take its batch: a stuck one lets
+            // it read on (up to the budget) and spill, which it learns of only when woken.
+            let _ = self.shared.waker.wake();
+        }
         self.note_stall(decision, progress, Instant::now());
         let stats = &self.shared.stats;
         match decision {
@@ -563,6 +567,88 @@ mod tests {
         // A new stall starts from nothing.
         assert_eq!(stall.failed("credentials", at(102)), None);
         assert_eq!(stall.progressed(at(103)), None, "not warned about");
+    }
+
+    /// The loop waits for a healthy sender whose channel is full; if the sender then turned
+    /// unhealthy in a long delivery, nothing woke the loop to read on and spill until its next
+    /// timer (none at all on standard input with no stats interval).
+    #[test]
+    fn the_loop_is_woken_when_the_sender_turns_unhealthy_and_the_channel_is_counted() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let failing = || {
+            PutResult::Failed(Failure {
+                kind: ErrorKind::Transient,
+                code: "connection".into(),
+                message: String::new(),
+                retry_after: None,
+            })
+        };
+        let script: Vec<PutResult> = (0..100_000).map(|_| failing()).collect();
+        let script = Arc::new(Mutex::new(script));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(StopSignal::default());
+        let mut sender = Sender::spawn(
+            Box::new(ScriptedSink {
+                script: Arc::clone(&script),
+                sent: Arc::clone(&sent),
+            }),
+            Backoff {
+                base: Duration::from_millis(50),
+                cap: Duration::from_millis(50),
+            },
+            Buffers::default(),
+            Arc::new(Stats::default()),
+            waker,
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        assert!(!sender.queue_full() && sender.healthy());
+        // Held inside its first attempt, the sender has taken one job; the next is queued.
+        let gate = script.lock().unwrap();
+        assert!(sender
+            .try_send(Job {
+                id: 0,
+                batch: batch(1)
+            })
+            .is_ok());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sent.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the sender takes the first job");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!sender.queue_full(), "the job taken is not counted");
+        assert!(sender
+            .try_send(Job {
+                id: 1,
+                batch: batch(1)
+            })
+            .is_ok());
+        assert!(sender.queue_full(), "one job queued fills the channel");
+        assert!(sender
+            .try_send(Job {
+                id: 2,
+                batch: batch(1)
+            })
+            .is_err());
+        assert!(sender.queue_full(), "a job handed back is not counted");
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        // The attempt fails: the sender is unhealthy, still inside the first delivery.
+        drop(gate);
+        poll.poll(&mut events, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(!events.is_empty(), "woken when the sender turned unhealthy");
+        assert!(!sender.healthy());
+        assert_eq!(sender.reports().count(), 0, "no delivery has ended");
+        sender.stop(Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sender.is_finished() {
+            assert!(Instant::now() < deadline, "the sender ends");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sender.join();
+        assert!(!sender.queue_full(), "every queued job was taken");
     }
 
     #[test]

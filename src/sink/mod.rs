@@ -78,7 +78,7 @@ pub trait Encoder: Send {
     /// the batcher too unless lines are packed.
     fn line_overhead(&self) -> usize;
     /// How lines are packed many to a record, if they are (KPL aggregation); the batcher
-    /// then counts records and bytes by it. A batch given to [`Encoder::encode`] unpacked is
+    /// then counts records and bytes by it. A batch given to [`Encoder::prepare`] unpacked is
     /// packed there the same way.
     fn packing(&self) -> Option<Packing> {
         None

@@ -145,12 +145,21 @@ struct BodyReader<'a> {
     part: &'a mut Vec<u8>,
     /// How much of `part` was read.
     read: usize,
+    /// The length measured, and how much was written so far: a body that comes out otherwise
+    /// is an error, never a request cut short or run over.
+    len: u64,
+    written: u64,
 }
 
 impl<'a> BodyReader<'a> {
     /// A reader of `batch`'s body from its start, writing parts into `part` (a reused buffer:
     /// what it holds is cleared, never sent).
-    fn new(encoder: &'a mut dyn BodyEncoder, batch: &'a Batch, part: &'a mut Vec<u8>) -> Self {
+    fn new(
+        encoder: &'a mut dyn BodyEncoder,
+        batch: &'a Batch,
+        part: &'a mut Vec<u8>,
+        len: u64,
+    ) -> Self {
         part.clear();
         BodyReader {
             encoder,
@@ -158,21 +167,32 @@ impl<'a> BodyReader<'a> {
             at: BodyAt::Head,
             part,
             read: 0,
+            len,
+            written: 0,
         }
     }
 }
 
 impl Read for BodyReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let differs =
+            || std::io::Error::other("the body written differs in length from the body measured");
         while self.read == self.part.len() {
             if self.at == BodyAt::Done {
-                return Ok(0);
+                return match self.written == self.len {
+                    true => Ok(0),
+                    false => Err(differs()),
+                };
             }
             self.part.clear();
             self.read = 0;
             self.at = self
                 .encoder
                 .write_part(self.batch, self.at, self.part, PART_BYTES);
+            self.written += self.part.len() as u64;
+            if self.written > self.len {
+                return Err(differs());
+            }
         }
         let n = buf.len().min(self.part.len() - self.read);
         buf[..n].copy_from_slice(&self.part[self.read..self.read + n]);
@@ -200,7 +220,7 @@ pub(crate) fn encoded(encoder: &mut dyn BodyEncoder, batch: &mut Batch) -> Vec<u
     encoder.body(batch, &mut whole);
     // The sender's buffer holds the last part of the body before.
     let mut part = b"the end of another body".to_vec();
-    let mut reader = BodyReader::new(encoder, batch, &mut part);
+    let mut reader = BodyReader::new(&mut *encoder, batch, &mut part, prepared.len);
     let mut body = Vec::new();
     let mut buf = [0; 333];
     loop {
@@ -291,7 +311,11 @@ impl SignedSink {
         // The reading thread measured the body; a resend of some records is measured here,
         // once for all its attempts.
         if batch.prepared().is_none() {
-            let prepared = self.encoder.prepare(batch, Vec::new());
+            let mut prepared = self.encoder.prepare(batch, Vec::new());
+            if prepared.kept().is_none() {
+                // Only its capacity is left: not held with the batch.
+                prepared.body = Vec::new();
+            }
             batch.set_prepared(prepared);
         }
         let batch = &*batch;
@@ -328,7 +352,7 @@ impl SignedSink {
         };
         // A kept body goes as it is; another is written again as it is sent. The length is
         // known either way, so neither goes in chunks.
-        let mut body = BodyReader::new(&mut *self.encoder, batch, &mut self.part);
+        let mut body = BodyReader::new(&mut *self.encoder, batch, &mut self.part, prepared.len);
         let request = request
             .header("content-length", prepared.len)
             .config()
@@ -448,5 +472,30 @@ impl Sink for SignedSink {
     fn payload_units(&self, batch: &Batch, r: usize) -> Option<u64> {
         let bytes = self.encoder.record_bytes(batch, r);
         Some(bytes.div_ceil(self.api.payload_unit).max(1) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::kinesis::{Keys, KinesisEncoder};
+
+    #[test]
+    fn a_body_written_longer_or_shorter_than_measured_is_an_error_not_a_request() {
+        let mut e = KinesisEncoder::new("s", Keys::Fixed(b"k".to_vec()));
+        let mut b = Batch::new();
+        b.push(b"line");
+        let p = e.prepare(&mut b, Vec::new());
+        let read_all = |e: &mut KinesisEncoder, len: u64| {
+            let mut part = Vec::new();
+            let mut reader = BodyReader::new(e, &b, &mut part, len);
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map(|_| out)
+        };
+        assert_eq!(read_all(&mut e, p.len).unwrap().len() as u64, p.len);
+        for len in [p.len - 1, p.len + 1] {
+            let e = read_all(&mut e, len).unwrap_err();
+            assert!(e.to_string().contains("differs in length"), "{e}");
+        }
     }
 }
