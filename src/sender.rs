@@ -520,6 +520,41 @@ mod tests {
         }
     }
 
+    /// A transient failure, as a lost connection gives.
+    fn failing() -> PutResult {
+        PutResult::Failed(Failure {
+            kind: ErrorKind::Transient,
+            code: "connection".into(),
+            message: String::new(),
+            retry_after: None,
+        })
+    }
+
+    /// A sender answered from `script` (last answer first), backing off by `backoff`; with
+    /// the script and what was sent, to watch and hold it.
+    #[allow(clippy::type_complexity)]
+    fn scripted(
+        script: Vec<PutResult>,
+        backoff: Backoff,
+        waker: Arc<Waker>,
+    ) -> (Sender, Arc<Mutex<Vec<PutResult>>>, Arc<Mutex<Vec<usize>>>) {
+        let script = Arc::new(Mutex::new(script));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let sender = Sender::spawn(
+            Box::new(ScriptedSink {
+                script: Arc::clone(&script),
+                sent: Arc::clone(&sent),
+            }),
+            backoff,
+            Buffers::default(),
+            Arc::new(Stats::default()),
+            waker,
+            Arc::new(StopSignal::default()),
+        )
+        .unwrap();
+        (sender, script, sent)
+    }
+
     fn batch(n: usize) -> Batch {
         let mut b = Batch::new();
         for i in 0..n {
@@ -576,33 +611,15 @@ mod tests {
     fn the_loop_is_woken_when_the_sender_turns_unhealthy_and_the_channel_is_counted() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let failing = || {
-            PutResult::Failed(Failure {
-                kind: ErrorKind::Transient,
-                code: "connection".into(),
-                message: String::new(),
-                retry_after: None,
-            })
-        };
         let script: Vec<PutResult> = (0..100_000).map(|_| failing()).collect();
-        let script = Arc::new(Mutex::new(script));
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(StopSignal::default());
-        let mut sender = Sender::spawn(
-            Box::new(ScriptedSink {
-                script: Arc::clone(&script),
-                sent: Arc::clone(&sent),
-            }),
+        let (mut sender, script, sent) = scripted(
+            script,
             Backoff {
                 base: Duration::from_millis(50),
                 cap: Duration::from_millis(50),
             },
-            Buffers::default(),
-            Arc::new(Stats::default()),
             waker,
-            Arc::clone(&stop),
-        )
-        .unwrap();
+        );
         assert!(!sender.queue_full() && sender.healthy());
         // Held inside its first attempt, the sender has taken one job; the next is queued.
         let gate = script.lock().unwrap();
@@ -655,35 +672,17 @@ mod tests {
     fn every_job_is_reported_once_and_a_stop_hands_back_what_is_queued() {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let failing = || {
-            PutResult::Failed(Failure {
-                kind: ErrorKind::Transient,
-                code: "connection".into(),
-                message: String::new(),
-                retry_after: None,
-            })
-        };
         // The first job is accepted; then the destination fails for good.
         let mut script: Vec<PutResult> = (0..10_000).map(|_| failing()).collect();
         script.push(PutResult::Accepted);
-        let script = Arc::new(Mutex::new(script));
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(StopSignal::default());
-        let mut sender = Sender::spawn(
-            Box::new(ScriptedSink {
-                script: Arc::clone(&script),
-                sent: Arc::clone(&sent),
-            }),
+        let (mut sender, script, sent) = scripted(
+            script,
             Backoff {
                 base: Duration::from_millis(1),
                 cap: Duration::from_millis(5),
             },
-            Buffers::default(),
-            Arc::new(Stats::default()),
             waker,
-            Arc::clone(&stop),
-        )
-        .unwrap();
+        );
         let offer = |id| {
             sender
                 .try_send(Job {
