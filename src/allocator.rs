@@ -1,4 +1,4 @@
-//! The daemon's memory allocator (the binary's only unsafe code; the library forbids it): small blocks from dlmalloc, large ones from the C library.
+//! The daemon's memory allocator (unsafe code, like `memcopy`: the library forbids it): small blocks from dlmalloc, large ones from the C library.
 //!
 //! The static build links musl, whose allocator (mallocng) maps and unmaps whole groups of
 //! blocks as they fill and empty. Every request allocates and frees blocks of the same few

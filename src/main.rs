@@ -2,6 +2,9 @@
 //! (0: stopped with nothing lost; 1: lines were lost, or the run failed; 2: wrong configuration).
 
 mod allocator;
+/// musl's `memcpy` and `memmove` replaced on x86_64 (see `memcopy`); other builds test them.
+#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
+mod memcopy;
 
 use std::process::ExitCode;
 

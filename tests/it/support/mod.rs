@@ -107,7 +107,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_fifo2kinesis");
 
 /// The daemon's command: the binary built for these tests, or another build given as
 /// `FIFO2KINESIS_TEST_BIN`, run by `FIFO2KINESIS_TEST_RUNNER` if set (an ARM build under
-/// qemu-user: `scripts/check-arm`).
+/// qemu-user: `scripts/check-static`).
 pub fn daemon_command() -> Command {
     match std::env::var_os("FIFO2KINESIS_TEST_BIN") {
         Some(bin) => match std::env::var_os("FIFO2KINESIS_TEST_RUNNER") {
