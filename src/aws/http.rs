@@ -29,6 +29,22 @@ use super::Error;
 /// How long a service endpoint's resolved addresses are used before they are looked up again.
 const RESOLVE_TTL: Duration = Duration::from_secs(10);
 
+/// The service agent's receive buffer. ureq's default, 128 KiB, is filled with zeros when a
+/// connection is made, as is each of the other three buffers below (over TLS, ureq keeps a
+/// receive and a send buffer both for the TLS layer and for the TCP connection beneath it):
+/// 512 KiB of RSS. An answer longer than this (500 accepted records make about 50 KB) is read
+/// in more pieces; rustls reads 4 KiB at a time anyway.
+pub const RECEIVE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The service agent's send buffer: a request body goes to the connection this many bytes at a
+/// time (two TLS records' worth). Smaller buffers cost more `write` calls for no fewer copies.
+pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
+
+/// The longest response head (status line and headers) a service agent reads: AWS's are under
+/// a kilobyte. A longer one is a failed request (ureq: "response header is too big"),
+/// retried; it must be shorter than [`RECEIVE_BUFFER_BYTES`], which holds the whole head.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 8 * 1024;
+
 /// Settings shared by every agent.
 #[derive(Clone, Debug, Default)]
 pub struct HttpSettings {
@@ -96,6 +112,9 @@ impl HttpSettings {
             .timeout_global(Some(request))
             .tls_config(self.tls())
             .user_agent(USER_AGENT)
+            .input_buffer_size(RECEIVE_BUFFER_BYTES)
+            .output_buffer_size(SEND_BUFFER_BYTES)
+            .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
             .build();
         Agent::with_parts(
             config,

@@ -196,6 +196,54 @@ fn a_redirect_is_an_error_not_a_delivery() {
     assert_eq!(server.problems(), Vec::<String>::new());
 }
 
+/// The service agent reads response heads of up to 8 KiB in a 16 KiB receive buffer (ureq's
+/// default is 128 KiB, with a 64 KiB head limit). A 200 whose head is longer is a failure to
+/// retry ("response header is too big"), never a delivery nor a stalled connection; heads a
+/// little under the limit, and answers much longer than the buffer (500 records: 50 KB), are
+/// read as before.
+#[test]
+fn a_response_head_over_8_kib_is_retried_and_one_under_it_is_read() {
+    const N: usize = 3_000;
+    let dir = TempDir::new("answers-long-head");
+    let posts = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&posts);
+    let server = FakeKinesis::with_behaviour("test-stream", false, move |_, req| {
+        let n = p.fetch_add(1, Ordering::SeqCst);
+        // The first three answers carry a 20 KB header and accept everything; then 6 KB.
+        let padding = if n < 3 { 20_000 } else { 6_000 };
+        Reply::Raw {
+            status: 200,
+            headers: vec![("x-amz-padding".into(), "p".repeat(padding))],
+            body: accepted(req.records.len()).into_bytes(),
+            received: n >= 3,
+        }
+    });
+    let (daemon, fifo) = start(&dir, &server, &["-l", "500"]);
+    let sent = lines("long-head", N, 100);
+    writer(&fifo, sent.clone()).join().unwrap();
+    wait_until(LONG, "records_sent to reach every line", || {
+        daemon.stat("records_sent") >= N as u64
+    });
+    let records_sent = daemon.stat("records_sent");
+    let log = stop_cleanly(daemon);
+    let posts = posts.load(Ordering::SeqCst);
+    assert!(
+        posts >= N / 500 + 3,
+        "the first three answers were retried: {posts} requests"
+    );
+    assert_eq!(
+        records_sent, N as u64,
+        "counted once, after a readable answer"
+    );
+    assert_arrived_exactly(&server, &sent);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("response header is too big")),
+        "the long head is logged:\n{log}"
+    );
+    assert_eq!(server.problems(), Vec::<String>::new());
+}
+
 /// Regression: a proxy's 413 page was read as "too large" (its words mention a size), so the
 /// batch was halved down to single records, thousands of requests a second, and every line went
 /// to `oversized/`. A 413 is a passing fault: backed off and retried.
