@@ -2,8 +2,8 @@
 //! `allocator`: the library forbids it). Other builds compile them for their tests only.
 //!
 //! musl's x86_64 `memcpy` is `rep movsq` after a byte loop to align the destination, and its
-//! `memmove`, whenever the destination does not lie below the source, copies backwards with
-//! `rep movsb` under the direction flag: about a byte a cycle, with no fast-string microcode.
+//! `memmove`, whenever the destination overlaps the source from above or is the source itself,
+//! copies backwards with `rep movsb` under the direction flag: about a byte a cycle, with no fast-string microcode.
 //! Both sit on the daemon's hot path. Every line is copied into its batch and every JSON piece
 //! into a body (tens to hundreds of bytes each, where `rep movsq` spends more cycles starting
 //! than copying), and rustls discards no bytes from its receive buffer while a TLS record is
@@ -21,7 +21,8 @@
 use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
 
 /// From this many bytes a forward copy is one `rep movsb`, which the processor runs as a
-/// string copy of whole cache lines (the "enhanced" `rep movsb` of every x86_64 since 2013).
+/// string copy of whole cache lines (the "enhanced" `rep movsb` of Intel's processors since Ivy
+/// Bridge and AMD's since Zen; older ones copy correctly, only more slowly).
 pub const REP_MOVSB_FROM: usize = 2048;
 
 /// The C library's `memcpy`: `n` bytes from `src` to `dst`, which do not overlap.
@@ -192,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn memcpy_copies_every_length_at_every_alignment_and_nothing_else() {
+    fn memcpy_copies_every_length_at_five_alignments_and_nothing_else() {
         for n in lengths() {
             let offsets: &[usize] = if n > 4096 { &[0, 7] } else { &[0, 1, 3, 8, 15] };
             for &so in offsets {

@@ -37,13 +37,18 @@ const RESOLVE_TTL: Duration = Duration::from_secs(10);
 pub const RECEIVE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The service agent's send buffer: a request body goes to the connection this many bytes at a
-/// time (two TLS records' worth). Smaller buffers cost more `write` calls for no fewer copies.
+/// time over plain HTTP (over TLS, rustls writes each 16 KiB record on its own whatever the size).
 pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
 
 /// The longest response head (status line and headers) a service agent reads: AWS's are under
 /// a kilobyte. A longer one is a failed request (ureq: "response header is too big"),
-/// retried; it must be shorter than [`RECEIVE_BUFFER_BYTES`], which holds the whole head.
+/// retried; it must be shorter than [`RECEIVE_BUFFER_BYTES`], which holds the whole head (with
+/// a longer limit, a longer head would fail as "made no progress" instead). A 200 whose head is
+/// longer may have delivered its records: they are sent again, as for any answer that cannot be
+/// read, so a proxy that always adds kilobytes of headers would repeat every batch.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 8 * 1024;
+
+const _: () = assert!(MAX_RESPONSE_HEAD_BYTES < RECEIVE_BUFFER_BYTES);
 
 /// Settings shared by every agent.
 #[derive(Clone, Debug, Default)]
