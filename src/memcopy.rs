@@ -81,6 +81,17 @@ unsafe fn store64(p: *mut u8, b: Block) {
 /// 64 bytes in four registers.
 type Block = (__m128i, __m128i, __m128i, __m128i);
 
+/// `n` bytes, from one to two `T`s long: the first and the last `T`, both loaded before either
+/// is stored (they overlap when `n` is under two `T`s).
+#[inline(always)]
+unsafe fn ends<T: Copy>(dst: *mut u8, src: *const u8, n: usize) {
+    let w = core::mem::size_of::<T>();
+    let a = src.cast::<T>().read_unaligned();
+    let b = src.add(n - w).cast::<T>().read_unaligned();
+    dst.cast::<T>().write_unaligned(a);
+    dst.add(n - w).cast::<T>().write_unaligned(b);
+}
+
 /// Up to 128 bytes, in either direction: every load is made before the first store.
 #[inline(always)]
 unsafe fn small(dst: *mut u8, src: *const u8, n: usize) {
@@ -97,30 +108,13 @@ unsafe fn small(dst: *mut u8, src: *const u8, n: usize) {
         store(dst.add(n - 32), c);
         store(dst.add(n - 16), d);
     } else if n >= 16 {
-        let (a, b) = (load(src), load(src.add(n - 16)));
-        store(dst, a);
-        store(dst.add(n - 16), b);
+        ends::<__m128i>(dst, src, n);
     } else if n >= 8 {
-        let (a, b) = (
-            src.cast::<u64>().read_unaligned(),
-            src.add(n - 8).cast::<u64>().read_unaligned(),
-        );
-        dst.cast::<u64>().write_unaligned(a);
-        dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        ends::<u64>(dst, src, n);
     } else if n >= 4 {
-        let (a, b) = (
-            src.cast::<u32>().read_unaligned(),
-            src.add(n - 4).cast::<u32>().read_unaligned(),
-        );
-        dst.cast::<u32>().write_unaligned(a);
-        dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        ends::<u32>(dst, src, n);
     } else if n >= 2 {
-        let (a, b) = (
-            src.cast::<u16>().read_unaligned(),
-            src.add(n - 2).cast::<u16>().read_unaligned(),
-        );
-        dst.cast::<u16>().write_unaligned(a);
-        dst.add(n - 2).cast::<u16>().write_unaligned(b);
+        ends::<u16>(dst, src, n);
     } else if n == 1 {
         *dst = *src;
     }
