@@ -19,9 +19,9 @@
 //! that size left per request is rustls's receive buffer, grown for the answer to 32 KiB and
 //! shrunk to 4 KiB whenever it empties: musl unmapped it and mapped it again for every request,
 //! and each unmap of a two-thread process interrupts the other core to flush its TLB (4% of
-//! all the machine's samples in a `perf record -a` of 100 B lines over TLS, most of the
-//! sender's system time). So [`CACHED`] freed blocks of up to [`CACHED_MAX`] bytes are kept
-//! for the next large allocation: at most 128 KiB that the C library does not get back.
+//! all the machine's samples in a `perf record -a` of 100 B lines over TLS). So [`CACHED`]
+//! freed blocks of up to [`CACHED_MAX`] bytes are kept for the next allocation of their size:
+//! at most 128 KiB that the C library does not get back.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::null_mut;
@@ -128,12 +128,12 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline(never)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() >= LARGE && cacheable(layout) {
-            keep_freed(ptr, layout.size())
-        } else if layout.size() >= LARGE {
-            System.dealloc(ptr, layout)
-        } else {
+        if layout.size() < LARGE {
             SMALL.dealloc(ptr, layout)
+        } else if cacheable(layout) {
+            keep_freed(ptr, layout.size())
+        } else {
+            System.dealloc(ptr, layout)
         }
     }
 
