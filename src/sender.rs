@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -195,14 +195,33 @@ struct Worker {
 impl Worker {
     fn run(mut self, inbox: Receiver<Job>, outbox: mpsc::Sender<Report>) {
         // Ends when the loop closes the channel (a stop) and every queued job is reported.
-        for job in inbox.iter() {
-            if self.shared.queued.fetch_sub(1, Ordering::AcqRel) >= QUEUED_JOBS {
-                // The loop may be waiting for room in the channel to read again.
+        // Each report wakes the loop, but when the next job is already waiting, the wake-up
+        // that taking it gives announces both: one wake-up per request instead of two while
+        // the loop keeps the channel full (each one that finds the loop asleep costs an
+        // interrupt of the other core).
+        let mut unannounced = false;
+        let mut next = inbox.recv().ok();
+        while let Some(job) = next {
+            let was_full = self.shared.queued.fetch_sub(1, Ordering::AcqRel) >= QUEUED_JOBS;
+            if was_full || unannounced {
+                // The loop may be waiting for room in the channel to read again, or has a
+                // report to take.
                 let _ = self.shared.waker.wake();
+                unannounced = false;
             }
             let finish = self.deliver(job.batch);
             let _ = outbox.send(Report { id: job.id, finish });
-            let _ = self.shared.waker.wake();
+            next = match inbox.try_recv() {
+                Ok(job) => {
+                    unannounced = true;
+                    Some(job)
+                }
+                Err(TryRecvError::Empty) => {
+                    let _ = self.shared.waker.wake();
+                    inbox.recv().ok()
+                }
+                Err(TryRecvError::Disconnected) => None,
+            };
         }
         // The poll loop waits for this flag, and the wake-up makes it look.
         self.shared.finished.store(true, Ordering::Release);
