@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use ureq::config::Config;
 use ureq::http::Uri;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, PemItem};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::DefaultConnector;
 use ureq::unversioned::transport::NextTimeout;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 use ureq::Agent;
 
+use super::tls::TlsConnector;
 use super::Error;
 
 /// How long a service endpoint's resolved addresses are used before they are looked up again.
@@ -36,9 +37,14 @@ const RESOLVE_TTL: Duration = Duration::from_secs(10);
 /// in more pieces; rustls reads 4 KiB at a time anyway.
 pub const RECEIVE_BUFFER_BYTES: usize = 16 * 1024;
 
-/// The service agent's send buffer: a request body goes to the connection this many bytes at a
-/// time over plain HTTP (over TLS, rustls writes each 16 KiB record on its own whatever the size).
+/// The service agent's send buffer for the plain text: a request body is written this many
+/// bytes at a time (to the connection over plain HTTP, to rustls over TLS).
 pub const SEND_BUFFER_BYTES: usize = 32 * 1024;
+
+/// The connection's own send buffer beneath TLS: the encrypted records rustls holds (up to
+/// 64 KiB) go to the socket this many bytes at a time, so a request of 100 KB takes two
+/// `sendto` where it took one for each 16 KiB record (see `tls`).
+pub const WIRE_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The longest response head (status line and headers) a service agent reads: AWS's are under
 /// a kilobyte. A longer one is a failed request (ureq: "response header is too big"),
@@ -93,18 +99,6 @@ impl HttpSettings {
         self.extra_roots.as_ref().map_or(0, |c| c.len())
     }
 
-    /// Mozilla's roots (and the bundle's), with rustls on ring.
-    fn tls(&self) -> TlsConfig {
-        let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned());
-        let extra = self.extra_roots.iter().flat_map(|e| e.iter().cloned());
-        TlsConfig::builder()
-            .root_certs(RootCerts::from(builtin.chain(extra)))
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .build()
-    }
-
     /// An agent for AWS service endpoints (proxies from the environment honoured).
     /// Its addresses are looked up at most every 10 s (see `CachingResolver`).
     pub fn service_agent(&self, connect: Duration, request: Duration) -> Agent {
@@ -115,33 +109,67 @@ impl HttpSettings {
             .max_redirects(0)
             .timeout_connect(Some(connect))
             .timeout_global(Some(request))
-            .tls_config(self.tls())
             .user_agent(USER_AGENT)
             .input_buffer_size(RECEIVE_BUFFER_BYTES)
-            .output_buffer_size(SEND_BUFFER_BYTES)
+            .output_buffer_size(WIRE_SEND_BUFFER_BYTES)
             .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
             .build();
         Agent::with_parts(
             config,
-            DefaultConnector::default(),
+            self.connector(RECEIVE_BUFFER_BYTES, SEND_BUFFER_BYTES),
             CachingResolver::default(),
         )
+    }
+
+    /// The client's default chain with our TLS layer in place of its own: a proxy (CONNECT)
+    /// or a direct TCP connection, then TLS for https, with plain-text buffers of `receive`
+    /// and `send` bytes.
+    fn connector(
+        &self,
+        receive: usize,
+        send: usize,
+    ) -> impl Connector<Out = impl ureq::unversioned::transport::Transport> {
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(TlsConnector::new(self.rustls_config(), receive, send))
+    }
+
+    /// The service agent's TLS: TLS 1.2 and 1.3 with ring, Mozilla's roots and the bundle's,
+    /// SNI, no client certificate (the client's own TLS layer, made the same way).
+    fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+        let extra = self.extra_roots.iter().flat_map(|e| e.iter());
+        roots.add_parsable_certificates(
+            extra.map(|c| rustls::pki_types::CertificateDer::from(c.der()).into_owned()),
+        );
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
     }
 
     /// An agent for the link-local metadata services: no proxy, short timeouts. A connection
     /// not made within `connect` fails as [`ureq::Timeout::Connect`] when `connect` is shorter
     /// than `total` (see `never_connected`).
     pub fn metadata_agent(&self, connect: Duration, total: Duration) -> Agent {
-        Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(connect))
             .timeout_global(Some(total))
             .proxy(None)
-            .tls_config(self.tls())
             .user_agent(USER_AGENT)
             .max_redirects(0)
-            .build()
-            .into()
+            .build();
+        let (receive, send) = (config.input_buffer_size(), config.output_buffer_size());
+        Agent::with_parts(
+            config,
+            self.connector(receive, send),
+            DefaultResolver::default(),
+        )
     }
 }
 

@@ -28,6 +28,7 @@ mod process;
 mod profile;
 mod sigv4;
 mod sts;
+mod tls;
 
 use std::fmt;
 use std::io;
