@@ -199,26 +199,22 @@ impl Worker {
         // that taking it gives announces both: one wake-up per request instead of two while
         // the loop keeps the channel full (each one that finds the loop asleep costs an
         // interrupt of the other core).
-        let mut unannounced = false;
-        let mut next = inbox.recv().ok();
-        while let Some(job) = next {
+        // `report_waiting`: the last report has not woken the loop yet.
+        let mut next = inbox.recv().ok().map(|job| (job, false));
+        while let Some((job, report_waiting)) = next {
             let was_full = self.shared.queued.fetch_sub(1, Ordering::AcqRel) >= QUEUED_JOBS;
-            if was_full || unannounced {
+            if was_full || report_waiting {
                 // The loop may be waiting for room in the channel to read again, or has a
                 // report to take.
                 let _ = self.shared.waker.wake();
-                unannounced = false;
             }
             let finish = self.deliver(job.batch);
             let _ = outbox.send(Report { id: job.id, finish });
             next = match inbox.try_recv() {
-                Ok(job) => {
-                    unannounced = true;
-                    Some(job)
-                }
+                Ok(job) => Some((job, true)),
                 Err(TryRecvError::Empty) => {
                     let _ = self.shared.waker.wake();
-                    inbox.recv().ok()
+                    inbox.recv().ok().map(|job| (job, false))
                 }
                 Err(TryRecvError::Disconnected) => None,
             };
